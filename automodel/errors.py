@@ -1,0 +1,40 @@
+"""Exception types with messages that tell the user the fix.
+
+Only `cli.py` turns them into exit codes; library code raises them.
+"""
+
+
+class AutomodelError(Exception):
+    """Base class: `str(err)` is a complete, one-paragraph message for the user."""
+
+    exit_code = 1
+
+
+class UsageError(AutomodelError):
+    """A bad command-line option or combination of options."""
+
+    exit_code = 2
+
+
+class DatasetError(AutomodelError):
+    """The dataset folder cannot be used as it is (missing, empty, unlabelled, ...)."""
+
+    exit_code = 3
+
+
+class ContractError(AutomodelError):
+    """A pipeline module does not follow its contract in interfaces/."""
+
+    exit_code = 4
+
+
+class RunError(AutomodelError):
+    """A run directory is missing, inconsistent or from another dataset."""
+
+    exit_code = 5
+
+
+class LLMConfigError(AutomodelError):
+    """The LLM brain was asked for but no key or server is configured, or it failed for good."""
+
+    exit_code = 6

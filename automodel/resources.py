@@ -1,0 +1,21 @@
+"""Where the packaged interfaces and templates live (works for editable and normal installs)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+MODULE_NAMES = ("data", "model", "train")
+
+
+def interface_path(module: str) -> Path:
+    """Path of interfaces/<module>.py, the contract shown verbatim to engineers."""
+    return Path(str(resources.files("automodel.interfaces").joinpath(f"{module}.py")))
+
+
+def interface_text(module: str) -> str:
+    return interface_path(module).read_text(encoding="utf-8")
+
+
+def templates_dir() -> Path:
+    return Path(str(resources.files("automodel.templates")))
