@@ -38,3 +38,16 @@ class LLMConfigError(AutomodelError):
     """The LLM brain was asked for but no key or server is configured, or it failed for good."""
 
     exit_code = 6
+
+
+class BrainError(AutomodelError):
+    """A brain could not produce a usable answer for one role (e.g. the LLM's reply
+    stayed malformed after a retry); the loop records it and the run goes on."""
+
+    exit_code = 7
+
+
+class LLMServiceError(BrainError):
+    """The LLM server kept failing (rate limits, server errors, timeouts) after all retries."""
+
+    exit_code = 8

@@ -63,14 +63,19 @@ class Recorder:
         self.out_dir = out_dir
         self._events = open(out_dir / "events.jsonl", "a", encoding="utf-8")
         self._curves = open(out_dir / "curves.jsonl", "a", encoding="utf-8")
+        self._flushed = time.time()
 
     def event(self, phase: str, **extra) -> None:
         self._events.write(json.dumps({"phase": phase, "wall": time.time(), **extra}) + "\n")
         self._events.flush()
 
     def curve(self, tag: str, value: float, step: int, phase: str) -> None:
-        rec = {"tag": str(tag), "value": float(value), "step": int(step), "t": round(time.time() - T0, 3), "phase": phase}
+        now = time.time()
+        rec = {"tag": str(tag), "value": float(value), "step": int(step), "t": round(now - T0, 3), "phase": phase}
         self._curves.write(json.dumps(rec) + "\n")
+        if now - self._flushed > 1.0:  # a killed run still leaves its curves behind
+            self._curves.flush()
+            self._flushed = now
 
     def close(self) -> None:
         self._curves.flush()
@@ -343,12 +348,13 @@ def run(spec: dict, rec: Recorder) -> dict:
         seed_all(torch, np, seed)
         workers = int(spec.get("loader_workers", 0))
         data = TrainData(torch, train_x, train_y, train_tf, eval_tf, mix, info, workers)
+        rec.event("train_start")
         ctx = Context(torch, device, seed, spec["time_budget"], rec, "train")
         model = mods["model"].build_model(info).to(device)
         trained = None
         # Code that ignores should_stop() is interrupted a little after its
         # deadline and scored with its last checkpoint (or current weights).
-        grace = 5.0 + 0.1 * float(spec["time_budget"])
+        grace = float(spec.get("interrupt_grace", 5.0 + 0.1 * float(spec["time_budget"])))
 
         def _overran(signum, frame):
             raise TrainingOverran()
@@ -404,9 +410,18 @@ def main(argv: list[str]) -> int:
         rec.close()
     (out_dir / "child.json").write_text(json.dumps(report), encoding="utf-8")
     rec.event("done")
+    rec.close()
     return 0
 
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    sys.exit(main(sys.argv))
+    try:
+        code = main(sys.argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter shutdown (~1 s with torch loaded) and any non-daemon
+    # thread the generated code left running: everything is already on disk.
+    os._exit(code)

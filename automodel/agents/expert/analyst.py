@@ -1,0 +1,216 @@
+"""The built-in Performance Analyst: a diagnosis from the numbers, then one proven move.
+
+It reads the bounded history (automodel.history), decides which regime the
+best pipeline is in, and proposes the first applicable move of that regime's
+list that has not already been tried on the current best:
+
+- diverged:  validation or training accuracy near chance -> calmer optimisation
+- overfit:   training accuracy well above validation -> regularise, augment
+- underfit:  both low and close -> capacity, learning rate, less regularisation
+- overran:   training was interrupted at the deadline -> make it cheaper
+- plateau:   none of the above -> finer steps on the learning rate and friends
+
+Each move edits UPPER_CASE hyperparameters of ONE module (see automodel.hparams),
+so it works on any pipeline that exposes the knob, expert-written or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ...errors import AutomodelError
+from ..base import Decision
+
+OVERFIT_GAP = 0.05  # train minus validation accuracy above which we call it over-fitting
+
+
+class AnalystExhausted(AutomodelError):
+    """Every move the expert knows has been tried on the current best."""
+
+
+@dataclass(frozen=True)
+class Move:
+    target: str                                              # module the move edits
+    name: str                                                # short id, for the record
+    propose: Callable[[dict, dict], dict[str, Any] | None]   # (hparams, facts) -> constant changes, or None
+    says: Callable[[dict, dict], str]                        # (hparams, changes) -> instruction text
+
+
+def _scale(key: str, factor: float, lo: float, hi: float, integer: bool = False, digits: int = 6):
+    def propose(hp: dict, facts: dict):
+        v = hp.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            return None
+        new = min(hi, max(lo, v * factor))
+        new = int(round(new)) if integer else float(f"{new:.{digits}g}")
+        return None if new == v else {key: new}
+    return propose
+
+
+def _set(key: str, value: Any, when: Callable[[Any, dict], bool] = lambda v, f: True):
+    def propose(hp: dict, facts: dict):
+        if key not in hp or hp[key] == value or not when(hp[key], facts):
+            return None
+        return {key: value}
+    return propose
+
+
+def _turn_on(key: str, value_fn: Callable[[dict, dict], Any], when: Callable[[dict], bool] = lambda f: True):
+    """Set a knob that is off (0/False/None) to a value computed from the facts."""
+    def propose(hp: dict, facts: dict):
+        if key not in hp or hp[key] not in (0, 0.0, False, None) or not when(facts):
+            return None
+        return {key: value_fn(hp, facts)}
+    return propose
+
+
+def _text(template: str):
+    def says(hp: dict, changes: dict) -> str:
+        parts = [f"{k} {hp.get(k)!r} -> {v!r}" for k, v in changes.items()]
+        return f"{template} ({', '.join(parts)})"
+    return says
+
+
+def _side(facts: dict) -> int:
+    return int(facts.get("input_size") or min(facts.get("image_size") or [32]))
+
+
+def _ema_decay(hp: dict, facts: dict) -> float:
+    # Average over roughly the last tenth of training: short runs need a faster EMA.
+    steps = facts.get("train_steps") or 1000
+    return float(f"{min(0.9995, max(0.99, 1 - 10 / max(steps, 1))):.4g}")
+
+
+MOVES: dict[str, list[Move]] = {
+    "diverged": [
+        Move("train", "lower_lr", _scale("LR", 0.3, 1e-5, 10.0), _text("Training diverged: lower the peak learning rate")),
+        Move("train", "grad_clip", _turn_on("GRAD_CLIP", lambda hp, f: 1.0), _text("Clip gradients to stabilise training")),
+        Move("train", "warmup", _set("WARMUP_FRACTION", 0.2, lambda v, f: isinstance(v, (int, float)) and v < 0.2), _text("Warm up longer")),
+        Move("train", "adamw", _set("OPTIMIZER", "adamw"), _text("Switch to AdamW, which is more forgiving of the learning rate")),
+    ],
+    "overran": [
+        Move("model", "narrower", _scale("WIDTH", 0.5, 8, 1024, integer=True), _text("Training was cut off at the deadline: halve the width so epochs finish")),
+        Move("train", "bigger_batch", _scale("BATCH_SIZE", 2, 8, 1024, integer=True), _text("Training was cut off at the deadline: larger batches for throughput")),
+    ],
+    "overfit": [
+        Move("data", "crop", _turn_on("CROP_PADDING", lambda hp, f: max(2, _side(f) // 8)), _text("Over-fitting: add random crops with padding")),
+        Move("data", "hflip", _set("HFLIP", True, lambda v, f: f.get("flips_allowed", False)), _text("Over-fitting: add random horizontal flips")),
+        Move("train", "label_smoothing", _set("LABEL_SMOOTHING", 0.1, lambda v, f: isinstance(v, (int, float)) and v < 0.1), _text("Over-fitting: smooth the labels")),
+        Move("data", "cutout", _turn_on("CUTOUT", lambda hp, f: max(4, _side(f) // 4)), _text("Over-fitting: erase a random square (Cutout)")),
+        Move("train", "ema", _turn_on("EMA_DECAY", _ema_decay), _text("Over-fitting and noisy end of training: predict with an EMA of the weights")),
+        Move("data", "mixup", _turn_on("MIXUP_ALPHA", lambda hp, f: 0.2), _text("Over-fitting: MixUp the training batches")),
+        Move("model", "dropout", _set("DROPOUT", 0.3, lambda v, f: isinstance(v, (int, float)) and v < 0.3), _text("Over-fitting: dropout before the classifier")),
+        Move("train", "more_wd", _scale("WEIGHT_DECAY", 2.0, 1e-6, 0.2), _text("Over-fitting: stronger weight decay")),
+        Move("data", "rrc", _set("RANDOM_RESIZED_CROP", True), _text("Over-fitting: random resized crops")),
+        Move("data", "jitter", _turn_on("COLOR_JITTER", lambda hp, f: 0.2, lambda f: f.get("channels") == 3), _text("Over-fitting: colour jitter")),
+        Move("data", "cutmix", _turn_on("CUTMIX_ALPHA", lambda hp, f: 1.0), _text("Over-fitting: CutMix the training batches")),
+        Move("data", "more_crop", _scale("CROP_PADDING", 1.5, 1, 16, integer=True), _text("Over-fitting: stronger random crops")),
+        Move("model", "narrower_reg", _scale("WIDTH", 0.75, 8, 1024, integer=True), _text("Over-fitting: a smaller network")),
+    ],
+    "underfit": [
+        Move("model", "wider", _scale("WIDTH", 1.5, 8, 256, integer=True), _text("Under-fitting: widen the network")),
+        Move("train", "higher_lr", _scale("LR", 2.0, 1e-5, 2.0), _text("Under-fitting: raise the peak learning rate")),
+        Move("train", "lower_lr", _scale("LR", 0.5, 1e-5, 2.0), _text("Under-fitting with a noisy loss: lower the peak learning rate")),
+        Move("data", "less_cutout", _set("CUTOUT", 0, lambda v, f: bool(v)), _text("Under-fitting: drop Cutout")),
+        Move("data", "less_mixup", _set("MIXUP_ALPHA", 0.0, lambda v, f: bool(v)), _text("Under-fitting: drop MixUp")),
+        Move("train", "smaller_batch", _scale("BATCH_SIZE", 0.5, 16, 1024, integer=True), _text("Under-fitting: more, smaller steps")),
+        Move("model", "deeper", _scale("DEPTH", 2.0, 1, 4, integer=True), _text("Under-fitting: more blocks per stage")),
+        Move("train", "less_wd", _scale("WEIGHT_DECAY", 0.5, 1e-6, 0.2), _text("Under-fitting: weaker weight decay")),
+    ],
+    "plateau": [
+        Move("train", "ema", _turn_on("EMA_DECAY", _ema_decay), _text("Plateau: predict with an EMA of the weights")),
+        Move("train", "lr_up", _scale("LR", 1.4, 1e-5, 2.0), _text("Plateau: a somewhat higher learning rate")),
+        Move("train", "lr_down", _scale("LR", 0.7, 1e-5, 2.0), _text("Plateau: a somewhat lower learning rate")),
+        Move("model", "wider", _scale("WIDTH", 1.25, 8, 256, integer=True), _text("Plateau: a little more capacity")),
+        Move("train", "wd_down", _scale("WEIGHT_DECAY", 0.5, 1e-6, 0.2), _text("Plateau: weaker weight decay")),
+        Move("train", "wd_up", _scale("WEIGHT_DECAY", 2.0, 1e-6, 0.2), _text("Plateau: stronger weight decay")),
+        Move("train", "swap_opt_sgd", _set("OPTIMIZER", "sgd"), _text("Plateau: try SGD with Nesterov momentum")),
+        Move("train", "swap_opt_adamw", _set("OPTIMIZER", "adamw"), _text("Plateau: try AdamW")),
+        Move("train", "ls_up", _set("LABEL_SMOOTHING", 0.2, lambda v, f: isinstance(v, (int, float)) and v < 0.2), _text("Plateau: more label smoothing")),
+    ],
+}
+
+# After its own list, each regime falls back on these, in this order.
+FALLBACK = {
+    "diverged": ["overran", "plateau"],
+    "overran": ["plateau"],
+    "overfit": ["plateau", "underfit"],
+    "underfit": ["plateau", "overfit"],
+    "plateau": ["overfit", "underfit"],
+}
+
+
+def diagnose(best: dict, chance: float) -> tuple[str, str]:
+    """Return (regime, reason in plain words)."""
+    val = best.get("val_accuracy") or 0.0
+    train = best.get("train_accuracy")
+    if val < min(1.0, chance * 1.5) or (train is not None and train < min(1.0, chance * 1.5)):
+        return "diverged", f"validation accuracy {val:.3f} is near chance ({chance:.3f}): the optimisation is not learning"
+    if best.get("interrupted"):
+        return "overran", "training ignored or missed its deadline and was interrupted"
+    if train is None:
+        return "plateau", f"no training curve was logged; validation accuracy is {val:.3f}"
+    gap = train - val
+    if gap > OVERFIT_GAP:
+        return "overfit", f"training accuracy {train:.3f} is {gap:.3f} above validation {val:.3f}: over-fitting"
+    if train < 0.97:
+        return "underfit", f"training accuracy {train:.3f} is close to validation {val:.3f} and low: under-fitting"
+    return "plateau", f"training accuracy {train:.3f} and validation {val:.3f} are both high and close"
+
+
+def merged_hparams(summary: dict) -> dict[str, dict]:
+    return {m: dict((summary.get(m) or {}).get("hparams") or {}) for m in ("data", "model", "train")}
+
+
+def facts_from(history: dict) -> dict:
+    ds = history.get("dataset", {})
+    best = history.get("best") or {}
+    hp = merged_hparams(best.get("summary") or {})
+    return {
+        "flips_allowed": ds.get("flips_allowed", False),
+        "channels": ds.get("channels"),
+        "image_size": ds.get("image_size"),
+        "input_size": hp["data"].get("INPUT_SIZE"),
+        "train_steps": best.get("train_steps"),
+    }
+
+
+def decide(history: dict) -> Decision:
+    best = history.get("best")
+    if best is None:
+        return _without_best(history)
+    regime, why = diagnose(best, history.get("chance_accuracy", 0.1))
+    hp = merged_hparams(best.get("summary") or {})
+    facts = facts_from(history)
+    tried = {t.get("key") for t in history.get("tried_on_best", [])}
+    for group in [regime] + FALLBACK[regime]:
+        for move in MOVES[group]:
+            changes = move.propose(hp[move.target], facts)
+            if not changes:
+                continue
+            decision = Decision(target=move.target, instruction=move.says(hp[move.target], changes),
+                                reason=why + ("" if group == regime else f"; the {regime} moves are used up, trying a {group} move"),
+                                edit={"set": changes, "move": move.name})
+            if decision.key() not in tried:
+                return decision
+    raise AnalystExhausted("The built-in expert has tried every move it knows on the current best pipeline; stopping early. "
+                           "Use --agent llm for open-ended edits, or edit best/ by hand.")
+
+
+def _without_best(history: dict) -> Decision:
+    """No iteration has succeeded yet: make the last failed pipeline cheaper and calmer."""
+    failures = history.get("failures") or []
+    cause = failures[-1]["cause"] if failures else "unknown failure"
+    tried = {t.get("key") for t in history.get("tried_on_best", [])}
+    candidates = [
+        Decision("model", "Nothing has trained successfully yet: halve the width", f"every attempt failed ({cause})",
+                 {"set_scale": {"WIDTH": 0.5}, "move": "rescue_narrower"}),
+        Decision("train", "Nothing has trained successfully yet: halve the batch size and the learning rate",
+                 f"every attempt failed ({cause})", {"set_scale": {"BATCH_SIZE": 0.5, "LR": 0.5}, "move": "rescue_batch"}),
+    ]
+    for d in candidates:
+        if d.key() not in tried:
+            return d
+    raise AnalystExhausted(f"No pipeline has trained successfully ({cause}) and the built-in expert has no rescue left. "
+                           "Look at the last iteration's stderr.txt and metrics.json in the run directory.")

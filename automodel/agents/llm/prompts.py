@@ -1,0 +1,129 @@
+"""Rendering the role prompts in templates/prompts/ and keeping what goes into them bounded.
+
+Templates use StrictUndefined: a missing variable is a bug to see at once,
+not an empty hole in a prompt. Every role's system prompt starts with a line
+`ROLE: <role>` so logs, and the replay server, can tell the roles apart.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+
+from ...resources import interface_text, templates_dir
+from ..base import MODULES, Brief
+
+OMITTED = "… ({n} earlier items omitted)"
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir() / "prompts")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        autoescape=False,
+    )
+    env.filters["tojson_pretty"] = lambda obj: json.dumps(obj, indent=1, ensure_ascii=False, default=str)
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    return environment().get_template(template).render(**context).strip() + "\n"
+
+
+def messages(role_template: str, **context: Any) -> list[dict[str, str]]:
+    """System and user messages from <role_template>.system.j2 and .user.j2."""
+    return [
+        {"role": "system", "content": render(f"{role_template}.system.j2", **context)},
+        {"role": "user", "content": render(f"{role_template}.user.j2", **context)},
+    ]
+
+
+def interfaces(modules: tuple[str, ...] = MODULES) -> dict[str, str]:
+    """The contract files, verbatim, as shown to the LLM."""
+    return {m: interface_text(m) for m in modules}
+
+
+# ---- bounding what goes into a prompt
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=1, ensure_ascii=False, default=str)
+
+
+def _clip_strings(obj: Any, limit: int) -> Any:
+    if isinstance(obj, str):
+        return obj if len(obj) <= limit else obj[: max(1, limit - 1)] + "…"
+    if isinstance(obj, dict):
+        return {k: _clip_strings(v, limit) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clip_strings(v, limit) for v in obj]
+    return obj
+
+
+def _clip_lists(obj: Any, keep: int) -> Any:
+    """Keep the newest `keep` items of every list (the end of a list is the recent history)."""
+    if isinstance(obj, dict):
+        return {k: _clip_lists(v, keep) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_clip_lists(v, keep) for v in obj]
+        if len(items) > keep:
+            return [OMITTED.format(n=len(items) - keep)] + items[-keep:]
+        return items
+    return obj
+
+
+def bounded_json(obj: Any, max_chars: int) -> str:
+    """`obj` as indented JSON of at most `max_chars` characters, shortened gracefully.
+
+    First long strings are clipped, then long lists keep only their newest
+    items, and only as a last resort is the text cut; so however long a run
+    gets, the prompt built from it stays under a fixed size.
+    """
+    text = _dumps(obj)
+    if len(text) <= max_chars:
+        return text
+    for limit in (600, 300, 150, 80, 40):
+        clipped = _clip_strings(obj, limit)
+        text = _dumps(clipped)
+        if len(text) <= max_chars:
+            return text
+        for keep in (24, 12, 6, 3, 1):
+            text = _dumps(_clip_lists(clipped, keep))
+            if len(text) <= max_chars:
+                return text
+    marker = "\n… (cut to fit the prompt)"
+    return text[: max(0, max_chars - len(marker))] + marker
+
+
+def brief_context(brief: Brief | None, profile_chars: int) -> dict[str, Any]:
+    """Template variables describing the task, the data, the hardware and the budget."""
+    if brief is None:
+        return {"brief": None}
+    hw = brief.hardware
+    hardware = f"{hw.cpu_cores} CPU cores"
+    if hw.memory_gb:
+        hardware += f", {hw.memory_gb:.0f} GB RAM"
+    if hw.device == "cuda":
+        hardware += f", GPU {hw.gpu_name or 'CUDA'}" + (f" ({hw.gpu_memory_gb:.0f} GB)" if hw.gpu_memory_gb else "")
+    else:
+        hardware += ", no GPU (training runs on the CPU)"
+    info = {k: v for k, v in brief.info.items() if k != "class_names"}
+    names = list(brief.info.get("class_names", []))
+    return {
+        "brief": {
+            "profile": bounded_json(brief.profile, profile_chars),
+            "info": bounded_json(info, 1500),
+            "class_names": bounded_json(names[:200], 1500) + (f" (+{len(names) - 200} more)" if len(names) > 200 else ""),
+            "description": (brief.description or "").strip()[:3000],
+            "hardware": hardware,
+            "device": hw.device,
+            "time_per_iter": int(round(brief.time_per_iter)),
+            "pretrained_cache": list(brief.pretrained_cache),
+        }
+    }

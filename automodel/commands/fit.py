@@ -1,0 +1,95 @@
+"""`automodel fit DATASET`: run the agent loop and keep the best pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..brains import BrainConfig
+from ..errors import UsageError
+from ..hardware import resolve_device
+from ..loop import FitConfig
+from ..progress import Progress
+from ..workspace import default_run_name
+
+
+def add_brain_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("brain (who plays the agent roles)")
+    g.add_argument("--agent", choices=("auto", "expert", "llm"), default="auto",
+                   help="expert: the built-in rules, no network; llm: an LLM through the openai client; "
+                        "auto (default): the LLM when OPENAI_API_KEY or --base-url/OPENAI_BASE_URL is set, else the expert")
+    g.add_argument("--model", help="LLM model name (default: $AUTOMODEL_LLM_MODEL or gpt-4o-mini)")
+    g.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI)")
+    g.add_argument("--init", choices=("single", "sequential"), default="single",
+                   help="single (default): the Architect writes the whole pipeline in one call; sequential: data, model, train in three calls (published ablation)")
+    g.add_argument("--llm-cache", metavar="DIR", help="cache LLM replies here so a run can be replayed offline exactly")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 5:
+        raise argparse.ArgumentTypeError(f"must be at least 5 seconds, got {text}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("fit", help="train a classifier for an image folder with the agent loop",
+                       description="Run the agent loop on DATASET: the Project Architect writes a pipeline, then each iteration the "
+                                   "Performance Analyst sends one instruction to one engineer and the result is kept only if its "
+                                   "validation accuracy improves. Everything is written to WORKSPACE/RUN.")
+    p.add_argument("dataset", type=Path, help="image folder: train/<class>/..., <class>/..., or images + labels.csv")
+    p.add_argument("--iters", type=positive_int, default=20, help="iterations in all, the first pipeline included (default 20)")
+    p.add_argument("--time-per-iter", type=seconds, default=60.0, metavar="S", help="training seconds per iteration (default 60)")
+    p.add_argument("--time-budget", type=seconds, metavar="S", help="wall-clock seconds for the whole run (default: no limit)")
+    p.add_argument("--workspace", type=Path, default=Path("workspace"), help="folder for runs (default ./workspace)")
+    p.add_argument("--name", help="run name (default: <dataset>-<date>-<time>)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the brain (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where training runs (default auto)")
+    p.add_argument("--describe", metavar="TEXT", help="what the images are and what matters (else description.txt/README.md in the folder)")
+    p.add_argument("--min-delta", type=float, default=FitConfig.min_delta, help="validation accuracy an edit must add to be kept (default %(default)s)")
+    p.add_argument("--max-repairs", type=int, default=FitConfig.max_repairs, help="repair attempts per failed iteration (default %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    add_brain_options(p)
+    p.set_defaults(func=run)
+
+
+def brain_config(args) -> BrainConfig:
+    return BrainConfig(agent=args.agent, model=args.model, base_url=args.base_url, init=args.init, cache_dir=args.llm_cache)
+
+
+def run(args) -> int:
+    from ..session import drive, final_message, start_run
+
+    if not args.dataset.exists():
+        raise UsageError(f"The dataset folder {args.dataset} does not exist. Give the folder that holds your images "
+                         f"(train/<class>/..., <class>/..., or images + labels.csv).")
+    if args.workspace.exists() and not args.workspace.is_dir():
+        raise UsageError(f"--workspace {args.workspace} is a file. Give a folder (it is created if missing).")
+    if args.min_delta < 0 or args.max_repairs < 0:
+        raise UsageError("--min-delta and --max-repairs cannot be negative.")
+    cfg = FitConfig(iters=args.iters, time_per_iter=args.time_per_iter, time_budget=args.time_budget, min_delta=args.min_delta,
+                    max_repairs=args.max_repairs, seed=args.seed, device=resolve_device(args.device))
+    progress = Progress(quiet=args.quiet)
+    run_dir = start_run(args.dataset, args.workspace, args.name or default_run_name(args.dataset), cfg, brain_config(args),
+                        args.describe, progress)
+    try:
+        outcome = drive(run_dir, cfg, brain_config(args), progress)
+    except KeyboardInterrupt:
+        print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run_dir.path}", file=sys.stderr)
+        return 130
+    print(final_message(run_dir, outcome))
+    return 0

@@ -1,0 +1,49 @@
+"""`automodel resume RUN_DIR`: continue a killed or finished run to its --iters."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from ..brains import BrainConfig
+from ..loop import FitConfig
+from ..progress import Progress
+from ..workspace import RunDir
+from .fit import positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser("resume", help="continue a run that was stopped, or extend a finished one",
+                       description="Continue RUN_DIR to its number of iterations (or --iters), keeping every completed "
+                                   "iteration unchanged. An iteration that was interrupted is run again from its start.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--iters", type=positive_int, help="new total number of iterations (default: the run's own)")
+    p.add_argument("--dataset", type=Path, help="the dataset's new location if it moved (its files must be unchanged)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..session import drive, final_message
+
+    run_dir = RunDir.open(args.run_dir)
+    info = run_dir.info
+    cfg = FitConfig(**info["config"])
+    if args.iters:
+        cfg = dataclasses.replace(cfg, iters=args.iters)
+        run_dir.update_info(config=dataclasses.asdict(cfg))
+    brain_cfg = BrainConfig(**info["brain"])
+    progress = Progress(quiet=args.quiet)
+    removed = run_dir.remove_incomplete()
+    run_dir.repair_best()
+    done = len(run_dir.iterations())
+    progress.note(f"automodel: resuming {run_dir.path}: {done} of {cfg.iters} iterations done"
+                  + (f"; redoing interrupted iteration {removed[0]}" if removed else ""))
+    try:
+        outcome = drive(run_dir, cfg, brain_cfg, progress, dataset_override=args.dataset)
+    except KeyboardInterrupt:
+        print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run_dir.path}", file=sys.stderr)
+        return 130
+    print(final_message(run_dir, outcome))
+    return 0

@@ -1,0 +1,47 @@
+"""`automodel show RUN_DIR`: one row per iteration, and the best."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..loop import summarize_run
+from ..progress import pct
+from ..workspace import RunDir
+
+
+def register(sub) -> None:
+    p = sub.add_parser("show", help="list a run's iterations: who changed what, status, scores, time",
+                       description="Print one row per iteration of RUN_DIR and the best iteration.")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    run_dir = RunDir.open(args.run_dir)
+    outcome = summarize_run(run_dir)
+    if args.json:
+        print(json.dumps(outcome, indent=2))
+        return 0
+    llm = any(r.get("tokens") for r in outcome["iterations"])
+    head = f"{'iter':>4}  {'engineer':<9} {'status':<14} {'kept':<4} {'val':>7} {'test':>7} {'secs':>6}"
+    head += f" {'tokens':>7} {'cost$':>8}" if llm else ""
+    print(head + "  instruction")
+    for r in outcome["iterations"]:
+        row = (f"{r['iteration']:>4}  {(r['target'] or '-'):<9} {r['status']:<14} {'yes' if r['accepted'] else 'no':<4} "
+               f"{pct(r['val_accuracy']):>7} {pct(r['test_accuracy']):>7} {r['seconds']:>6.0f}")
+        if llm:
+            row += f" {r.get('tokens') or 0:>7} {('%.4f' % r['cost_usd']) if r.get('cost_usd') is not None else '-':>8}"
+        print(row + "  " + (r.get("instruction") or "")[:90])
+    best = outcome["best"]
+    if best:
+        print(f"best: iteration {best['iteration']}  val {pct(best['val_accuracy'])}  test {pct(best['test_accuracy'])}")
+    else:
+        print("best: none yet")
+    if outcome["failed_share"] is not None:
+        print(f"failed iterations: {outcome['failed_share']:.0%}")
+    if llm:
+        cost = outcome["cost_usd"]
+        print(f"tokens: {outcome['tokens']}" + (f"  cost: ${cost:.4f}" if cost is not None else "  cost: unknown (model not in the price table)"))
+    return 0

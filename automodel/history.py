@@ -1,0 +1,122 @@
+"""The bounded summary of past iterations that the Performance Analyst reads.
+
+Whatever the number of iterations, the Analyst sees: the dataset facts, the
+budget, the best attempt (its module summaries and training curve), the last
+`recent` attempts, failures grouped by cause, and the edits already tried on
+the current best. Validation scores only: test scores never reach an agent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .hparams import read_hparams
+from .workspace import RunDir
+
+RECENT = 5          # attempts shown in full
+CURVE_POINTS = 12   # points per training curve shown for the best attempt
+TRIED_MAX = 30      # edits listed as already tried on the best
+MESSAGE_CHARS = 300
+
+
+def tail_mean(points: list[list[float]], fraction: float = 0.2) -> float | None:
+    """Mean of the last `fraction` of a curve's values (a steadier end value than the last point)."""
+    if not points:
+        return None
+    k = max(1, int(len(points) * fraction))
+    vals = [p[1] for p in points[-k:]]
+    return sum(vals) / len(vals)
+
+
+def downsample(points: list[list[float]], n: int = CURVE_POINTS) -> list[list[float]]:
+    if len(points) <= n:
+        return [[int(s), round(float(v), 4)] for s, v in points]
+    step = (len(points) - 1) / (n - 1)
+    return [[int(points[round(i * step)][0]), round(float(points[round(i * step)][1]), 4)] for i in range(n)]
+
+
+def _short(text: str | None) -> str | None:
+    if not text:
+        return text
+    text = " ".join(str(text).split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
+def failure_cause(record: dict[str, Any]) -> str:
+    err = record.get("error") or {}
+    if record.get("status") in ("timeout", "oom"):
+        return f"{record['status']} in {err.get('module') or 'train'}"
+    return f"{err.get('type') or record.get('status')} in {err.get('module') or '?'}.py ({err.get('phase') or '?'})"
+
+
+def flips_allowed(run: RunDir) -> bool:
+    """The Architect judged whether flips are safe (not for digits, text, orientation): follow it."""
+    first = run.iter_dir(1) / "data.py"
+    return bool(first.exists() and read_hparams(first.read_text(encoding="utf-8")).get("HFLIP"))
+
+
+def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
+    dataset = {**dataset, "flips_allowed": flips_allowed(run)}
+    records = run.iterations()
+    by_iter = {r["iteration"]: r for r in records}
+    best = run.best_record()
+
+    best_view = None
+    if best is not None:
+        d = run.iter_dir(best["iteration"])
+        metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
+        summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+        curves = metrics.get("curves", {})
+        best_view = {
+            "iteration": best["iteration"],
+            "val_accuracy": best.get("val_accuracy"),
+            "train_accuracy": best.get("train_accuracy"),
+            "train_steps": int(curves["train/loss"][-1][0]) if curves.get("train/loss") else None,
+            "interrupted": metrics.get("interrupted", False),
+            "summary": summary,
+            "curves": {tag: downsample(pts) for tag, pts in curves.items() if tag in ("train/loss", "train/accuracy", "lr")},
+        }
+
+    recent = []
+    for r in records[-RECENT:]:
+        parent = by_iter.get(r.get("parent"))
+        delta = None
+        if parent and r.get("val_accuracy") is not None and parent.get("val_accuracy") is not None:
+            delta = round(r["val_accuracy"] - parent["val_accuracy"], 4)
+        recent.append({
+            "iteration": r["iteration"], "parent": r.get("parent"), "target": r.get("target"),
+            "instruction": _short(r.get("instruction")), "status": r.get("status"), "accepted": r.get("accepted"),
+            "val_accuracy": r.get("val_accuracy"), "delta_vs_parent": delta, "train_accuracy": r.get("train_accuracy"),
+            "error": _short((r.get("error") or {}).get("message")),
+        })
+
+    failures: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("status") != "ok":
+            cause = failure_cause(r)
+            f = failures.setdefault(cause, {"cause": cause, "count": 0, "iterations": [], "last_message": None})
+            f["count"] += 1
+            f["iterations"] = (f["iterations"] + [r["iteration"]])[-3:]
+            f["last_message"] = _short((r.get("error") or {}).get("message"))
+
+    # Edits already tried on the pipeline the next edit will start from: the
+    # best one, or while nothing has succeeded yet, the last attempt.
+    parent = best["iteration"] if best is not None else (records[-1]["iteration"] if records else None)
+    tried = []
+    if parent is not None:
+        for r in records:
+            if r.get("parent") == parent:
+                tried.append({"key": r.get("decision_key"), "target": r.get("target"), "instruction": _short(r.get("instruction")),
+                              "status": r.get("status"), "val_accuracy": r.get("val_accuracy")})
+    return {
+        "dataset": dataset,
+        "budget": budget,
+        "best": best_view,
+        "recent": recent,
+        "failures": list(failures.values())[-10:],
+        "parent_iteration": parent,
+        "tried_on_best": tried[-TRIED_MAX:],
+        "num_iterations": len(records),
+        "chance_accuracy": round(1.0 / max(1, int(dataset.get("num_classes", 2))), 4),
+    }

@@ -1,0 +1,41 @@
+"""DataInfo: the facts about the data that generated code receives (see interfaces/)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+_CHUNK_PIXELS = 8_000_000  # values per chunk: bounds memory on big memory-mapped arrays
+
+
+def data_info(ds, images, train_indices: Sequence[int]) -> dict[str, Any]:
+    """{num_classes, class_names, channels, image_size [H, W], mean, std, num_train}.
+
+    mean/std are per channel in [0, 1], measured exactly on the training images
+    (via per-channel histograms, so a memory-mapped array is read in chunks).
+    """
+    arr = images.array
+    channels = int(images.channels)
+    idx = np.sort(np.asarray(train_indices, dtype=np.int64))
+    hist = np.zeros((channels, 256), dtype=np.int64)
+    per_image = max(1, int(np.prod(arr.shape[1:])))
+    step = max(1, _CHUNK_PIXELS // per_image)
+    for start in range(0, len(idx), step):
+        chunk = np.asarray(arr[idx[start:start + step]])
+        for c in range(channels):
+            hist[c] += np.bincount(chunk[..., c].ravel(), minlength=256)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    total = hist.sum(axis=1).clip(min=1)
+    mean = (hist * values).sum(axis=1) / total
+    var = (hist * values**2).sum(axis=1) / total - mean**2
+    std = np.sqrt(np.clip(var, 0.0, None))
+    return {
+        "num_classes": len(ds.classes),
+        "class_names": list(ds.classes),
+        "channels": channels,
+        "image_size": [int(images.image_size[0]), int(images.image_size[1])],
+        "mean": [round(float(v), 6) for v in mean],
+        "std": [round(float(max(v, 1e-6)), 6) for v in std],
+        "num_train": int(len(idx)),
+    }

@@ -1,0 +1,93 @@
+"""What a person sees while `fit` runs: one line when an iteration starts, one when it ends.
+
+On a terminal a ticker shows the elapsed seconds of the running iteration.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+
+def clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def pct(x: float | None) -> str:
+    return "  -   " if x is None else f"{x:.4f}"
+
+
+class Progress:
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self._tick: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._live = False
+
+    def _print(self, text: str) -> None:
+        if self.quiet:
+            return
+        self._clear_ticker()
+        print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        self._print(text)
+
+    def start(self, n: int, total: int, who: str, what: str, why: str | None) -> None:
+        self._print(f"[{n}/{total}] {who}: {what}")
+        if why:
+            self._print(f"        why: {why}")
+        self._start_ticker(n)
+
+    def repair(self, n: int, engineer: str, res: dict[str, Any]) -> None:
+        err = res.get("error") or {}
+        msg = (err.get("message") or res.get("status") or "").splitlines()[0][:160] if (err.get("message") or res.get("status")) else ""
+        self._print(f"        {res.get('status')}: {msg}")
+        self._print(f"        {engineer} repairs it")
+        self._start_ticker(n)
+
+    def finish(self, record: dict[str, Any], best: dict[str, Any] | None, elapsed: float) -> None:
+        self._stop_ticker()
+        mark = "kept" if record.get("accepted") else ("failed" if record.get("status") != "ok" else "discarded")
+        line = (f"        {record.get('status')}: val {pct(record.get('val_accuracy'))}  test {pct(record.get('test_accuracy'))}"
+                f"  -> {mark} | {record.get('seconds', 0):.0f}s | best val {pct(best and best.get('val_accuracy'))}"
+                f" (iter {best['iteration'] if best else '-'}) | elapsed {clock(elapsed)}")
+        if record.get("status") != "ok" and record.get("error"):
+            line += f"\n        error: {(record['error'].get('message') or '').splitlines()[0][:200] if record['error'].get('message') else ''}"
+        self._print(line)
+
+    # ---- ticker (terminals only)
+    def _start_ticker(self, n: int) -> None:
+        self._stop_ticker()
+        if self.quiet or not getattr(self.stream, "isatty", lambda: False)():
+            return
+        self._stop.clear()
+        started = time.monotonic()
+
+        def run() -> None:
+            while not self._stop.wait(1.0):
+                self.stream.write(f"\r        running iteration {n}: {clock(time.monotonic() - started)} ")
+                self.stream.flush()
+                self._live = True
+
+        self._tick = threading.Thread(target=run, daemon=True)
+        self._tick.start()
+
+    def _stop_ticker(self) -> None:
+        if self._tick is not None:
+            self._stop.set()
+            self._tick.join()
+            self._tick = None
+        self._clear_ticker()
+
+    def _clear_ticker(self) -> None:
+        if self._live:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self._live = False
+
+    def close(self) -> None:
+        self._stop_ticker()

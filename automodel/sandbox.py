@@ -1,0 +1,450 @@
+"""How an untrusted child process is isolated, watched and killed.
+
+Isolation levels, best first (the first that works on this machine is used;
+`AUTOMODEL_SANDBOX=bwrap|unshare|none` or `level=` forces one):
+
+1. ``bwrap`` (bubblewrap): new user, pid, network, ipc, uts and mount
+   namespaces, all capabilities dropped (needed as root: without
+   ``--cap-drop ALL`` sandboxed code can remount / read-write), no network,
+   a read-only view of /usr and the Python installation only, a private /tmp,
+   the data bundle read-only, the iteration directory read-write and nothing
+   else: not the dataset folder, not the run directory (which holds labels),
+   not the home directory.
+2. ``unshare``: ``unshare -Urn --pid --fork --kill-child --mount-proc``: no
+   network and its own pid namespace, but NO filesystem isolation (the code
+   can read and write whatever this user can, the dataset's labels included).
+3. ``none``: a new session/process group only: NO network and NO filesystem
+   isolation.
+
+On every level: the environment is cleared to a minimal one (no API keys leak
+in), core dumps are off, file sizes are capped, output goes to files, the
+whole process tree is tracked through /proc and killed together, and a
+watchdog sums the tree's memory (a memory rlimit would break CUDA). Below
+level 1 a loud warning naming what is unprotected goes to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import resource
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LEVELS = ("bwrap", "unshare", "none")
+ENV_FORCE = "AUTOMODEL_SANDBOX"
+
+# What each level leaves unprotected; reported in IterationResult.sandbox.missing.
+MISSING: dict[str, tuple[str, ...]] = {
+    "bwrap": (),
+    "unshare": ("filesystem isolation",),
+    "none": ("filesystem isolation", "network isolation", "pid namespace"),
+}
+
+# Where things appear inside a bwrap sandbox (fixed, so no host path leaks in).
+INSIDE_ITER = Path("/sandbox/iter")
+INSIDE_DATA = Path("/sandbox/data")
+INSIDE_CACHE = Path("/sandbox/cache")
+
+# Files of /etc that libraries read (dynamic loader for CUDA's dlopen, time zone,
+# locale); the rest of /etc (passwd, ssh, ...) stays out.
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "nsswitch.conf", "host.conf")
+
+FILE_SIZE_LIMIT = 64 * 2**30   # bytes: no single file the child writes may exceed this
+
+
+class SandboxError(Exception):
+    """The requested isolation level is not available (message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    host: Path
+    inside: Path
+    writable: bool = False
+
+
+@dataclass(frozen=True)
+class Request:
+    """One process to start. Paths in argv/cwd/env are as the child sees them (see `Layout`)."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    stdout: Path                       # host path, opened by the parent
+    stderr: Path
+    mounts: tuple[Mount, ...] = ()     # bwrap only; other levels see the host as it is
+    ro_files: tuple[Mount, ...] = ()   # read-only files laid over writable mounts (bwrap only)
+    env: dict[str, str] = field(default_factory=dict)
+    hidden: tuple[Path, ...] = ()      # host paths that must not be visible (dataset, run dir)
+    gpu: bool = False
+    marker: str | None = None          # extra env var AUTOMODEL_SANDBOX_ID, to find strays
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the iteration and data directories are, as seen by the child."""
+
+    level: str
+    iter_dir: Path
+    data_dir: Path
+    cache_dir: Path | None
+
+
+def _bwrap_base() -> list[str]:
+    base = [
+        "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+        "--new-session", "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev",
+        "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
+        "--ro-bind", "/usr", "/usr",
+    ]
+    # /bin, /lib, ... are symlinks into /usr on merged-/usr systems, real dirs elsewhere.
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            base += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            base += ["--ro-bind", str(path), str(path)]
+    for name in ETC_FILES:
+        path = Path("/etc") / name
+        if path.exists():
+            base += ["--ro-bind", str(path), str(path)]
+    return base
+
+
+@functools.cache
+def probe(level: str) -> bool:
+    """Whether `level` can start a process here (tried once per process)."""
+    if level == "none":
+        return True
+    if level == "bwrap":
+        if not shutil.which("bwrap"):
+            return False
+        cmd = _bwrap_base() + ["--clearenv", "true"]
+    elif level == "unshare":
+        if not shutil.which("unshare"):
+            return False
+        cmd = ["unshare", "-Urn", "--pid", "--fork", "--kill-child", "--mount-proc", "true"]
+    else:
+        raise ValueError(level)
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def choose_level(level: str | None = None) -> str:
+    """The isolation level to use: `level`, else $AUTOMODEL_SANDBOX, else the best that works."""
+    forced = level or os.environ.get(ENV_FORCE) or None
+    if forced:
+        if forced not in LEVELS:
+            raise SandboxError(f"{ENV_FORCE}={forced!r} is not a sandbox level; use one of {', '.join(LEVELS)}.")
+        if not probe(forced):
+            raise SandboxError(f"the sandbox level {forced!r} was requested but does not work on this machine "
+                               f"({'bwrap is missing or refused: install the bubblewrap package, or on Ubuntu 24.04 allow unprivileged user namespaces' if forced == 'bwrap' else 'unshare -Urn failed: unprivileged user namespaces are disabled'}); "
+                               f"unset {ENV_FORCE} to use the best level available.")
+        return forced
+    for candidate in LEVELS:
+        if probe(candidate):
+            return candidate
+    return "none"
+
+
+def warn_if_weak(level: str) -> None:
+    """Loud stderr warning, once per process and level, when protections are missing."""
+    missing = MISSING[level]
+    if missing and level not in _warned:
+        _warned.add(level)
+        print(f"automodel: WARNING: generated code runs WITHOUT {' and WITHOUT '.join(missing)} "
+              f"(sandbox level '{level}'; bubblewrap is {'not installed' if not shutil.which('bwrap') else 'not usable here'}). "
+              "It could read the held-out labels or files of this user"
+              + (" and reach the network" if "network isolation" in missing else "")
+              + ". Install bubblewrap (apt install bubblewrap) for full isolation.", file=sys.stderr)
+
+
+_warned: set[str] = set()
+
+
+def layout(level: str, iter_dir: Path, data_dir: Path, cache_dir: Path | None) -> Layout:
+    if level == "bwrap":
+        return Layout(level, INSIDE_ITER, INSIDE_DATA, INSIDE_CACHE if cache_dir else None)
+    return Layout(level, Path(iter_dir), Path(data_dir), Path(cache_dir) if cache_dir else None)
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    try:
+        inner.resolve().relative_to(outer.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def python_mounts(hidden: tuple[Path, ...]) -> list[Mount]:
+    """Read-only mounts that let the child run this Python with its packages.
+
+    Every existing sys.path directory plus the interpreter's prefixes; an entry
+    that would expose a hidden path (e.g. a source checkout that holds the run
+    directory) is left out.
+    """
+    wanted = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).parent]
+    wanted += [Path(p) for p in sys.path if p and os.path.isabs(p)]
+    try:
+        wanted += [Path(p) for p in site.getsitepackages()]
+    except AttributeError:
+        pass
+    # The executable may be a symlink chain out of the venv (pyenv, conda).
+    wanted.append(Path(os.path.realpath(sys.executable)).parent.parent)
+    mounts: list[Mount] = []
+    chosen: list[Path] = []
+    for path in wanted:
+        if not path.exists():
+            continue
+        real = path.resolve()
+        if real == Path("/") or any(_contains(real, h) for h in hidden):
+            continue
+        if any(_contains(c, real) for c in chosen):
+            continue
+        chosen = [c for c in chosen if not _contains(real, c)] + [real]
+    for real in chosen:
+        mounts.append(Mount(real, real))
+    # Unresolved spellings (e.g. /work/venv/bin/python -> pyenv) must exist inside too.
+    for path in (Path(sys.prefix), Path(sys.executable).parent):
+        if path.exists() and path.resolve() != path and not any(_contains(c, path) for c in chosen):
+            mounts.append(Mount(path, path))
+    return mounts
+
+
+def gpu_devices() -> list[str]:
+    return sorted(p for p in glob.glob("/dev/nvidia*") if os.path.exists(p))
+
+
+def build_command(level: str, request: Request) -> list[str]:
+    """The full command line for `request` at `level` (the argv itself comes last)."""
+    argv = list(request.argv)
+    if level == "bwrap":
+        cmd = _bwrap_base()
+        for m in request.mounts:
+            cmd += ["--bind" if m.writable else "--ro-bind", str(m.host), str(m.inside)]
+        for m in request.ro_files:
+            cmd += ["--ro-bind", str(m.host), str(m.inside)]
+        if request.gpu:
+            # CUDA needs the device nodes (dev-bind keeps them usable) and reads
+            # PCI/NUMA topology from /sys; /proc/driver/nvidia comes with --proc.
+            for dev in gpu_devices():
+                cmd += ["--dev-bind", dev, dev]
+            cmd += ["--ro-bind", "/sys", "/sys"]
+        cmd += ["--chdir", str(request.cwd), "--clearenv"]
+        for key, value in request.env.items():
+            cmd += ["--setenv", key, value]
+        return cmd + ["--"] + argv
+    if level == "unshare":
+        return ["unshare", "-Urn", "--pid", "--fork", "--kill-child", "--mount-proc", "--"] + argv
+    return argv
+
+
+def _preexec() -> None:
+    # Runs in the forked child before exec: no core dumps of a big model, no
+    # runaway file. (Not RLIMIT_AS: it breaks CUDA and `import torch` needs ~1 GB of it.)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    cap = FILE_SIZE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_SIZE_LIMIT, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+
+# ---------------------------------------------------------------- process tree
+
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, pgid, starttime) of a living `pid`; None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2:].split()  # the command name may contain spaces and ')'
+    if not rest or rest[0] in ("Z", "X"):
+        return None  # dead: nothing left to kill or to measure
+    try:
+        return int(rest[1]), int(rest[2]), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _all_pids() -> list[int]:
+    try:
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+
+
+def _memory_bytes(pid: int) -> int:
+    """Proportional set size (shared pages split between sharers, so forked
+    DataLoader workers are not counted twice), else resident set size."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class ProcessTree:
+    """Every process descended from one root, remembered by (pid, start time) so
+    that processes that re-parented themselves (setsid, double fork) after being
+    seen once are still killed, and a recycled pid is never hit."""
+
+    def __init__(self, root_pid: int):
+        self.root = root_pid
+        self.seen: dict[int, int] = {}   # pid -> starttime
+        root = _stat(root_pid)
+        if root:
+            self.seen[root_pid] = root[2]
+
+    def scan(self) -> list[int]:
+        """Living descendants (root included); adds them to `seen`."""
+        table = {}
+        for pid in _all_pids():
+            st = _stat(pid)
+            if st:
+                table[pid] = st
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _pgid, _start) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        # Seen processes count as roots too: an orphan re-parented to init is
+        # still ours if its start time matches.
+        alive = []
+        stack = [p for p, start in self.seen.items() if p in table and table[p][2] == start]
+        if self.root in table and self.root not in stack:
+            stack.append(self.root)
+        visited = set()
+        while stack:
+            pid = stack.pop()
+            if pid in visited:
+                continue
+            visited.add(pid)
+            alive.append(pid)
+            self.seen.setdefault(pid, table[pid][2])
+            stack.extend(children.get(pid, ()))
+        return alive
+
+    def memory_bytes(self) -> int:
+        return sum(_memory_bytes(pid) for pid in self.scan())
+
+    def kill(self) -> None:
+        """SIGKILL every process of the tree and wait until none is left."""
+        for _ in range(50):
+            alive = self.scan()
+            if not alive:
+                return
+            # Stop first so nothing forks between the scan and the kill.
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in alive:
+                    start = self.seen.get(pid)
+                    st = _stat(pid)
+                    if st and start == st[2]:
+                        try:
+                            os.kill(pid, sig)
+                        except OSError:
+                            pass
+            try:
+                os.killpg(self.root, signal.SIGKILL)
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+
+class Sandboxed:
+    """A started sandboxed process: poll it, measure it, kill all of it."""
+
+    def __init__(self, level: str, request: Request, popen: subprocess.Popen, started: float):
+        self.level = level
+        self.request = request
+        self.popen = popen
+        self.started = started           # time.time() just before the start
+        self.tree = ProcessTree(popen.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def memory_bytes(self) -> int:
+        return self.tree.memory_bytes()
+
+    def kill(self) -> None:
+        self.tree.kill()
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def missing(self) -> tuple[str, ...]:
+        return MISSING[self.level]
+
+
+def start(request: Request, level: str) -> Sandboxed:
+    """Start `request` at isolation `level`, output to files, in its own session."""
+    cmd = build_command(level, request)
+    env = dict(request.env)
+    if request.marker:
+        env["AUTOMODEL_SANDBOX_ID"] = request.marker
+        cmd = _with_marker(cmd, level, request.marker)
+    cwd = request.cwd if level != "bwrap" else "/"
+    with open(request.stdout, "ab") as out, open(request.stderr, "ab") as err:
+        started = time.time()
+        popen = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
+            env=env if level != "bwrap" else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            start_new_session=True, preexec_fn=_preexec, close_fds=True,
+        )
+    return Sandboxed(level, request, popen, started)
+
+
+def _with_marker(cmd: list[str], level: str, marker: str) -> list[str]:
+    if level != "bwrap":
+        return cmd
+    i = cmd.index("--clearenv") + 1
+    return cmd[:i] + ["--setenv", "AUTOMODEL_SANDBOX_ID", marker] + cmd[i:]
+
+
+def base_env(threads: int, home: str = "/tmp", tmp: str = "/tmp") -> dict[str, str]:
+    """A minimal environment: nothing of the parent's (API keys, dataset paths) leaks in."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "USER": "sandbox",
+        "LOGNAME": "sandbox",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "MPLBACKEND": "Agg",
+    }
+    user_site = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    if not user_site or user_site not in sys.path:
+        env["PYTHONNOUSERSITE"] = "1"  # packages come from this interpreter's sys.path only
+    for key in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env

@@ -1,0 +1,135 @@
+"""Everything `fit` and `resume` share: start or reopen a run, then drive the loop.
+
+A run stores its resolved configuration in run.json, so `resume` rebuilds the
+same session (same split, same data, same brain settings) from the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .agents.base import Brief
+from .brains import BrainConfig, describe, make_brain
+from .errors import RunError
+from .hardware import detect
+from .loop import FitConfig, Loop, summarize_run
+from .progress import Progress
+from .workspace import RunDir
+
+DATA_DIR = "data"
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    return {"automodel": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform()}
+
+
+def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, brain_cfg: BrainConfig,
+              describe_text: str | None, progress: Progress) -> RunDir:
+    from .intake import load_dataset
+
+    ds = load_dataset(dataset_path, describe=describe_text)
+    split = ds.split(seed=cfg.seed)
+    run_info = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": dataclasses.asdict(cfg),
+        "brain": dataclasses.asdict(brain_cfg),
+        "seed": cfg.seed,
+        "dataset": {"path": str(Path(dataset_path).resolve()), "fingerprint": ds.fingerprint, "layout": ds.layout,
+                    "classes": ds.classes, "description": ds.description, "profile": ds.profile()},
+        "split": split.to_json(),
+        "versions": versions(),
+        "command": sys.argv,
+    }
+    run = RunDir.create(workspace, name, run_info)
+    progress.note(f"automodel: run {run.path}")
+    return run
+
+
+def reopen(run: RunDir, dataset_override: Path | None = None):
+    """Load the run's dataset and split again, refusing a dataset that changed."""
+    from .intake import Split, load_dataset
+
+    info = run.info
+    path = Path(dataset_override or info["dataset"]["path"])
+    ds = load_dataset(path, describe=info["dataset"].get("description") or None)
+    if ds.fingerprint != info["dataset"]["fingerprint"]:
+        raise RunError(f"The dataset at {path} is not the one this run was trained on (its files changed since "
+                       f"{info['created']}): resuming would mix two datasets. Start a new run with `automodel fit {path}`, "
+                       f"or restore the original files.")
+    split = Split.from_json(info["split"], ds)
+    return ds, split
+
+
+def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress,
+          dataset_override: Path | None = None) -> dict[str, Any]:
+    """Prepare data and brain for `run`, then run the loop to cfg.iters."""
+    from .runner import RunConfig, prepare_data, run_iteration
+
+    ds, split = reopen(run, dataset_override)
+    hardware = detect(cfg.device)
+    images = ds.decode()
+    bundle = prepare_data(ds, split, images, run.path / DATA_DIR)
+    brain = make_brain(brain_cfg, run.path)
+    progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; "
+                  f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
+                  f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}")
+    info = dict(bundle.info)
+    brief = Brief(profile=run.info["dataset"]["profile"], info=info, description=ds.description, hardware=hardware,
+                  time_per_iter=cfg.time_per_iter)
+    facts = {"num_classes": len(ds.classes), "num_train": len(split.train), "image_size": list(images.image_size),
+             "channels": images.channels, "description": (ds.description or "")[:500]}
+
+    def execute(iter_dir: Path, time_limit: float):
+        return run_iteration(iter_dir, bundle, RunConfig(time_limit=time_limit, device=cfg.device, seed=cfg.seed,
+                                                         threads=hardware.cpu_cores))
+
+    loop = Loop(run, brain, execute, cfg, brief, facts, progress)
+    try:
+        outcome = loop.fit()
+    finally:
+        progress.close()
+    finish(run, progress)
+    return outcome
+
+
+def finish(run: RunDir, progress: Progress) -> None:
+    """End-of-run outputs: report and submission. A failure here never loses the run."""
+    try:
+        from . import report
+    except ImportError:
+        return
+    try:
+        paths = report.write_outputs(run.path)
+        for p in paths:
+            progress.note(f"automodel: wrote {p}")
+    except Exception as err:  # noqa: BLE001 - the run itself is complete and safe
+        progress.note(f"automodel: warning: could not write the report ({type(err).__name__}: {err}); "
+                      f"try again with `automodel report {run.path}`.")
+
+
+def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
+    best = outcome.get("best")
+    lines = [f"Run finished: {run.path}"]
+    if best:
+        lines.append(f"Best: iteration {best['iteration']} with validation accuracy {best['val_accuracy']:.4f}"
+                     f" and test accuracy {best['test_accuracy'] if best['test_accuracy'] is None else format(best['test_accuracy'], '.4f')}.")
+        lines.append(f"Its pipeline and weights are in {run.path / 'best'}.")
+    else:
+        lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")
+    if outcome.get("failed_share") is not None:
+        lines.append(f"Failed iterations: {outcome['failed_share']:.0%}.")
+    lines.append(f"Details: automodel show {run.path}")
+    return "\n".join(lines)
+
+
+__all__ = ["start_run", "drive", "final_message", "summarize_run"]

@@ -1,0 +1,93 @@
+"""The built-in Analyst diagnoses from the numbers and never repeats a rejected edit."""
+
+import pytest
+
+from automodel.agents.base import Decision, Pipeline
+from automodel.agents.expert import analyst
+from automodel.agents.expert.analyst import AnalystExhausted, decide, diagnose
+from automodel.agents.expert.engineers import CannotRepair, apply_edit, repair
+from automodel.hparams import read_hparams
+
+DATA = "CROP_PADDING = 0  # px\nHFLIP = False  # flips\nCUTOUT = 0  # px\nMIXUP_ALPHA = 0.0  # off\nINPUT_SIZE = 28  # px\n"
+MODEL = "ARCH = 'convnet'  # variant\nWIDTH = 32  # channels\nDEPTH = 1  # blocks\nDROPOUT = 0.0  # p\n"
+TRAIN = ("BATCH_SIZE = 128  # images\nOPTIMIZER = 'sgd'  # opt\nLR = 0.05  # peak\nWEIGHT_DECAY = 5e-4  # wd\n"
+         "LABEL_SMOOTHING = 0.0  # ls\nEMA_DECAY = 0  # off\nGRAD_CLIP = 0  # off\nWARMUP_FRACTION = 0.1  # frac\n")
+
+
+def history(val, train, tried=(), interrupted=False, flips=False):
+    summary = {m: {"hparams": read_hparams(src)} for m, src in (("data", DATA), ("model", MODEL), ("train", TRAIN))}
+    return {
+        "dataset": {"num_classes": 10, "flips_allowed": flips, "channels": 1, "image_size": [28, 28]},
+        "best": {"iteration": 3, "val_accuracy": val, "train_accuracy": train, "interrupted": interrupted,
+                 "summary": summary, "train_steps": 400},
+        "tried_on_best": [{"key": k} for k in tried],
+        "chance_accuracy": 0.1,
+        "parent_iteration": 3,
+    }
+
+
+@pytest.mark.parametrize("val,train,regime", [
+    (0.11, 0.12, "diverged"), (0.80, 0.99, "overfit"), (0.70, 0.72, "underfit"), (0.985, 0.99, "plateau"),
+])
+def test_diagnosis(val, train, regime):
+    assert diagnose({"val_accuracy": val, "train_accuracy": train}, 0.1)[0] == regime
+
+
+def test_overfitting_gets_regularisation_first():
+    d = decide(history(0.80, 0.99))
+    assert d.target == "data" and d.edit["set"] == {"CROP_PADDING": 3}
+    assert "over-fitting" in d.reason
+
+
+def test_underfitting_gets_capacity():
+    d = decide(history(0.70, 0.72))
+    assert d.target == "model" and d.edit["set"] == {"WIDTH": 48}
+
+
+def test_divergence_lowers_lr():
+    d = decide(history(0.1, 0.1))
+    assert d.target == "train" and d.edit["set"] == {"LR": 0.015}
+
+
+def test_never_flips_when_the_architect_ruled_them_out():
+    seen = set()
+    h = history(0.80, 0.99, flips=False)
+    for _ in range(40):
+        try:
+            d = decide(h)
+        except AnalystExhausted:
+            break
+        assert "HFLIP" not in (d.edit.get("set") or {})
+        assert d.key() not in seen, "an edit already tried on this parent was proposed again"
+        seen.add(d.key())
+        h["tried_on_best"].append({"key": d.key()})
+    else:
+        pytest.fail("the analyst never ran out of moves")
+    assert len(seen) >= 10
+
+
+def test_interrupted_training_is_made_cheaper():
+    d = decide(history(0.8, 0.85, interrupted=True))
+    assert d.target == "model" and d.edit["set"] == {"WIDTH": 16}
+
+
+def test_engineer_applies_edit_and_repairs_resource_failures():
+    p = Pipeline(DATA, MODEL, TRAIN)
+    d = Decision("train", "raise lr", "because", {"set": {"LR": 0.1}})
+    new = apply_edit("train", p, d)
+    assert read_hparams(new)["LR"] == 0.1 and read_hparams(new)["BATCH_SIZE"] == 128
+    fixed = repair("model", p, "status: timeout\nkilled at the time limit")
+    assert read_hparams(fixed)["WIDTH"] == 16
+    with pytest.raises(CannotRepair):
+        repair("model", p, "NameError: name 'nn' is not defined")
+
+
+def test_no_best_yet_rescues_cheaper():
+    h = {"best": None, "failures": [{"cause": "timeout in train"}], "tried_on_best": [], "dataset": {}}
+    d = decide(h)
+    assert d.edit["set_scale"] == {"WIDTH": 0.5}
+    h["tried_on_best"] = [{"key": d.key()}]
+    assert decide(h).target == "train"
+    h["tried_on_best"].append({"key": decide(h).key()})
+    with pytest.raises(AnalystExhausted):
+        decide(h)
