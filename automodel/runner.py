@@ -73,42 +73,11 @@ def _labels(ds, indices: list[int]) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
-def _mean_std(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1], accumulated in chunks (no float copy of the set)."""
-    channels = images.shape[-1]
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    count = 0
-    for start in range(0, len(images), 1024):
-        chunk = images[start:start + 1024].reshape(-1, channels).astype(np.float64) / 255.0
-        total += chunk.sum(axis=0)
-        total_sq += (chunk ** 2).sum(axis=0)
-        count += chunk.shape[0]
-    mean = total / max(count, 1)
-    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean ** 2, 1e-12))
-    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+def _data_info(ds, split, images, train_indices: list[int]) -> dict[str, Any]:
+    """DataInfo for generated code (intake's), with image_size as a plain list."""
+    from .intake import data_info
 
-
-def _data_info(ds, split, images, train_x: np.ndarray) -> dict[str, Any]:
-    """DataInfo for generated code: intake's own when it offers one, else computed here."""
-    try:
-        from .intake import data_info  # type: ignore[attr-defined]
-    except ImportError:
-        data_info = None
-    if data_info is not None:
-        info = data_info(ds, split, images)
-        info = dict(asdict(info)) if hasattr(info, "__dataclass_fields__") else dict(info)
-    else:
-        mean, std = _mean_std(train_x)
-        info = {
-            "num_classes": len(ds.classes),
-            "class_names": list(ds.classes),
-            "channels": int(images.channels),
-            "image_size": [int(s) for s in images.image_size],
-            "mean": mean,
-            "std": std,
-            "num_train": int(len(train_x)),
-        }
+    info = dict(data_info(ds, images, train_indices))
     info["image_size"] = [int(s) for s in info["image_size"]]
     return info
 
@@ -181,7 +150,7 @@ def prepare_data(ds, split, images, dest: Path, *, device: str = "cpu") -> DataB
             path.unlink(missing_ok=True)
     for stale in ("val_y.npy", "test_y.npy"):  # never leave labels where the sandbox looks
         (dest / stale).unlink(missing_ok=True)
-    info = _data_info(ds, split, images, train_x)
+    info = _data_info(ds, split, images, lists["train"])
     info.update({"device": device, "pretrained_available": False})
     atomic_write_text(dest / "info.json", json.dumps(info, indent=2))
     atomic_write_text(marker, json.dumps({"fingerprint": digest, "shape": list(array.shape[1:]), "counts": counts}, indent=2))
@@ -274,7 +243,7 @@ class IterationResult:
 
 def _read_child_text(path: Path, limit: int = MAX_LOG_BYTES) -> str:
     try:
-        return scoring.read_untrusted(path, max_bytes=2**40)[:limit].decode("utf-8", "replace")
+        return scoring.read_untrusted(path, max_bytes=limit, truncate=True).decode("utf-8", "replace")
     except scoring.ScoringError:
         return ""
 
@@ -449,7 +418,9 @@ def _spec(layout: sandbox.Layout, bundle: DataBundle, config: RunConfig, threads
         "interrupt_grace": float(config.grace()),
         "loader_workers": int(config.loader_workers),
         "preflight": {"enabled": bool(config.preflight), "max_steps": int(config.preflight_steps),
-                      "subset": int(config.preflight_subset), "time_budget": float(config.preflight_limit)},
+                      "subset": int(config.preflight_subset),
+                      # The child's own limit, well inside the parent's (which also covers start-up and imports).
+                      "time_budget": max(2.0, 0.8 * float(config.preflight_limit) - 1.0)},
         "predict_sets": list(bundle.sets),
     }
 
@@ -559,7 +530,7 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     curves = read_curves(iter_dir / "curves.jsonl")
     report = _child_report(iter_dir)
     common = dict(curves=curves, timings=timings, report=report, exit_code=outcome["exit_code"], peak=outcome["peak"])
-    stderr_tail = _tail(_read_child_text(iter_dir / "stderr.txt", 1_000_000)[-20000:], lines=20, chars=3000)
+    stderr_tail = _tail(_read_child_text(iter_dir / "stderr.txt")[-20000:], lines=20, chars=3000)
 
     if outcome["status"] in ("timeout", "oom"):
         err = {"phase": outcome["phase"], "module": outcome.get("module"), "type": "Timeout" if outcome["status"] == "timeout" else "OutOfMemory",
@@ -622,8 +593,9 @@ def _watch(proc: sandbox.Sandboxed, events: EventLog, config: RunConfig, memory_
             stage, deadline = "train", now + train_window
         if stage == "train" and "train_done" in events.seen_at:
             stage, deadline = "predict", now + config.predict_allowance
-        if "failed" in events.seen_at or "done" in events.seen_at:
-            deadline = min(deadline, events.seen_at.get("failed", events.seen_at.get("done")) + 30)
+        if stage != "ending" and ("failed" in events.seen_at or "done" in events.seen_at):
+            # The child is writing its last files and exiting: a short, fixed allowance.
+            stage, deadline = "ending", events.seen_at.get("failed", events.seen_at.get("done")) + 15
         if now >= next_mem:
             next_mem = now + 0.5
             used = proc.memory_bytes()
@@ -649,5 +621,9 @@ def _timeout_message(stage: str, events: EventLog, config: RunConfig) -> dict:
         return {"phase": "train", "module": "train",
                 "message": f"train() ran past its {config.time_limit:.0f} s budget and could not be interrupted within {config.grace() + config.kill_grace:.0f} s more, so the whole process tree was killed. "
                            "Check ctx.should_stop() at every batch and return promptly; do not catch every exception or ignore signals."}
+    if stage == "ending":
+        phase = "predict" if "done" in events.seen_at else (events.last_phase or "train")
+        return {"phase": phase, "module": None,
+                "message": "the sandboxed process finished its work but did not exit within 15 s (a thread or subprocess it started kept it alive), so it was killed."}
     return {"phase": "predict", "module": "model",
             "message": f"predicting the validation/test images and saving the model took more than {config.predict_allowance:.0f} s; the model is probably far too slow for this time budget."}

@@ -38,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import AutomodelError
+
 LEVELS = ("bwrap", "unshare", "none")
 ENV_FORCE = "AUTOMODEL_SANDBOX"
 
@@ -60,7 +62,7 @@ ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternat
 FILE_SIZE_LIMIT = 64 * 2**30   # bytes: no single file the child writes may exceed this
 
 
-class SandboxError(Exception):
+class SandboxError(AutomodelError):
     """The requested isolation level is not available (message says why and what to do)."""
 
 

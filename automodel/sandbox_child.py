@@ -16,12 +16,26 @@ SPEC.json (written by the parent, paths as seen inside the sandbox):
     info            the DataInfo fields given to generated code
     seed, device, threads, time_budget (training seconds)
     preflight       {"enabled": bool, "max_steps": int, "subset": int, "time_budget": s}
+                    (time_budget counts from the script's start; train() is
+                    interrupted and blamed when the preflight is still running then)
+    interrupt_grace seconds past time_budget before a train() that ignores
+                    should_stop() is interrupted (then scored from its checkpoint)
+    loader_workers  DataLoader workers for data.loader()
     predict_sets    names of the sets to predict, e.g. ["val", "test"]
     weights         (predict mode) path of a saved state dict
 
-Outputs in out_dir: events.jsonl (phase timestamps), curves.jsonl (ctx.log),
-probs_<set>.npy (float32 softmax), model.pt (state dict), error.json on failure,
-child.json (what happened: checkpoint used, interrupted, ...).
+Outputs in out_dir:
+    events.jsonl    one {"phase", "wall": time.time(), ...} per line, in order:
+                    start (with t0, the script's first instant), imports_done,
+                    data_ready, contract_ok, preflight_first_batch, preflight_ok,
+                    train_start, train_first_batch, train_done, predict_done, done;
+                    or failed (with stage) after error.json was written
+    curves.jsonl    {"tag", "value", "step", "t", "phase"} per ctx.log() call
+    probs_<set>.npy float32 softmax (N, num_classes) for each predict set
+    model.pt        the trained state dict
+    error.json      on failure: {phase, module, type, message, traceback}
+    child.json      {"interrupted": bool, "used_checkpoint": bool}
+Exit status: 0 done, 3 import/contract failure, 4 any later failure.
 """
 
 from __future__ import annotations
@@ -272,6 +286,10 @@ def check_contract(torch, mods, info, sample_images):
     return train_tf, eval_tf, mix
 
 
+def _overran(signum, frame):
+    raise TrainingOverran()
+
+
 def blame(exc: BaseException, default: str) -> str:
     """The pipeline module whose code raised, judged by the deepest frame in one of them."""
     if isinstance(exc, HarnessFailure):
@@ -334,9 +352,22 @@ def run(spec: dict, rec: Recorder) -> dict:
             phase = "preflight"
             idx = np.linspace(0, len(train_y) - 1, num=min(int(pf.get("subset", 64)), len(train_y))).astype(int)
             sub = TrainData(torch, np.asarray(train_x[idx]), train_y[idx], train_tf, eval_tf, mix, info, 0)
-            ctx = Context(torch, device, seed, pf.get("time_budget", 20), rec, "preflight", max_steps=int(pf.get("max_steps", 3)))
+            # time_budget counts from this script's start (imports included), like the parent's limit.
+            budget = max(1.0, T0 + float(pf.get("time_budget", 20)) - time.time())
+            steps = int(pf.get("max_steps", 3))
+            ctx = Context(torch, device, seed, budget, rec, "preflight", max_steps=steps)
             model = mods["model"].build_model(info).to(device)
-            model = mods["train"].train(model, sub, ctx)
+            # A train() that ignores should_stop() is stopped here with a traceback
+            # showing where it was, instead of being killed blind by the parent.
+            signal.signal(signal.SIGALRM, _overran)
+            signal.setitimer(signal.ITIMER_REAL, budget)
+            try:
+                model = mods["train"].train(model, sub, ctx)
+            except TrainingOverran as exc:
+                raise HarnessFailure("train", f"train.py: the preflight ({steps} batches on {len(idx)} images) did not return within {budget:.0f} s. "
+                                              "train() must call ctx.should_stop() at every batch and return as soon as it is True; the traceback shows where it was.") from exc
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
             if not isinstance(model, torch.nn.Module):
                 raise HarnessFailure("train", f"train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned {type(model).__name__}.")
             probs = predict(torch, model, np.asarray(train_x[idx[:8]]), eval_tf, device)
@@ -355,10 +386,6 @@ def run(spec: dict, rec: Recorder) -> dict:
         # Code that ignores should_stop() is interrupted a little after its
         # deadline and scored with its last checkpoint (or current weights).
         grace = float(spec.get("interrupt_grace", 5.0 + 0.1 * float(spec["time_budget"])))
-
-        def _overran(signum, frame):
-            raise TrainingOverran()
-
         signal.signal(signal.SIGALRM, _overran)
         signal.setitimer(signal.ITIMER_REAL, float(spec["time_budget"]) + grace)
         try:

@@ -23,8 +23,10 @@ class ScoringError(Exception):
     """A prediction file is missing or malformed; the message says which and how."""
 
 
-def read_untrusted(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Bytes of a regular file written by the child, without following links."""
+def read_untrusted(path: Path, max_bytes: int = MAX_FILE_BYTES, truncate: bool = False) -> bytes:
+    """Bytes of a regular file written by the child, without following links.
+
+    A file over `max_bytes` is refused, or with `truncate` read only that far."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -35,11 +37,11 @@ def read_untrusted(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ScoringError(f"{path.name} is not a regular file.")
-        if info.st_size > max_bytes:
+        if info.st_size > max_bytes and not truncate:
             raise ScoringError(f"{path.name} is {info.st_size} bytes, more than the {max_bytes} allowed.")
         with os.fdopen(fd, "rb") as fh:
             fd = -1
-            return fh.read(max_bytes + 1)
+            return fh.read(max_bytes)
     finally:
         if fd >= 0:
             os.close(fd)

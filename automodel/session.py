@@ -76,9 +76,11 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     from .runner import RunConfig, prepare_data, run_iteration
 
     ds, split = reopen(run, dataset_override)
+    if run.info["config"] != dataclasses.asdict(cfg):
+        run.update_info(config=dataclasses.asdict(cfg))  # e.g. resume --iters N
     hardware = detect(cfg.device)
     images = ds.decode()
-    bundle = prepare_data(ds, split, images, run.path / DATA_DIR)
+    bundle = prepare_data(ds, split, images, run.path / DATA_DIR, device=cfg.device)
     brain = make_brain(brain_cfg, run.path)
     progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; "
                   f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "

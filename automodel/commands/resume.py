@@ -31,8 +31,7 @@ def run(args) -> int:
     info = run_dir.info
     cfg = FitConfig(**info["config"])
     if args.iters:
-        cfg = dataclasses.replace(cfg, iters=args.iters)
-        run_dir.update_info(config=dataclasses.asdict(cfg))
+        cfg = dataclasses.replace(cfg, iters=args.iters)  # saved by drive() once the dataset checks out
     brain_cfg = BrainConfig(**info["brain"])
     progress = Progress(quiet=args.quiet)
     removed = run_dir.remove_incomplete()

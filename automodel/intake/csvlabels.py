@@ -30,6 +30,14 @@ _PREFERRED = ("labels.csv", "train.csv", "train_labels.csv", "trainlabels.csv", 
 _EXAMPLES = 5
 
 
+class CsvFilesMissing(DatasetError):
+    """Rows of the labels CSV name files that are not there (`resolved`: how many rows did resolve)."""
+
+    def __init__(self, message: str, resolved: int):
+        super().__init__(message)
+        self.resolved = resolved
+
+
 @dataclass
 class LabelsCsv:
     path: Path
@@ -122,7 +130,9 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
 
     resolved: list[list[str]] = [options(row[table.file_col] if table.file_col < len(row) else "") for row in table.rows]
     # Several files with the same name (train/1.jpg, test/1.jpg): prefer the folder most rows point to.
-    folder_votes = Counter(opts[0].rsplit("/", 1)[0] if "/" in opts[0] else "" for opts in resolved if len(opts) == 1)
+    folder_votes = Counter(_folder(opts[0]) for opts in resolved if len(opts) == 1)
+    if not folder_votes:  # every name is ambiguous: count all options, a test/ folder last
+        folder_votes = Counter(_folder(o) for opts in resolved for o in opts if split_of(_folder(o).rsplit("/", 1)[-1]) != "test")
     main_folder = folder_votes.most_common(1)[0][0] if folder_votes else None
 
     candidates: dict[str, Candidate] = {}
@@ -135,7 +145,7 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
             missing.append(value or "(empty)")
             continue
         if len(opts) > 1:
-            opts = [o for o in opts if (o.rsplit("/", 1)[0] if "/" in o else "") == main_folder] or opts
+            opts = [o for o in opts if _folder(o) == main_folder] or opts
         rel, size, mtime = by_rel.get(opts[0]) or (opts[0], 0, 0)
         if not label:
             preskipped.append({"path": rel, "reason": f"no label in {table.path.name}; ignored"})
@@ -153,11 +163,12 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
         candidates[rel] = Candidate(rel, size, mtime, label, split)
     if missing:
         examples = ", ".join(repr(m) for m in missing[:_EXAMPLES])
-        raise DatasetError(
+        raise CsvFilesMissing(
             f"{table.path} names {len(missing)} image file(s) that do not exist under {root} "
             f"(e.g. {examples}; looked for the path, the file name and, for ids without an extension, "
             f"the file stem anywhere below the dataset folder). Fix the '{table.header[table.file_col]}' column "
-            f"or put the missing images next to the others."
+            f"or put the missing images next to the others.",
+            resolved=len(table.rows) - len(missing),
         )
     notes = {"csv": table.path.name, "file_column": table.header[table.file_col],
              "label_column": table.header[table.label_col]}
@@ -176,3 +187,7 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
     if unlisted:
         notes["unlisted_images_ignored"] = unlisted
     return LayoutScan(root, "csv", out, preskipped, notes)
+
+
+def _folder(relpath: str) -> str:
+    return relpath.rsplit("/", 1)[0] if "/" in relpath else ""

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DatasetError
 from . import cache
 from .images import GRAYSCALE_MODES, decode
-from .parallel import Progress, chunked, run_chunks, worker_count
+from .parallel import Progress, chunked, run_chunks, use_pool, worker_count
 
 KEEP_SIZE_UP_TO = 64      # px: a dataset of one size this small is used as is (MNIST, CIFAR)
 MIN_SIDE, MAX_SIDE = 32, 128  # px: clamp of the square working size otherwise
@@ -92,7 +92,8 @@ def decode_all(paths: Sequence[str], size: tuple[int, int], channels: int, cache
         jobs = [(str(tmp), a, list(paths[a:b]), size, channels) for a, b in ranges]
         bar = Progress("decoding images", len(paths), enabled=progress)
         errors: list[tuple[int, str]] = []
-        for _, errs in run_chunks(_decode_chunk, jobs, [b - a for a, b in ranges], bar, workers):
+        parallel = use_pool(len(paths), _total_bytes(paths), workers)
+        for _, errs in run_chunks(_decode_chunk, jobs, [b - a for a, b in ranges], bar, workers, parallel):
             errors += errs
         bar.close()
         if errors:
@@ -121,3 +122,13 @@ def _temp_npy(cache_file: Path | None) -> Path:
     fd, name = tempfile.mkstemp(prefix="automodel-decode-", suffix=".npy")
     os.close(fd)
     return Path(name)
+
+
+def _total_bytes(paths: Sequence[str]) -> int:
+    total = 0
+    for p in paths:
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            pass
+    return total

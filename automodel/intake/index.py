@@ -6,19 +6,17 @@ a second load of the same folder costs a directory scan and one JSON read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from . import cache
 from .images import probe
-from .parallel import Progress, chunked, run_chunks, worker_count
+from .parallel import Progress, chunked, run_chunks, use_pool, worker_count
 
 INDEX_VERSION = 1
 
 
-@dataclass(frozen=True)
-class ImageMeta:
+class ImageMeta(NamedTuple):
     width: int            # pixels, after EXIF orientation
     height: int
     mode: str             # Pillow mode as stored: L, RGB, RGBA, P, I;16, ...
@@ -31,13 +29,14 @@ def _probe_chunk(paths: list[str]) -> list[tuple]:
     return [probe(p) for p in paths]
 
 
-def probe_files(paths: Sequence[str], progress: bool = True) -> list[ImageMeta]:
+def probe_files(paths: Sequence[str], total_bytes: int = 0, progress: bool = True) -> list[ImageMeta]:
     workers = worker_count()
     ranges = chunked(len(paths), workers, max_chunk=128)
     jobs = [(list(paths[a:b]),) for a, b in ranges]
     out: list[ImageMeta | None] = [None] * len(paths)
     bar = Progress("reading images", len(paths), enabled=progress)
-    for j, results in run_chunks(_probe_chunk, jobs, [b - a for a, b in ranges], bar, workers):
+    for j, results in run_chunks(_probe_chunk, jobs, [b - a for a, b in ranges], bar, workers,
+                                 use_pool(len(paths), total_bytes, workers)):
         start = ranges[j][0]
         for k, row in enumerate(results):
             out[start + k] = ImageMeta(*row)
@@ -46,15 +45,15 @@ def probe_files(paths: Sequence[str], progress: bool = True) -> list[ImageMeta]:
 
 
 def load_index(root: Path, relpaths: Sequence[str], fingerprint: str, cache_root: Path,
-               progress: bool = True) -> tuple[list[ImageMeta], bool]:
+               total_bytes: int = 0, progress: bool = True) -> tuple[list[ImageMeta], bool]:
     """Metadata aligned with relpaths and whether it came from the cache."""
     path = cache.index_path(cache_root, fingerprint)
     data = cache.read_json(path)
     if isinstance(data, dict) and data.get("version") == INDEX_VERSION and data.get("fingerprint") == fingerprint:
         files = data.get("files", {})
         if all(rel in files for rel in relpaths):
-            return [ImageMeta(*files[rel]) for rel in relpaths], True
-    metas = probe_files([str(root / rel) for rel in relpaths], progress=progress)
+            return [ImageMeta._make(files[rel]) for rel in relpaths], True
+    metas = probe_files([str(root / rel) for rel in relpaths], total_bytes, progress=progress)
     cache.write_json_atomic(path, {
         "version": INDEX_VERSION, "fingerprint": fingerprint, "root": str(root),
         "files": {rel: [m.width, m.height, m.mode, m.format, m.digest, m.error] for rel, m in zip(relpaths, metas)},

@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import DatasetError
 from .images import is_image_name
@@ -25,8 +26,7 @@ _SPLIT_OF = {"train": "train", "training": "train", "val": "val", "valid": "val"
              "test": "test", "testing": "test"}
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """An image file the layout assigns a label (or None: predict only) and a source split."""
 
     relpath: str          # posix path relative to the dataset root
@@ -100,16 +100,21 @@ def image_entries(folder: Path, root: Path, recursive: bool = True) -> list[tupl
 
 
 def has_images(folder: Path) -> bool:
-    stack = [folder]
+    """Whether any image file is in folder or below; stops at the first one found."""
+    stack = [str(folder)]
     while stack:
         current = stack.pop()
         try:
-            files, dirs = list_dir(current)
+            with os.scandir(current) as it:
+                for entry in it:
+                    if is_hidden(entry.name):
+                        continue
+                    if entry.is_dir():
+                        stack.append(entry.path)
+                    elif is_image_name(entry.name):
+                        return True
         except OSError:
             continue
-        if any(is_image_name(e.name) for e in files):
-            return True
-        stack.extend(Path(d.path) for d in dirs)
     return False
 
 
@@ -139,7 +144,9 @@ def unwrap(root: Path) -> Path:
     """Step into a lone wrapper folder (dataset.zip -> dataset/dataset/train/...)."""
     for _ in range(3):
         files, dirs = list_dir(root)
-        if files or len(dirs) != 1 or split_of(dirs[0].name):
+        # A README or LICENSE next to the wrapper folder does not make it a dataset level.
+        relevant = [f for f in files if is_image_name(f.name) or f.name.lower().endswith((".csv", ".tsv"))]
+        if relevant or len(dirs) != 1 or split_of(dirs[0].name):
             return root
         inner_files, inner_dirs = list_dir(Path(dirs[0].path))
         inner_is_dataset = inner_dirs and not any(is_image_name(f.name) for f in inner_files)

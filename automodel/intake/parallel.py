@@ -11,10 +11,14 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator, Sequence
 
-SERIAL_BELOW = 200        # items: fewer than this are done in-process
+# A pool costs tens of ms to start (fork) and pays off only when the work is
+# bigger: many files, or big files (decoding cost grows with compressed bytes).
+PARALLEL_MIN_ITEMS = 1000
+PARALLEL_MIN_BYTES = 8_000_000
 PROGRESS_AFTER_S = 2.0    # seconds before a progress line appears at all
 
 
@@ -29,11 +33,23 @@ def worker_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def use_pool(n_items: int, total_bytes: int, workers: int | None = None) -> bool:
+    workers = worker_count() if workers is None else workers
+    return workers > 1 and n_items >= 16 and (n_items >= PARALLEL_MIN_ITEMS or total_bytes >= PARALLEL_MIN_BYTES)
+
+
 def _context():
-    # forkserver/spawn rather than fork: the parent may hold threads (torch,
-    # tensorboard), and forking a threaded process can deadlock the child.
+    # fork starts workers in milliseconds; forkserver/spawn re-import numpy and
+    # Pillow in every worker (~0.5 s here), which costs more than small datasets
+    # take to decode. The workers only run Pillow/numpy code, never torch or
+    # OpenMP, which is what makes fork unsafe in threaded parents (PyTorch's own
+    # DataLoader forks the same way). macOS frameworks do not survive fork.
+    method = os.environ.get("AUTOMODEL_MP_START", "").strip()
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if method not in methods:
+        method = "fork" if sys.platform.startswith("linux") and "fork" in methods else (
+            "forkserver" if "forkserver" in methods else "spawn")
+    return multiprocessing.get_context(method)
 
 
 class Progress:
@@ -85,18 +101,21 @@ def run_chunks(
     jobs: Sequence[tuple],
     sizes: Sequence[int],
     progress: Progress,
-    workers: int | None = None,
+    workers: int,
+    parallel: bool,
 ) -> Iterator[tuple[int, Any]]:
     """Yield (job index, fn(*job)) in completion order; fn must be a module-level function."""
-    workers = worker_count() if workers is None else workers
-    if workers <= 1 or sum(sizes) < SERIAL_BELOW or len(jobs) < 2:
+    if not parallel or workers <= 1 or len(jobs) < 2:
         for i, job in enumerate(jobs):
             result = fn(*job)
             progress.advance(sizes[i])
             yield i, result
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_context()) as pool:
-        pending = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns on every fork of a threaded process; see _context for why it is fine here.
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            pending = {pool.submit(fn, *job): i for i, job in enumerate(jobs)}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

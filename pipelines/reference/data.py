@@ -27,7 +27,7 @@ def build_transforms(info):
     size = _target_size(info)
 
     def to_tensor(img: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
         if tuple(x.shape[1:]) != size:
             x = F.interpolate(x[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
         return (x - mean) / std

@@ -4,7 +4,7 @@ Pooling comes before each stage's convolutions (cheaper than after), and the
 network ends in global average pooling, so any input size works.
 """
 
-WIDTHS = (32, 64, 128)   # channels of each stage; every stage after the first halves the resolution
+WIDTHS = (16, 32, 64)    # channels of each stage; every stage after the first halves the resolution
 BLOCKS_PER_STAGE = 1     # residual blocks (two 3x3 convs each) per stage
 DROPOUT = 0.1            # dropout probability before the classifier
 PRETRAINED = None        # no pretrained weights: trains from scratch offline

@@ -112,7 +112,8 @@ def resolve_config(
     return LLMConfig(**fields)
 
 
-def llm_configured(env: dict[str, str] | None = None) -> bool:
-    """True when a key or a server is set in the environment (what `--agent auto` checks)."""
+def llm_configured(base_url: str | None = None, api_key: str | None = None, env: dict[str, str] | None = None) -> bool:
+    """True when a key or a server is given or set in the environment (what `--agent auto` checks)."""
     env = os.environ if env is None else env
-    return bool((env.get("OPENAI_API_KEY") or "").strip() or (env.get("OPENAI_BASE_URL") or "").strip())
+    return bool((base_url or "").strip() or (api_key or "").strip()
+                or (env.get("OPENAI_API_KEY") or "").strip() or (env.get("OPENAI_BASE_URL") or "").strip())

@@ -37,11 +37,11 @@ def render(template: str, **context: Any) -> str:
     return environment().get_template(template).render(**context).strip() + "\n"
 
 
-def messages(role_template: str, **context: Any) -> list[dict[str, str]]:
-    """System and user messages from <role_template>.system.j2 and .user.j2."""
+def messages(system: str, user: str, **context: Any) -> list[dict[str, str]]:
+    """A system and a user message rendered from two templates with the same variables."""
     return [
-        {"role": "system", "content": render(f"{role_template}.system.j2", **context)},
-        {"role": "user", "content": render(f"{role_template}.user.j2", **context)},
+        {"role": "system", "content": render(system, **context)},
+        {"role": "user", "content": render(user, **context)},
     ]
 
 

@@ -1,0 +1,323 @@
+"""The expert's recipes: what to train, chosen from the facts about the task.
+
+`read_task(brief)` turns a Brief into `TaskFacts` (sizes, channels, whether
+flips are safe, the compute available); `choose_recipe(facts)` returns a
+`Recipe`: three frozen dataclasses whose fields become the UPPER_CASE
+constants that open data.py, model.py and train.py (see templates/pipelines/).
+
+The numbers are tuned with benchmarks/recipes.py on a 2-core CPU with the real
+harness (automodel.runner); the docstring of architect.py lists every knob and
+what changing it does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..base import Brief
+
+# ---------------------------------------------------------------- recipe parts
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    input_size: int                  # px side the model sees
+    crop_padding: int = 0            # px of reflect padding before a random crop
+    random_resized_crop: bool = False  # random box + resize (photos)
+    scale_min: float = 0.35          # smallest box area for the random resized crop
+    hflip: bool = False              # random left-right flips
+    vflip: bool = False              # random up-down flips
+    rotate_deg: float = 0            # max random rotation, degrees
+    color_jitter: float = 0.0        # brightness/contrast/saturation strength
+    cutout: int = 0                  # px side of an erased square
+    mixup_alpha: float = 0.0         # MixUp Beta parameter
+    cutmix_alpha: float = 0.0        # CutMix Beta parameter
+    mix_prob: float = 1.0            # fraction of batches mixed when an alpha is on
+    normalize: str = "dataset"       # "dataset" or "imagenet" statistics
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    arch: str                        # "convnet" | "resnet" | a timm model name
+    width: int = 32                  # first-stage channels (small CNNs)
+    stages: int = 3                  # resolution-halving stages (small CNNs)
+    depth: int = 1                   # blocks per stage after its conv+pool (small CNNs)
+    activation: str = "relu"         # "relu" | "gelu" (small CNNs)
+    dropout: float = 0.0             # before the classifier
+    drop_path: float = 0.0           # stochastic depth (timm)
+    pretrained: str | None = None    # timm weights name, used when cached
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    batch_size: int = 64
+    optimizer: str = "sgd"           # "sgd" (nesterov) | "adamw"
+    lr: float = 0.05                 # peak learning rate
+    momentum: float = 0.9            # SGD momentum / AdamW beta1
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.15    # of the time budget
+    schedule: str = "onecycle"       # "onecycle" | "cosine" | "linear" | "constant"
+    ema_decay: float = 0.0           # 0 = off
+    channels_last: bool = True
+    grad_clip: float = 0.0           # 0 = off
+    amp: bool = False                # bf16 autocast on CUDA only
+    log_every: int = 20              # steps between logged points
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str                        # "small-cnn" | "photo-cnn" | "photo-timm" | "photo-pretrained"
+    data: DataRecipe
+    model: ModelRecipe
+    train: TrainRecipe
+    # Why each choice was made, quoted in the generated modules' docstrings.
+    data_notes: tuple[str, ...] = ()
+    model_notes: tuple[str, ...] = ()
+    train_notes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- task facts
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    side: int                        # decoded (working) side in px, max of H and W
+    original_side: int               # median shorter side of the source files in px
+    channels: int                    # 1 or 3
+    num_classes: int
+    num_train: int
+    class_names: tuple[str, ...]
+    device: str                      # "cpu" | "cuda"
+    cpu_cores: int
+    gpu_memory_gb: float | None
+    time_per_iter: float             # training seconds per iteration
+    orientation_sensitive: bool      # flips/rotations would change the label
+    top_down: bool                   # no canonical "up": vertical flips are safe
+    pretrained: str | None           # cached timm weights to use, if any
+    reasons: tuple[str, ...] = field(default_factory=tuple)  # how the flags above were decided
+
+    @property
+    def is_photo(self) -> bool:
+        """Images that were bigger than small-image benchmarks before decoding."""
+        return self.side > 64 or self.original_side > 96
+
+    @property
+    def flips_allowed(self) -> bool:
+        return not self.orientation_sensitive
+
+
+# Words in a description that mean a flip or rotation could change the label.
+_ORIENTATION_WORDS = re.compile(
+    r"\b(digits?|numerals?|characters?|letters?|alphabets?|handwrit\w*|hand-writ\w*|glyphs?|fonts?|"
+    r"texts?|ocr|kanji|hanzi|captchas?|orientations?|rotated|rotations?|arrows?|"
+    r"signs?|signage|mnist|emnist|kmnist|svhn|license plates?|number plates?)\b",
+    re.IGNORECASE)
+_NOT_DIGITS = re.compile(r"fashion[-_ ]?mnist", re.IGNORECASE)
+# Words meaning the images are seen from above or have no canonical orientation.
+_TOP_DOWN_WORDS = re.compile(
+    r"\b(satellite|aerial|overhead|top[- ]down|drone|remote sensing|microscop\w*|histolog\w*|histopatholog\w*|"
+    r"cells?|patholog\w*|textures?|fabric|galax\w*|astronom\w*|plankton|petri)\b", re.IGNORECASE)
+_DIRECTION_CLASSES = {"left", "right", "up", "down", "upright", "rotated", "upside_down", "upsidedown", "north",
+                      "south", "east", "west", "clockwise", "counterclockwise", "anticlockwise", "forward",
+                      "backward", "horizontal", "vertical", "flipped", "mirrored", "normal", "inverted"}
+_NUMBER_WORDS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}
+
+# Pretrained backbones we know how to fine-tune, cheapest on a CPU first:
+# (timm architecture, input px on CPU, input px on GPU).
+KNOWN_BACKBONES = (
+    ("resnet18", 112, 128),
+    ("resnet26d", 112, 128),
+    ("efficientnet_b0", 112, 128),
+    ("mobilenetv3_large_100", 112, 128),
+    ("convnext_nano", 96, 128),
+    ("resnet50", 96, 128),
+)
+_GPU_PREFERENCE = ("convnext_nano", "resnet50", "resnet26d", "efficientnet_b0", "resnet18", "mobilenetv3_large_100")
+
+
+def _orientation(description: str, class_names: tuple[str, ...]) -> tuple[bool, str | None]:
+    """Whether flips/rotations could change the label, and why."""
+    names = [re.sub(r"[\s\-]+", "_", n.strip().lower()) for n in class_names]
+    if names and all(len(n) == 1 and n.isalnum() for n in names):
+        return True, "class names are single digits/letters, so flips and rotations would change labels"
+    if names and all(n.isdigit() or n in _NUMBER_WORDS for n in names):
+        return True, "class names are numbers, so flips and rotations would change labels"
+    direction = [n for n in names if any(part in _DIRECTION_CLASSES for part in n.split("_"))]
+    if direction and len(direction) * 2 >= len(names):
+        return True, f"class names name directions ({', '.join(direction[:4])}), so flips would swap labels"
+    text = _NOT_DIGITS.sub(" ", description or "")
+    m = _ORIENTATION_WORDS.search(text)
+    if m:
+        return True, f"the description mentions '{m.group(0)}', so flips and rotations could change labels"
+    return False, None
+
+
+def _median_original_side(profile: dict[str, Any], fallback: int) -> int:
+    """Median shorter side of the source files, from the intake profile."""
+    size = profile.get("image_size") if isinstance(profile, dict) else None
+    try:
+        w = float(size["width"]["median"])
+        h = float(size["height"]["median"])
+        return int(min(w, h))
+    except (TypeError, KeyError, ValueError):
+        return fallback
+
+
+def _pick_pretrained(cache: list[str], device: str) -> str | None:
+    """The cached weights we would fine-tune: a known backbone, cheapest on CPU first."""
+    by_arch: dict[str, str] = {}
+    for name in cache:
+        arch = str(name).split(".")[0]
+        by_arch.setdefault(arch, str(name))
+    order = _GPU_PREFERENCE if device == "cuda" else tuple(a for a, _, _ in KNOWN_BACKBONES)
+    for arch in order:
+        if arch in by_arch:
+            return by_arch[arch]
+    return None
+
+
+def read_task(brief: Brief) -> TaskFacts:
+    info, profile = brief.info, brief.profile or {}
+    h, w = (int(v) for v in info.get("image_size") or profile.get("working", {}).get("image_size") or (32, 32))
+    side = max(h, w)
+    class_names = tuple(str(c) for c in (info.get("class_names") or profile.get("classes") or ()))
+    sensitive, why = _orientation(brief.description, class_names)
+    top_down = bool(_TOP_DOWN_WORDS.search(brief.description or "")) and not sensitive
+    reasons = [why] if why else ["no sign that flips change labels: horizontal flips are on"]
+    if top_down:
+        reasons.append("the description suggests top-down views: vertical flips are on")
+    num_train = int(info.get("num_train") or profile.get("splits", {}).get("train") or 0)
+    return TaskFacts(
+        side=side, original_side=_median_original_side(profile, min(h, w)), channels=int(info.get("channels") or 3),
+        num_classes=int(info.get("num_classes") or len(class_names) or 2), num_train=max(1, num_train),
+        class_names=class_names, device=brief.hardware.device, cpu_cores=max(1, int(brief.hardware.cpu_cores)),
+        gpu_memory_gb=brief.hardware.gpu_memory_gb, time_per_iter=float(brief.time_per_iter),
+        orientation_sensitive=sensitive, top_down=top_down,
+        pretrained=_pick_pretrained(list(brief.pretrained_cache), brief.hardware.device), reasons=tuple(reasons))
+
+
+# ---------------------------------------------------------------- sizing
+
+# Training images per second per CPU core for SmallNet (convnet, DEPTH 1,
+# channels_last), measured with benchmarks/recipes.py --throughput at
+# WIDTH 32 and 32 px; cost grows about as WIDTH**1.65 and with the pixel count.
+CPU_IMAGES_PER_CORE_S = 1000.0
+WIDTH_EXPONENT = 1.65
+CPU_WIDTHS = (16, 24, 32, 48, 64, 96)
+
+
+def small_cnn_rate(width: int, input_size: int, depth: int, cores: int) -> float:
+    """Estimated training images per second of SmallNet on `cores` CPU cores."""
+    per_core = CPU_IMAGES_PER_CORE_S * (32 / width) ** WIDTH_EXPONENT * (32 / input_size) ** 2
+    per_core *= 2.0 / (2.0 + depth - 1)  # each extra block per stage costs about half a stage
+    return per_core * cores * 0.85  # data loading shares the cores
+
+
+def pick_width(facts: TaskFacts, input_size: int, depth: int, min_epochs: float) -> int:
+    """The widest SmallNet that still sees the training set `min_epochs` times."""
+    if facts.device == "cuda":
+        return 64
+    best = CPU_WIDTHS[0]
+    for width in CPU_WIDTHS:
+        epochs = small_cnn_rate(width, input_size, depth, facts.cpu_cores) * facts.time_per_iter / facts.num_train
+        if epochs >= min_epochs:
+            best = width
+    return best
+
+
+def _batch_size(num_train: int, device: str) -> int:
+    if device == "cuda":
+        return 256 if num_train >= 4096 else 128
+    # Small sets: smaller batches give more optimisation steps per epoch.
+    return 64 if num_train < 8192 else 128
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def choose_recipe(facts: TaskFacts) -> Recipe:
+    if facts.pretrained and (facts.is_photo or facts.device == "cuda"):
+        return _pretrained_recipe(facts)
+    if facts.is_photo:
+        return _photo_from_scratch(facts)
+    return _small_image_recipe(facts)
+
+
+def _flip_fields(facts: TaskFacts) -> dict[str, Any]:
+    return {"hflip": facts.flips_allowed, "vflip": facts.top_down}
+
+
+def _small_image_recipe(facts: TaskFacts) -> Recipe:
+    # Tiny images (8x8 digits) get room for three poolings.
+    input_size = max(16, facts.side)
+    stages = 3 if input_size <= 40 else 4
+    depth = 1
+    width = pick_width(facts, input_size, depth, min_epochs=25)
+    data = DataRecipe(input_size=input_size, crop_padding=max(1, input_size // 8), **_flip_fields(facts))
+    model = ModelRecipe(arch="convnet", width=width, stages=stages, depth=depth)
+    train = TrainRecipe(batch_size=_batch_size(facts.num_train, facts.device), optimizer="sgd", lr=0.05,
+                        weight_decay=5e-4, label_smoothing=0.1, warmup_fraction=0.15, schedule="onecycle",
+                        amp=facts.device == "cuda")
+    return Recipe(
+        name="small-cnn", data=data, model=model, train=train,
+        data_notes=(f"{facts.side} px images are used at {input_size} px; random crops with {data.crop_padding} px padding.",
+                    *facts.reasons,
+                    "Cutout, MixUp/CutMix and colour jitter start off: the first pipeline is lightly regularised."),
+        model_notes=(f"A {stages}-stage CNN, WIDTH {width} chosen so about 25+ epochs fit in "
+                     f"{facts.time_per_iter:.0f} s on {facts.cpu_cores} CPU core(s)." if facts.device == "cpu" else
+                     f"A {stages}-stage CNN, WIDTH {width} for the GPU.",),
+        train_notes=("SGD with Nesterov momentum, a one-cycle schedule on the time budget, label smoothing 0.1.",),
+    )
+
+
+def _photo_from_scratch(facts: TaskFacts) -> Recipe:
+    if facts.device == "cuda":
+        input_size = min(128, facts.side)
+        data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, color_jitter=0.2,
+                          **_flip_fields(facts))
+        model = ModelRecipe(arch="resnet26d", dropout=0.1, drop_path=0.05)
+        train = TrainRecipe(batch_size=_batch_size(facts.num_train, "cuda"), optimizer="adamw", lr=2e-3,
+                            weight_decay=0.05, warmup_fraction=0.1, schedule="cosine", amp=True)
+        return Recipe(name="photo-timm", data=data, model=model, train=train,
+                      data_notes=(f"Photos at {input_size} px with random resized crops.", *facts.reasons),
+                      model_notes=("A timm ResNet-26d from scratch: the GPU affords it.",),
+                      train_notes=("AdamW with a cosine schedule on the time budget.",))
+    # On a CPU a small CNN at low resolution sees many more epochs than a timm net.
+    input_size = 64 if facts.time_per_iter * facts.cpu_cores < 600 else 96
+    input_size = min(input_size, facts.side)
+    depth = 1
+    width = pick_width(facts, input_size, depth, min_epochs=30)
+    data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, **_flip_fields(facts))
+    model = ModelRecipe(arch="resnet", width=width, stages=4, depth=depth)
+    train = TrainRecipe(batch_size=32 if facts.num_train < 2000 else 64, optimizer="sgd", lr=0.05,
+                        weight_decay=5e-4, label_smoothing=0.1, warmup_fraction=0.15, schedule="onecycle")
+    return Recipe(
+        name="photo-cnn", data=data, model=model, train=train,
+        data_notes=(f"Photos decoded at {facts.side} px are trained at {input_size} px from scratch "
+                    "(no cached pretrained weights): random resized crops.", *facts.reasons),
+        model_notes=(f"A small 4-stage residual CNN, WIDTH {width}: on {facts.cpu_cores} CPU core(s) it trains "
+                     "many more epochs in the budget than a timm backbone.",),
+        train_notes=("SGD with Nesterov momentum, one-cycle schedule on the time budget, label smoothing 0.1.",),
+    )
+
+
+def _pretrained_recipe(facts: TaskFacts) -> Recipe:
+    name = facts.pretrained or ""
+    arch = name.split(".")[0]
+    cpu_px, gpu_px = next(((c, g) for a, c, g in KNOWN_BACKBONES if a == arch), (96, 128))
+    input_size = gpu_px if facts.device == "cuda" else cpu_px
+    data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.5, normalize="imagenet",
+                      **_flip_fields(facts))
+    model = ModelRecipe(arch=arch, dropout=0.1, drop_path=0.05 if facts.device == "cuda" else 0.0, pretrained=name)
+    train = TrainRecipe(batch_size=64 if facts.device == "cuda" else 32, optimizer="adamw", lr=5e-4,
+                        weight_decay=0.05, warmup_fraction=0.1, schedule="cosine", amp=facts.device == "cuda")
+    return Recipe(
+        name="photo-pretrained", data=data, model=model, train=train,
+        data_notes=(f"Fine-tuning at {input_size} px with ImageNet normalisation and random resized crops.",
+                    *facts.reasons),
+        model_notes=(f"timm {arch} starting from the cached weights {name}; from scratch if they are missing.",),
+        train_notes=("AdamW at a fine-tuning learning rate, cosine schedule on the time budget.",),
+    )

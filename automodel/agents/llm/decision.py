@@ -1,0 +1,155 @@
+"""Reading a JSON object out of an LLM reply, and turning it into the Analyst's Decision.
+
+Works without function calling: the object may sit in a ```json fence, among
+prose, with single quotes or trailing commas. A reply that still yields no
+usable decision raises ReplyFormatError whose message is sent back to the
+model verbatim, so it says exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from typing import Any
+
+from ..base import MODULES, Decision
+from .extract import strip_reasoning
+
+MAX_INSTRUCTION = 2000
+
+_FENCED_JSON = re.compile(r"```+\s*(?:json5?|javascript|js)?\s*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+
+TARGET_WORDS = {
+    "data": ("data", "data engineer", "data_engineer", "dataengineer", "dataset", "augmentation", "transforms", "data.py"),
+    "model": ("model", "model engineer", "model_engineer", "modelengineer", "architecture", "network", "backbone", "model.py"),
+    "train": ("train", "training", "training engineer", "training_engineer", "trainingengineer", "train engineer",
+              "train_engineer", "trainer", "optimization", "optimisation", "train.py"),
+}
+
+
+class ReplyFormatError(ValueError):
+    """The reply holds no usable JSON object; str() says what to fix."""
+
+
+def _balanced_objects(text: str) -> list[str]:
+    """Substrings of `text` that are brace-balanced {...} (strings respected), outermost first."""
+    out = []
+    i = 0
+    while True:
+        start = text.find("{", i)
+        if start < 0:
+            return out
+        depth, in_str, quote, esc = 0, False, "", False
+        for j in range(start, len(text)):
+            c = text[j]
+            if in_str:
+                if esc:
+                    esc = False
+                elif c == "\\":
+                    esc = True
+                elif c == quote:
+                    in_str = False
+            elif c in "\"'":
+                in_str, quote = True, c
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    out.append(text[start : j + 1])
+                    i = j + 1
+                    break
+        else:
+            # Unbalanced from here (cut-off reply); try the next brace.
+            i = start + 1
+
+
+def _load(candidate: str) -> Any:
+    try:
+        return json.loads(candidate)
+    except json.JSONDecodeError as err:
+        first = err
+    try:
+        return json.loads(_TRAILING_COMMA.sub(r"\1", candidate))
+    except json.JSONDecodeError:
+        pass
+    try:
+        # Python-style dicts: single quotes, True/False/None.
+        return ast.literal_eval(candidate)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise first from None
+
+
+def json_objects(text: str) -> tuple[list[dict[str, Any]], str | None]:
+    """Every JSON object found in the reply (fenced ones first) and the first parse error seen."""
+    text = strip_reasoning(text)
+    pieces = [m.group(1) for m in _FENCED_JSON.finditer(text)] + [text]
+    objects: list[dict[str, Any]] = []
+    error = None
+    for piece in pieces:
+        for candidate in _balanced_objects(piece):
+            try:
+                value = _load(candidate)
+            except json.JSONDecodeError as err:
+                error = error or f"{err.msg} at line {err.lineno} column {err.colno} of the JSON object"
+                continue
+            if isinstance(value, dict):
+                objects.append(value)
+    if not objects and error is None and "{" in text:
+        error = "the JSON object is not closed (the reply seems cut off)"
+    return objects, error
+
+
+def normalize_target(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    key = " ".join(value.strip().lower().replace("-", " ").split())
+    for target, words in TARGET_WORDS.items():
+        if key in words:
+            return target
+    return None
+
+
+def _field(obj: dict[str, Any], *names: str) -> Any:
+    lowered = {str(k).strip().lower(): v for k, v in obj.items()}
+    for name in names:
+        if name in lowered:
+            return lowered[name]
+    return None
+
+
+def parse_decision(text: str) -> Decision:
+    """The Analyst's decision from its reply; ReplyFormatError says what is wrong."""
+    objects, error = json_objects(text)
+    if not objects:
+        raise ReplyFormatError(
+            "no JSON object found in the reply" + (f" ({error})" if error else "")
+            + '. Reply with exactly one JSON object: {"target": "data" | "model" | "train", "instruction": "...", "reason": "..."}'
+        )
+    with_target = [o for o in objects if _field(o, "target", "engineer", "module") is not None]
+    if not with_target:
+        keys = ", ".join(sorted(str(k) for k in objects[0]))
+        raise ReplyFormatError(f'the JSON object has no "target" field (it has: {keys}). Add "target": one of "data", "model", "train".')
+    obj = with_target[0]
+    raw_target = _field(obj, "target", "engineer", "module")
+    target = normalize_target(raw_target)
+    if target not in MODULES:
+        raise ReplyFormatError(f'"target" is {raw_target!r}; it must be one of "data", "model", "train" (the module whose engineer acts).')
+    instruction = _field(obj, "instruction", "instructions", "action", "change")
+    if isinstance(instruction, list):
+        instruction = " ".join(str(x) for x in instruction)
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ReplyFormatError('"instruction" is missing or empty. Say in plain words what the engineer should change.')
+    reason = _field(obj, "reason", "rationale", "why", "justification")
+    reason = reason if isinstance(reason, str) else ("" if reason is None else json.dumps(reason))
+    return Decision(target=target, instruction=instruction.strip()[:MAX_INSTRUCTION], reason=reason.strip()[:MAX_INSTRUCTION])
+
+
+def parse_object(text: str) -> dict[str, Any]:
+    """The first JSON object of a reply (for the Summarizer); ReplyFormatError if none."""
+    objects, error = json_objects(text)
+    if not objects:
+        raise ReplyFormatError("no JSON object found in the reply" + (f" ({error})" if error else ""))
+    return objects[0]

@@ -1,0 +1,189 @@
+"""Run a trusted harness script on a run's best pipeline INSIDE the sandbox.
+
+`predict` and `export` execute the generated data.py/model.py again, so they
+obey the same rule as training: that code only ever runs in a sandboxed child
+(see sandbox.py), never in this process. This module lays out a private work
+folder (the pipeline, the weights, spec.json) and a read-only data folder,
+starts the harness (sandbox_child.py in "predict" mode, or export_child.py) at
+the best isolation level available, watches its wall clock and memory, and
+kills its whole process tree when it ends.
+
+    result = run_tool(HarnessScript.PREDICT, work, data, spec, timeout=600)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import sandbox, scoring
+
+PACKAGE = Path(__file__).resolve().parent
+SANDBOX_CHILD = PACKAGE / "sandbox_child.py"
+EXPORT_CHILD = PACKAGE / "export_child.py"
+INSIDE_HARNESS = Path("/sandbox/harness.py")
+# export_child.py imports sandbox_child.py from its own folder (no automodel imports inside).
+INSIDE_SANDBOX_CHILD = Path("/sandbox/sandbox_child.py")
+STDERR_TAIL = 3000   # characters of the child's stderr kept for error messages
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    ok: bool
+    exit_code: int | None
+    timed_out: bool
+    out_of_memory: bool
+    error: dict[str, Any] | None     # the child's error.json (phase, module, type, message, traceback)
+    stderr_tail: str
+    seconds: float
+    sandbox: str                      # isolation level used
+    missing: tuple[str, ...]          # protections not in force at that level
+
+    def describe(self) -> str:
+        """One paragraph saying what went wrong, for error messages."""
+        if self.timed_out:
+            return f"it did not finish within its time limit and was stopped after {self.seconds:.0f} s"
+        if self.out_of_memory:
+            return "it used more memory than allowed and was stopped"
+        if self.error:
+            where = f"{self.error.get('module')}.py" if self.error.get("module") else "the harness"
+            return f"{where} raised {self.error.get('type')}: {self.error.get('message')}"
+        return f"the sandboxed process exited with code {self.exit_code}; its last output was:\n{self.stderr_tail}"
+
+
+def make_workdir(parent: Path | None = None) -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="automodel-tool-", dir=parent))
+
+
+def copy_pipeline(best_dir: Path, work: Path) -> None:
+    """The three modules and the weights of best/, as plain files in `work`."""
+    for name in ("data.py", "model.py", "train.py", "model.pt"):
+        shutil.copyfile(best_dir / name, work / name)
+
+
+def run_tool(script: Path, work: Path, data: Path, spec: dict[str, Any], *, timeout: float, threads: int = 0,
+             hidden: tuple[Path, ...] = (), memory_limit: int | None = None, level: str | None = None) -> ToolResult:
+    """Run `script SPEC` in the sandbox with `work` writable and `data` read-only.
+
+    `spec` gets pipeline_dir, out_dir, data_dir and weights (paths as the child
+    sees them) filled in here; everything else is the caller's.
+    """
+    work, data = Path(work).resolve(), Path(data).resolve()
+    level = sandbox.choose_level(level)
+    sandbox.warn_if_weak(level)
+    threads = threads or os.cpu_count() or 1
+    lay = sandbox.layout(level, work, data, None)
+    full = dict(spec, pipeline_dir=str(lay.iter_dir), out_dir=str(lay.iter_dir), data_dir=str(lay.data_dir),
+                weights=str(lay.iter_dir / "model.pt"), threads=threads)
+    (work / "spec.json").write_text(json.dumps(full, indent=2), encoding="utf-8")
+    for name in ("stdout.txt", "stderr.txt"):
+        (work / name).write_bytes(b"")
+
+    if level == "bwrap":
+        env = sandbox.base_env(threads)
+        harness = INSIDE_HARNESS
+        mounts = list(sandbox.python_mounts(tuple(hidden)))
+        mounts += [sandbox.Mount(data, lay.data_dir), sandbox.Mount(work, lay.iter_dir, writable=True)]
+        # The harness, the pipeline and the weights are laid read-only over the writable folder.
+        ro_files = [sandbox.Mount(Path(script).resolve(), INSIDE_HARNESS),
+                    sandbox.Mount(SANDBOX_CHILD, INSIDE_SANDBOX_CHILD)]
+        ro_files += [sandbox.Mount(work / name, lay.iter_dir / name)
+                     for name in ("data.py", "model.py", "train.py", "model.pt", "spec.json")]
+    else:
+        scratch = work / ".tmp"
+        scratch.mkdir(exist_ok=True)
+        env = sandbox.base_env(threads, home=str(scratch), tmp=str(scratch))
+        harness = Path(script).resolve()
+        mounts, ro_files = [], []
+    request = sandbox.Request(
+        argv=(sys.executable, "-I", "-B", str(harness), str(lay.iter_dir / "spec.json")),
+        cwd=lay.iter_dir, stdout=work / "stdout.txt", stderr=work / "stderr.txt",
+        mounts=tuple(mounts), ro_files=tuple(ro_files), env=env, hidden=tuple(hidden),
+        gpu=str(spec.get("device", "cpu")).startswith("cuda"), marker=uuid.uuid4().hex,
+    )
+    limit = memory_limit or _default_memory_limit()
+    proc = sandbox.start(request, level)
+    timed_out = oom = False
+    code = None
+    next_mem = 0.0
+    try:
+        while True:
+            try:
+                code = proc.popen.wait(timeout=0.1)
+                break
+            except Exception:  # subprocess.TimeoutExpired: still running
+                pass
+            now = time.time()
+            if now - proc.started > timeout:
+                timed_out = True
+                break
+            if now >= next_mem:
+                next_mem = now + 0.5
+                if proc.memory_bytes() > limit:
+                    oom = True
+                    break
+    finally:
+        proc.kill()  # also strays left behind after a normal exit
+    seconds = time.time() - proc.started
+    error = _read_error(work / "error.json")
+    tail = _text(work / "stderr.txt")[-STDERR_TAIL:]
+    ok = code == 0 and not timed_out and not oom and error is None
+    return ToolResult(ok, code, timed_out, oom, error, tail, seconds, level, sandbox.MISSING.get(level, ()))
+
+
+def _default_memory_limit() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.75)
+    except (ValueError, OSError):
+        return 8 * 2**30
+
+
+def _text(path: Path, limit: int = 1_000_000) -> str:
+    try:
+        return scoring.read_untrusted(path, max_bytes=limit, truncate=True).decode("utf-8", "replace")
+    except scoring.ScoringError:
+        return ""
+
+
+def _read_error(path: Path) -> dict[str, Any] | None:
+    text = _text(path, 100_000)
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return {"type": "Error", "message": "the child wrote an unreadable error.json", "module": None}
+    if not isinstance(raw, dict):
+        return None
+    return {k: str(raw.get(k, ""))[:2000] if raw.get(k) is not None else None
+            for k in ("phase", "module", "type", "message", "traceback")}
+
+
+def read_child_json(path: Path, max_bytes: int = 1_000_000) -> dict[str, Any]:
+    """A small JSON file written by the child (untrusted: no links followed, size capped)."""
+    try:
+        raw = json.loads(scoring.read_untrusted(path, max_bytes=max_bytes))
+    except (scoring.ScoringError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def copy_child_file(src: Path, dest: Path, max_bytes: int = scoring.MAX_FILE_BYTES) -> int:
+    """Copy a regular file the child wrote to `dest` without following links; returns its size."""
+    data = scoring.read_untrusted(src, max_bytes=max_bytes)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(data)

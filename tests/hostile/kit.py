@@ -1,0 +1,93 @@
+"""Helpers shared by tests/test_runner*.py and tests/test_sandbox*.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from automodel import sandbox
+from automodel.runner import DataBundle, RunConfig, prepare_data
+
+HERE = Path(__file__).resolve().parent
+REFERENCE = HERE.parents[1] / "pipelines" / "reference"
+MODULES = ("data", "model", "train")
+
+
+def fashion_bundle(materialize, dest: Path, per_class: int = 20, seed: int = 0):
+    """(dataset, DataBundle) for a small real Fashion-MNIST folder."""
+    from automodel.intake import load_dataset
+
+    root = materialize("fashion-mnist", "imagefolder", per_class)
+    ds = load_dataset(root)
+    split = ds.split(seed=seed)
+    bundle = prepare_data(ds, split, ds.decode(), dest)
+    return ds, bundle
+
+
+def make_iter(iter_dir: Path, replace: dict[str, str] | None = None, hostile: dict | None = None) -> Path:
+    """An iteration dir with the reference modules, some replaced by tests/hostile/<file>."""
+    iter_dir.mkdir(parents=True, exist_ok=True)
+    for module in MODULES:
+        shutil.copyfile(REFERENCE / f"{module}.py", iter_dir / f"{module}.py")
+    for module, filename in (replace or {}).items():
+        shutil.copyfile(HERE / filename, iter_dir / f"{module}.py")
+    if hostile is not None:
+        (iter_dir / "hostile.json").write_text(json.dumps(hostile))
+    return iter_dir
+
+
+def fast_config(**overrides) -> RunConfig:
+    """Short limits so a misbehaving pipeline costs a few seconds."""
+    values = dict(time_limit=2.0, threads=1, interrupt_grace=1.0, kill_grace=2.0, preflight_limit=60.0,
+                  predict_allowance=60.0, preflight_subset=32)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def report(iter_dir: Path) -> dict:
+    return json.loads((iter_dir / "hostile_report.json").read_text())
+
+
+def processes_with(*needles: str) -> list[tuple[int, str]]:
+    """(pid, what) of every living process whose cmdline or environment holds a needle."""
+    hits = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read().decode("ascii", "replace")
+            if stat[stat.rfind(")") + 2:][:1] in ("Z", "X"):
+                continue
+        except OSError:
+            continue
+        for what in ("cmdline", "environ"):
+            try:
+                with open(f"/proc/{name}/{what}", "rb") as fh:
+                    text = fh.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if any(n and n in text for n in needles):
+                hits.append((int(name), what))
+    return hits
+
+
+def require_bwrap() -> None:
+    if not sandbox.probe("bwrap"):
+        pytest.skip("bubblewrap is not installed or not usable here (apt install bubblewrap); CI installs it")
+
+
+def scored_accuracy(path: Path, labels) -> float:
+    """Accuracy recomputed independently of automodel.scoring."""
+    import numpy as np
+
+    probs = np.load(path, allow_pickle=False)
+    return float((probs.argmax(1) == labels).mean())
+
+
+__all__ = ["DataBundle", "fashion_bundle", "make_iter", "fast_config", "report", "processes_with", "require_bwrap",
+           "scored_accuracy", "REFERENCE"]

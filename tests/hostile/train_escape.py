@@ -1,0 +1,37 @@
+"""Tries to write outside its iteration directory and to reach the network;
+records the outcome of every attempt in hostile_report.json."""
+
+import json
+import os
+import socket
+from pathlib import Path
+
+
+def _write(path: str) -> str:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("pwned")
+        return "written"
+    except OSError as err:
+        return type(err).__name__
+
+
+def _connect(host: str, port: int) -> str:
+    try:
+        with socket.create_connection((host, port), timeout=3) as sock:
+            sock.sendall(b"pwned")
+        return "connected"
+    except OSError as err:
+        return type(err).__name__
+
+
+def train(model, data, ctx):
+    cfg = json.loads(Path("hostile.json").read_text())
+    report = {"writes": {}, "connects": {}}
+    for path in cfg["write_targets"]:
+        report["writes"][path] = _write(path)
+    report["connects"]["local"] = _connect("127.0.0.1", int(cfg["local_port"]))
+    report["connects"]["public"] = _connect(cfg.get("public_ip", "1.1.1.1"), 53)
+    report["uid"] = os.getuid()
+    Path("hostile_report.json").write_text(json.dumps(report, indent=1))
+    return model

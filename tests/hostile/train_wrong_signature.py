@@ -1,0 +1,7 @@
+"""train() without the ctx argument: the static check must catch it."""
+
+import torch
+
+
+def train(model, data):
+    return model

@@ -1,0 +1,159 @@
+"""benchmarks/: the reproduce.py table and resume logic, the CPU suite, the naive pipeline.
+
+The end-to-end tests drive the real CLI (fit, resume, show, run) on tiny local
+data with tiny budgets; they are marked slow but run in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(REPO))  # benchmarks/ is a folder of scripts, imported here as a namespace package
+
+from benchmarks import common, cpu_suite, reproduce  # noqa: E402
+
+
+def _trial(run_dir: Path, iters: list[dict], best: dict | None, tokens: int = 0, error: str | None = None) -> common.TrialRun:
+    return common.TrialRun(run_dir, {"iterations": iters, "best": best, "tokens": tokens}, error, 0.0)
+
+
+def _it(i: int, test: float | None, seconds: float = 10.0, status: str = "ok", tokens: int = 0) -> dict:
+    return {"iteration": i, "status": status, "target": None, "accepted": True, "val_accuracy": test, "test_accuracy": test,
+            "seconds": seconds, "tokens": tokens}
+
+
+# ------------------------------------------------------------ table builder
+
+
+def test_table_puts_mean_and_std_over_trials_beside_the_paper_figures(tmp_path):
+    from automodel.registry import load_registry
+
+    reg = load_registry()
+    cfg = reproduce.Config(trials=3, iters=2, zero_shot=True, sequential=True)
+    ds = reproduce.DatasetResult(label="svhn", path=tmp_path, entry=reg.get("svhn"))
+    ds.single = [
+        _trial(tmp_path / "a", [_it(1, 0.50, tokens=100), _it(2, 0.80, tokens=50)], {"iteration": 2, "test_accuracy": 0.80}, tokens=150),
+        _trial(tmp_path / "b", [_it(1, 0.70), _it(2, 0.90)], {"iteration": 2, "test_accuracy": 0.90}),
+        _trial(tmp_path / "c", [_it(1, None, status="failed")], None, error="stopped after 1 of 2 iterations; rerun to resume"),
+    ]
+    ds.sequential = [_trial(tmp_path / "s", [_it(1, 0.6), _it(2, 0.6)], {"iteration": 1, "test_accuracy": 0.6})]
+    ds.zero_shot = [reproduce.ZeroShot(0.40, 30.0, 1000, 0.01, None), reproduce.ZeroShot(0.60, 30.0, 1000, 0.01, None),
+                    reproduce.ZeroShot(None, 5.0, 0, None, "zero-shot pipeline failed")]
+    missing = reproduce.DatasetResult(label="cassava", path=None, entry=reg.get("cassava"), error="is on Kaggle")
+    table = reproduce.build_table([ds, missing], cfg).splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header[:7] == ["Dataset", "Zero-shot (ours)", "Zero-shot (paper)", "First iteration (ours)", "First iteration (paper)",
+                          "Final, 2 it. (ours)", "Final (paper)"]
+    row = dict(zip(header, [c.strip() for c in table[2].strip("|").split("|")]))
+    assert row["Zero-shot (ours)"] == "50.0 ± 14.1 (n=2/3)"
+    assert row["First iteration (ours)"] == "60.0 ± 14.1 (n=2/3)"
+    assert row["Final, 2 it. (ours)"] == "85.0 ± 7.1 (n=2/3)"  # the unfinished trial is not averaged in
+    assert row["Final, sequential init (ours)"] == "60.0 ± 0.0 (n=1/3)"
+    assert row["Final (paper)"] == "n/a" and row["Zero-shot (paper)"] == "n/a"
+    assert row["Trials"] == "2/3"
+    assert row["Compute time"] == "2 min 15 s"  # 10 s x 7 iterations (failed ones count) + 65 s of zero-shot
+    assert row["Tokens"] == "2,150"
+    assert "unavailable" in table[3]
+    report = reproduce.build_report([ds, missing], cfg, reg, common.machine_details())
+    assert "not found offline" in report and "stopped after 1 of 2" in report and "## Machine" in report
+
+
+def test_zero_shot_json_is_read_from_the_top_level_or_result():
+    z = reproduce.parse_zero_shot({"status": "ok", "test_accuracy": 0.7, "seconds": 12, "tokens": 900, "cost_usd": 0.002})
+    assert (z.test_accuracy, z.seconds, z.tokens, z.error) == (0.7, 12.0, 900, None)
+    z = reproduce.parse_zero_shot({"result": {"status": "failed", "error": "SyntaxError"}, "tokens": 10})
+    assert z.test_accuracy is None and "failed" in z.error and z.tokens == 10
+
+
+def test_mean_std_and_cells():
+    assert common.mean_std([0.5, None, 0.7]) == (pytest.approx(0.6), pytest.approx(0.1414, abs=1e-4), 2)
+    assert common.pct_cell([None, None]) == "-"
+    assert common.duration(3725) == "1 h 02 min"
+
+
+def test_machine_details_name_the_machine_and_commit():
+    details = common.machine_details()
+    for key in ("platform", "cpu", "cores", "ram_gb", "python", "torch", "git_commit"):
+        assert details[key], key
+    text = common.machine_markdown(details)
+    assert details["git_commit"] in text and details["cpu"] in text
+
+
+def test_cpu_suite_defaults_are_estimated_under_an_hour():
+    st = cpu_suite.Settings()
+    assert st.datasets == ("fashion-mnist", "mnist", "cifar10-subset", "hymenoptera") and st.seeds == (0, 1, 2)
+    assert st.estimate_seconds() < 3600 * 0.7  # the docstring's arithmetic, with headroom
+    quick = cpu_suite.parse_args(["--quick", "--work", "/tmp/x"])[0]
+    assert quick.iters == 2 and quick.per_class_for("mnist") == 10
+    assert cpu_suite.parse_args(["--per-class", "0"])[0].per_class_for("mnist") is None
+
+
+# ------------------------------------------------------------ end to end
+
+
+def _has_command(name: str) -> bool:
+    return (REPO / "automodel" / "commands" / f"{name}.py").is_file()
+
+
+def _script(script: str, *args, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_naive_pipeline_runs_and_is_scored(cli, tmp_path):
+    data = tmp_path / "digits"
+    assert cli("datasets", "fetch", "digits", data, "--per-class", "8").returncode == 0
+    proc = cli("run", data, "--pipeline", BENCH / "naive_pipeline", "--json", "--time-limit", "5", "--seed", "0", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["status"] == "ok" and 0.0 <= result["test_accuracy"] <= 1.0
+    assert result["timings"]["training"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_has_command("fit") and _has_command("resume") and _has_command("show")), reason="fit/resume/show not built yet")
+def test_reproduce_runs_resumes_and_reads_back_finished_trials(tmp_path):
+    common_args = ["digits", "--agent", "expert", "--trials", "2", "--time-per-iter", "5", "--per-class", "10", "--no-zero-shot",
+                   "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "data", "--out", tmp_path / "out.md"]
+    first = _script("reproduce.py", *common_args, "--iters", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    # More iterations than the finished runs have: both trials are continued with `automodel resume`.
+    second = _script("reproduce.py", *common_args, "--iters", "2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = (tmp_path / "runs" / "reproduce.log").read_text()
+    assert log.count("$ automodel fit ") == 2 and log.count("$ automodel resume ") == 2
+    # Everything finished: a rerun only reads the runs back.
+    third = _script("reproduce.py", *common_args, "--iters", "2")
+    assert third.returncode == 0
+    log = (tmp_path / "runs" / "reproduce.log").read_text()
+    assert log.count("$ automodel fit ") == 2 and log.count("$ automodel resume ") == 2
+
+    data = json.loads((tmp_path / "out.json").read_text())
+    trials = data["datasets"][0]["single"]
+    assert len(trials) == 2 and all(t["iterations"] == 2 and t["error"] is None for t in trials)
+    assert all(0.0 <= t["final_test"] <= 1.0 for t in trials)
+    table = (tmp_path / "out.md").read_text()
+    assert "| digits |" in table and "Final, 2 it. (ours)" in table and "2/2" in table
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (_has_command("fit") and _has_command("run")), reason="fit/run not built yet")
+def test_cpu_suite_quick_end_to_end(tmp_path, shared_dir):
+    out = tmp_path / "cpu.md"
+    proc = _script("cpu_suite.py", "--quick", "--work", tmp_path / "work", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "| mnist (10/class) |" in text and "## Machine" in text and "commit" in text
+    data = json.loads(out.with_suffix(".json").read_text())
+    (mnist,) = data["datasets"]
+    assert mnist["naive"][0]["error"] is None and mnist["naive"][0]["test_accuracy"] is not None
+    assert len(mnist["fits"][0]["iterations"]) == 2
+    split = mnist["time_split"]
+    assert split["training"] > 0 and split["overhead"] > 0

@@ -1,0 +1,380 @@
+"""The expert Project Architect on real dataset profiles: the pipelines it writes
+parse, follow the contracts, open with one commented block of constants that
+really steer them, never flip digits, and train."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from automodel import contracts
+from automodel.agents.base import Brief, Hardware, Pipeline
+from automodel.agents.expert import recipes
+from automodel.agents.expert.architect import plan, recipe_constants, write_pipeline
+from automodel.hparams import hparam_comments, read_hparams, set_hparams
+
+CPU2 = Hardware(cpu_cores=2, device="cpu", memory_gb=24.0)
+H200 = Hardware(cpu_cores=16, device="cuda", gpu_name="NVIDIA H200", gpu_memory_gb=139.0, memory_gb=128.0)
+
+# dataset -> (how to make it, HFLIP expected, channels)
+DATASETS = {
+    "digits": (("registry", "digits", 15), False, 1),
+    "mnist": (("shared", "mnist", 10), False, 1),
+    "fashion-mnist": (("shared", "fashion-mnist", 10), True, 1),
+    "cifar10": (("shared", "cifar10", 10), True, 3),
+    "hymenoptera": (("shared", "hymenoptera", 12), True, 3),
+}
+REQUIRED = {
+    "data": {"INPUT_SIZE", "CROP_PADDING", "HFLIP", "VFLIP", "ROTATE_DEG", "RANDOM_RESIZED_CROP", "SCALE_MIN",
+             "COLOR_JITTER", "CUTOUT", "MIXUP_ALPHA", "CUTMIX_ALPHA"},
+    "model": {"ARCH", "WIDTH", "DEPTH", "DROPOUT", "DROP_PATH", "PRETRAINED"},
+    "train": {"BATCH_SIZE", "OPTIMIZER", "LR", "MOMENTUM", "WEIGHT_DECAY", "LABEL_SMOOTHING", "WARMUP_FRACTION",
+              "SCHEDULE", "EMA_DECAY", "CHANNELS_LAST", "GRAD_CLIP"},
+}
+
+
+@dataclasses.dataclass
+class Task:
+    ds: object
+    split: object
+    images: object
+    info: dict
+    profile: dict
+
+    def brief(self, hardware: Hardware = CPU2, time_per_iter: float = 45.0, description: str | None = None,
+              info: dict | None = None, cache: list[str] | None = None) -> Brief:
+        return Brief(profile=self.profile, info={**self.info, **(info or {})},
+                     description=self.ds.description if description is None else description,
+                     hardware=hardware, time_per_iter=time_per_iter, pretrained_cache=list(cache or []))
+
+    def train_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.asarray(self.split.train[:n])
+        labels = np.array([self.ds.items[i].label for i in idx], dtype=np.int64)
+        return np.asarray(self.images.array[idx]), labels
+
+
+@pytest.fixture(scope="session")
+def tasks(materialize, tmp_path_factory):
+    """name -> Task, each made once from real data by the real intake."""
+    from automodel.fetch import fetch
+    from automodel.intake import data_info, load_dataset
+    from automodel.registry import load_registry
+
+    made: dict[str, Task] = {}
+
+    def get(name: str) -> Task:
+        if name not in made:
+            kind, source, per_class = DATASETS[name][0]
+            if kind == "registry":
+                pytest.importorskip("sklearn")
+                root = tmp_path_factory.mktemp(name) / "data"
+                fetch(load_registry().get(source), root, per_class=per_class)
+            else:
+                root = materialize(source, "imagefolder", per_class)
+            ds = load_dataset(root)
+            split = ds.split(seed=0)
+            images = ds.decode(progress=False)
+            info = {**data_info(ds, images, split.train), "device": "cpu", "pretrained_available": False}
+            made[name] = Task(ds, split, images, info, ds.profile(split))
+        return made[name]
+
+    return get
+
+
+def load_modules(pipeline: Pipeline, where: Path) -> dict[str, object]:
+    """Import the three generated modules from files, as the harness does."""
+    where.mkdir(parents=True, exist_ok=True)
+    mods = {}
+    for name in ("data", "model", "train"):
+        path = where / f"{name}.py"
+        path.write_text(pipeline.module(name), encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(f"arch_test_{name}_{abs(hash(str(where)))}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        mods[name] = module
+    return mods
+
+
+def info_ns(info: dict) -> SimpleNamespace:
+    ns = SimpleNamespace(**info)
+    ns.image_size = tuple(ns.image_size)
+    return ns
+
+
+def edited(pipeline: Pipeline, module: str, **changes) -> Pipeline:
+    return pipeline.with_module(module, set_hparams(pipeline.module(module), changes))
+
+
+# ---------------------------------------------------------------- structure
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_pipeline_parses_and_follows_the_contracts(name, tasks, tmp_path):
+    pipeline = write_pipeline(tasks(name).brief())
+    for module in ("data", "model", "train"):
+        (tmp_path / f"{module}.py").write_text(pipeline.module(module), encoding="utf-8")
+    assert contracts.check_pipeline_dir(tmp_path) == []
+    assert "def mix_batch(images, targets, info)" in pipeline.data
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_each_module_opens_with_one_commented_block_of_constants(name, tasks):
+    pipeline = write_pipeline(tasks(name).brief())
+    for module in ("data", "model", "train"):
+        source = pipeline.module(module)
+        body = ast.parse(source).body
+        assert isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), "module docstring first"
+        block = []
+        for node in body[1:]:
+            if not isinstance(node, ast.Assign):
+                break
+            block.append(node.targets[0].id)
+        assert len(block) >= len(REQUIRED[module])
+        assert all(n.isupper() for n in block)
+        # Nothing else at the top level is an editable constant: the block is the only place to edit.
+        assert set(read_hparams(source)) == set(block)
+        assert REQUIRED[module] <= set(block), REQUIRED[module] - set(block)
+        comments = hparam_comments(source)
+        assert all(len(comments.get(n, "")) > 8 for n in block), [n for n in block if n not in comments]
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_flips_follow_what_the_labels_mean(name, tasks):
+    expect_hflip = DATASETS[name][1]
+    data = read_hparams(write_pipeline(tasks(name).brief()).data)
+    assert data["HFLIP"] is expect_hflip
+    assert data["VFLIP"] is False
+    if not expect_hflip:
+        assert data["ROTATE_DEG"] == 0
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_generated_modules_handle_real_images(name, tasks, tmp_path):
+    task = tasks(name)
+    pipeline = write_pipeline(task.brief())
+    mods = load_modules(pipeline, tmp_path)
+    info = info_ns(task.info)
+    size = read_hparams(pipeline.data)["INPUT_SIZE"]
+    train_tf, eval_tf = mods["data"].build_transforms(info)
+    images, labels = task.train_arrays(8)
+    assert images.shape[-1] == DATASETS[name][2] == info.channels
+    batch = torch.stack([train_tf(img) for img in images])
+    assert batch.shape == (8, info.channels, size, size) and batch.dtype == torch.float32
+    assert torch.equal(eval_tf(images[0]), eval_tf(images[0]))
+    model = mods["model"].build_model(info)
+    with torch.no_grad():
+        logits = model.eval()(batch)
+    assert logits.shape == (8, info.num_classes) and torch.isfinite(logits).all()
+
+
+def test_small_images_get_the_small_cnn_and_photos_a_lower_resolution(tasks):
+    _, fm = plan(tasks("fashion-mnist").brief())
+    assert fm.name == "small-cnn" and fm.model.arch == "convnet" and fm.data.input_size == 28
+    assert fm.data.crop_padding > 0 and not fm.data.random_resized_crop
+    _, digits = plan(tasks("digits").brief())
+    assert digits.data.input_size >= 16  # 8x8 digits are upsampled so three poolings fit
+    facts, photo = plan(tasks("hymenoptera").brief())
+    assert facts.is_photo and photo.name == "photo-cnn" and photo.data.random_resized_crop
+    assert photo.data.input_size < facts.side  # from scratch on a CPU: below the decoded 128 px
+
+
+# ---------------------------------------------------------------- judgement
+
+
+def test_description_and_class_names_decide_flips(tasks):
+    fm = tasks("fashion-mnist")
+
+    def hp(**kw):
+        return read_hparams(write_pipeline(fm.brief(**kw)).data)
+
+    assert hp(description="Fashion-MNIST: photos of clothes")["HFLIP"] is True
+    assert hp(description="Scans of handwritten letters from forms")["HFLIP"] is False
+    assert hp(description="Road sign pictograms")["HFLIP"] is False
+    assert hp(description="Is the arrow pointing up or down?")["HFLIP"] is False
+    assert hp(info={"class_names": ["left", "right"], "num_classes": 2})["HFLIP"] is False
+    assert hp(info={"class_names": list("ABCDEFGHIJ")})["HFLIP"] is False
+    top = hp(description="Satellite tiles of farmland, seen from above")
+    assert top["HFLIP"] is True and top["VFLIP"] is True
+
+
+def test_hardware_and_budget_scale_the_recipe(tasks):
+    cifar = tasks("cifar10")
+    _, short = plan(cifar.brief(time_per_iter=10))
+    _, long = plan(cifar.brief(time_per_iter=600))
+    assert long.model.width > short.model.width
+    _, gpu = plan(cifar.brief(hardware=H200))
+    assert gpu.train.amp is True and gpu.train.batch_size >= short.train.batch_size
+    facts, gpu_photo = plan(tasks("hymenoptera").brief(hardware=H200))
+    assert gpu_photo.data.input_size == facts.side and gpu_photo.model.arch not in ("convnet", "resnet")
+
+
+def test_cached_pretrained_weights_are_used_for_photos(tasks, tmp_path):
+    hym = tasks("hymenoptera")
+    brief = hym.brief(cache=["convnext_nano.in12k_ft_in1k", "resnet18.a1_in1k"])
+    _, recipe = plan(brief)
+    assert recipe.name == "photo-pretrained"
+    assert (recipe.model.arch, recipe.model.pretrained) == ("resnet18", "resnet18.a1_in1k")  # cheapest on a CPU
+    assert recipe.data.normalize == "imagenet"
+    # Without the weights in the cache the same module still builds, from scratch (nothing is downloaded).
+    mods = load_modules(write_pipeline(brief), tmp_path)
+    model = mods["model"].build_model(info_ns(hym.info))
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+    # Small images on a CPU keep the fast small CNN even when weights are cached.
+    assert plan(tasks("cifar10").brief(cache=["resnet18.a1_in1k"]))[1].name == "small-cnn"
+
+
+def test_recipe_constants_are_what_the_modules_open_with(tasks):
+    _, recipe = plan(tasks("cifar10").brief())
+    pipeline = write_pipeline(tasks("cifar10").brief())
+    for module, constants in recipe_constants(recipe).items():
+        assert read_hparams(pipeline.module(module)) == constants
+
+
+# ---------------------------------------------------------------- knobs steer behaviour
+
+
+def _quiet_data(pipeline: Pipeline) -> Pipeline:
+    """All data augmentation off: the train transform equals the eval transform."""
+    return edited(pipeline, "data", CROP_PADDING=0, HFLIP=False, VFLIP=False, ROTATE_DEG=0, COLOR_JITTER=0.0,
+                  CUTOUT=0, RANDOM_RESIZED_CROP=False, MIXUP_ALPHA=0.0, CUTMIX_ALPHA=0.0)
+
+
+def test_data_knobs_change_the_transforms(tasks, tmp_path):
+    task = tasks("cifar10")
+    info = info_ns(task.info)
+    img = task.train_arrays(1)[0][0]
+    quiet = _quiet_data(write_pipeline(task.brief()))
+
+    def draws(pipeline, where, n=24):
+        train_tf, eval_tf = load_modules(pipeline, tmp_path / where)["data"].build_transforms(info)
+        return [train_tf(img) for _ in range(n)], eval_tf(img)
+
+    outs, ref = draws(quiet, "quiet")
+    assert all(torch.equal(o, ref) for o in outs)
+    outs, ref = draws(edited(quiet, "data", HFLIP=True), "hflip")
+    assert any(torch.equal(o, ref.flip(2)) for o in outs) and any(torch.equal(o, ref) for o in outs)
+    outs, ref = draws(edited(quiet, "data", CROP_PADDING=4), "crop")
+    assert any(not torch.equal(o, ref) for o in outs)
+    outs, ref = draws(edited(quiet, "data", CUTOUT=12), "cutout")
+    assert all((o == 0).all(dim=0).sum() >= 36 for o in outs)  # at least a 6x6 corner of the square
+    outs, ref = draws(edited(quiet, "data", INPUT_SIZE=24, RANDOM_RESIZED_CROP=True), "rrc")
+    assert ref.shape == (3, 24, 24) and all(o.shape == (3, 24, 24) for o in outs)
+    assert len({o.sum().item() for o in outs}) > 1
+    outs, ref = draws(edited(quiet, "data", COLOR_JITTER=0.4), "jitter")
+    assert any(not torch.allclose(o, ref) for o in outs)
+
+    x = torch.randn(8, 3, 32, 32)
+    y = torch.arange(8) % 10
+    mix = load_modules(quiet, tmp_path / "mix0")["data"].mix_batch
+    assert mix(x, y, info)[1].dtype == torch.int64
+    for knob in ("MIXUP_ALPHA", "CUTMIX_ALPHA"):
+        mix = load_modules(edited(quiet, "data", **{knob: 1.0}), tmp_path / knob)["data"].mix_batch
+        mx, my = mix(x, y, info)
+        assert mx.shape == x.shape and my.shape == (8, 10)
+        assert torch.allclose(my.sum(1), torch.ones(8))
+
+
+def test_model_knobs_change_the_network(tasks, tmp_path):
+    task = tasks("cifar10")
+    info = info_ns(task.info)
+    base = write_pipeline(task.brief())
+
+    def build(where, **changes):
+        return load_modules(edited(base, "model", **changes), tmp_path / where)["model"].build_model(info)
+
+    def size(m):
+        return sum(p.numel() for p in m.parameters())
+
+    narrow, wide = build("w16", WIDTH=16), build("w32", WIDTH=32)
+    assert size(wide) > 3 * size(narrow)
+    assert size(build("deep", WIDTH=16, DEPTH=2)) > size(narrow)
+    assert size(build("res", WIDTH=16, DEPTH=2, ARCH="resnet")) > size(build("conv", WIDTH=16, DEPTH=2))
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in build("drop", DROPOUT=0.3).modules())
+    timm_net = build("timm", ARCH="resnet18")
+    assert type(timm_net).__module__.startswith("timm")
+    with torch.no_grad():
+        assert timm_net.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_schedules_end_at_the_budget(tasks, tmp_path):
+    base = write_pipeline(tasks("cifar10").brief())
+    for schedule in ("onecycle", "cosine", "linear", "constant"):
+        train = load_modules(edited(base, "train", SCHEDULE=schedule, LR=0.1, WARMUP_FRACTION=0.2),
+                             tmp_path / schedule)["train"]
+        lrs = [train._lr_at(p) for p in np.linspace(0, 1, 101)]
+        assert max(lrs) == pytest.approx(0.1, rel=1e-3)
+        assert lrs[10] < lrs[20]  # warming up
+        if schedule == "constant":
+            assert lrs[-1] == pytest.approx(0.1)
+        else:
+            assert lrs[-1] < 1e-4 and lrs[60] < lrs[30]
+
+
+def _harness_train(pipeline: Pipeline, task: Task, where: Path, steps: int):
+    """Train in-process with the real harness classes from sandbox_child.py."""
+    import automodel.sandbox_child as child
+
+    mods = load_modules(pipeline, where)
+    info = info_ns(task.info)
+    train_tf, eval_tf = mods["data"].build_transforms(info)
+    x, y = task.train_arrays(64)
+    data = child.TrainData(torch, x, y, train_tf, eval_tf, getattr(mods["data"], "mix_batch", None), info, 0)
+    where.mkdir(exist_ok=True)
+    rec = child.Recorder(where)
+    ctx = child.Context(torch, torch.device("cpu"), 0, 30.0, rec, "train", max_steps=steps)
+    torch.manual_seed(0)
+    model = mods["model"].build_model(info)
+    trained = mods["train"].train(model, data, ctx)
+    rec.close()
+    return model, trained, ctx, (where / "curves.jsonl").read_text()
+
+
+@pytest.mark.parametrize("name", ["digits", "fashion-mnist"])
+def test_training_loop_follows_the_harness(name, tasks, tmp_path):
+    task = tasks(name)
+    pipeline = edited(write_pipeline(task.brief()), "train", BATCH_SIZE=16, LOG_EVERY=2)
+    model, trained, ctx, curves = _harness_train(pipeline, task, tmp_path / "plain", steps=6)
+    assert trained is model and ctx.checkpoint_state is not None
+    assert ctx._calls == 7  # should_stop() asked before every batch, stopping at the 7th
+    for tag in ('"train/loss"', '"train/accuracy"', '"lr"'):
+        assert tag in curves
+    # EMA on: the averaged copy is returned, and MixUp soft targets train too.
+    pipeline = edited(pipeline, "train", EMA_DECAY=0.9)
+    pipeline = edited(pipeline, "data", MIXUP_ALPHA=0.4)
+    model, trained, ctx, curves = _harness_train(pipeline, task, tmp_path / "ema", steps=4)
+    assert trained is not model and type(trained) is type(model)
+    assert trained.state_dict().keys() == model.state_dict().keys()
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values()))
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_rendered_pipeline_trains_through_the_runner(tasks, materialize, tmp_path):
+    from automodel.intake import load_dataset
+    from automodel.runner import RunConfig, prepare_data, run_iteration
+
+    ds = load_dataset(materialize("fashion-mnist", "imagefolder", 40))
+    split = ds.split(seed=0)
+    bundle = prepare_data(ds, split, ds.decode(progress=False), tmp_path / "data")
+    brief = Brief(profile=ds.profile(split), info=dict(bundle.info), description=ds.description, hardware=CPU2,
+                  time_per_iter=8.0)
+    it = tmp_path / "iter_001"
+    it.mkdir()
+    for module, source in write_pipeline(brief).as_dict().items():
+        (it / f"{module}.py").write_text(source, encoding="utf-8")
+    result = run_iteration(it, bundle, RunConfig(time_limit=8.0, threads=2, seed=0))
+    assert result.status == "ok", result.error
+    assert result.val_accuracy > 0.5, (result.val_accuracy, result.timings)  # chance is 0.1
+    assert not result.interrupted
+    assert {"train/loss", "train/accuracy", "lr"} <= set(result.curves)
