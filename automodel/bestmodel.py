@@ -147,10 +147,6 @@ def sample_images(run_path: Path, count: int) -> np.ndarray:
     return np.ascontiguousarray(held.images("val")[:count])
 
 
-def iteration_file(run_path: Path, n: int, name: str) -> Path:
-    return Path(run_path) / iter_name(n) / name
-
-
 def read_json_or(path: Path, default: Any) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))

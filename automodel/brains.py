@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-from .agents.base import Brain
+from .agents.base import Brain, Brief
 from .errors import UsageError
 
 
@@ -18,7 +16,9 @@ class BrainConfig:
     cache_dir: str | None = None    # LLM reply cache for exact offline replays
 
 
-def make_brain(cfg: BrainConfig, run_dir: Path | None = None) -> Brain:
+def make_brain(cfg: BrainConfig, brief: Brief) -> Brain:
+    """The brain for a run. `brief` (dataset, hardware, budget) informs every LLM role,
+    also on resume when the Architect does not run again."""
     if cfg.agent not in ("expert", "llm", "auto"):
         raise UsageError(f"--agent must be expert, llm or auto, not {cfg.agent!r}.")
     if cfg.agent == "expert":
@@ -31,7 +31,9 @@ def make_brain(cfg: BrainConfig, run_dir: Path | None = None) -> Brain:
         from .agents.expert.brain import ExpertBrain
 
         return ExpertBrain()
-    return llm.make_llm_brain(model=cfg.model, base_url=cfg.base_url, init=cfg.init, cache_dir=cfg.cache_dir)
+    brain = llm.make_llm_brain(model=cfg.model, base_url=cfg.base_url, init=cfg.init, cache_dir=cfg.cache_dir)
+    brain.brief = brief
+    return brain
 
 
 def describe(brain: Brain) -> str:

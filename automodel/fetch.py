@@ -434,9 +434,10 @@ def how_to_obtain(entry: DatasetEntry) -> str:
                 f"~/.kaggle/kaggle.json, run `{src.kaggle_command()}`, then `automodel datasets fetch {entry.name} DIR "
                 f"--source {archive}` writes it as an image folder.")
     files = "; ".join(f"{f.url} (md5 {f.md5})" if f.md5 else f"{f.url} (no published checksum)" for f in src.files)
-    text = (f"{entry.name} ({entry.title}) must be downloaded: get {files} into a folder ROOT "
-            f"(extracting the archive is optional), then `automodel datasets fetch {entry.name} DIR --source ROOT` "
-            "writes it as an image folder.")
+    archive = any(f.filename.endswith((".zip", ".tar", ".tar.gz", ".tgz")) for f in src.files)
+    text = (f"{entry.name} ({entry.title}) must be downloaded: get {files} into a folder ROOT"
+            + (" (extracting the archive is optional)" if archive else "")
+            + f", then `automodel datasets fetch {entry.name} DIR --source ROOT` writes it as an image folder.")
     if src.torchvision:
         text += f" Or load it in Python with {src.torchvision}."
     return text

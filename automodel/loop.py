@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from . import tb
 from .agents.base import ENGINEERS, MODULES, Brain, Brief, CallRecord, Decision, Pipeline
-from .errors import AutomodelError
+from .errors import AutomodelError, LLMConfigError, LLMServiceError
 from .history import build_history, tail_mean
 from .progress import Progress
 from .workspace import RunDir, atomic_write_json
+
+# Brain failures that would repeat on every iteration: stop the run (resume later).
+FATAL = (LLMConfigError, LLMServiceError)
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,21 @@ def save_calls(calls: list[CallRecord], iter_dir: Path, stage: str) -> dict[str,
             index.write(json.dumps({"file": stem, **meta}) + "\n")
             totals["prompt_tokens"] += call.prompt_tokens
             totals["completion_tokens"] += call.completion_tokens
-            totals["cost_usd"] += call.cost_usd or 0.0
+            # One call without a known price makes the total unknown, not zero.
+            totals["cost_usd"] = None if totals["cost_usd"] is None or call.cost_usd is None else totals["cost_usd"] + call.cost_usd
             totals["calls"] += 1
     return totals
 
 
 def _add(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b)}
+    out = {k: a.get(k, 0) + b.get(k, 0) for k in set(a) | set(b) if k != "cost_usd"}
+    if not a.get("calls"):
+        out["cost_usd"] = b.get("cost_usd", 0.0)
+    elif not b.get("calls"):
+        out["cost_usd"] = a.get("cost_usd", 0.0)
+    else:
+        out["cost_usd"] = None if a.get("cost_usd") is None or b.get("cost_usd") is None else a["cost_usd"] + b["cost_usd"]
+    return out
 
 
 class Loop:
@@ -110,6 +122,8 @@ class Loop:
             parent = history["parent_iteration"]
             try:
                 decision = self.brain.analyst(history)
+            except FATAL:
+                raise
             except AutomodelError as err:
                 calls = self.brain.take_calls()
                 if type(err).__name__ == "AnalystExhausted":
@@ -134,6 +148,8 @@ class Loop:
             else:
                 base = self.run.pipeline(parent)
                 pipeline = base.with_module(target, self.brain.engineer(target, base, decision))
+        except FATAL:
+            raise
         except AutomodelError as err:
             tokens = _add(tokens, save_calls(self.brain.take_calls(), d, "architect" if decision is None else "engineer"))
             self._finish(n, parent, decision, d, started, {"status": "brain_error", "error": {"phase": "write", "module": target, "type": type(err).__name__, "message": str(err)}},
@@ -154,6 +170,8 @@ class Loop:
             self.progress.repair(n, ENGINEERS[owner], res)
             try:
                 pipeline = pipeline.with_module(owner, self.brain.engineer(owner, pipeline, decision, error=error_text(res)))
+            except FATAL:
+                raise
             except AutomodelError as err:
                 tokens = _add(tokens, save_calls(self.brain.take_calls(), d, "repair"))
                 self.progress.note(f"  no repair: {err}")
@@ -178,6 +196,7 @@ class Loop:
         if accepted:
             self.run.promote(n)
         self.run.append(record)  # the commit point of the iteration
+        tb.update_after_iteration(self.run.path, n)  # live curves; never raises
         self.progress.finish(record, self.run.best_record(), self._elapsed())
 
     # ---- helpers
@@ -196,7 +215,7 @@ class Loop:
             "seconds": round(time.monotonic() - started, 2), "repairs": repairs,
             "error": {k: err.get(k) for k in ("phase", "module", "type", "message")} if err else None,
             "tokens": tokens.get("prompt_tokens", 0) + tokens.get("completion_tokens", 0),
-            "cost_usd": round(tokens.get("cost_usd", 0.0), 6) if tokens.get("calls") else None,
+            "cost_usd": round(tokens["cost_usd"], 6) if tokens.get("calls") and tokens.get("cost_usd") is not None else None,
             "brain": self.brain.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if attempt_dir:

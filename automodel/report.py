@@ -26,7 +26,7 @@ import numpy as np
 
 from . import report_plots as plots
 from . import scoring, tb
-from .bestmodel import HeldOut, bundle_images, read_json_or
+from .bestmodel import HeldOut, bundle_images, read_json_or, run_info
 from .errors import AutomodelError, RunError
 from .resources import templates_dir
 from .workspace import BEST, RunDir, atomic_write_text, iter_name
@@ -135,12 +135,16 @@ def collect(run_path: Path) -> ReportData:
         timings=[_timing(run.path, r) for r in records],
         summary=read_json_or(run.path / BEST / "summary.json", {}) if best else {},
         best_metrics=read_json_or(run.path / BEST / "metrics.json", {}) if best else {},
-        data_info=read_json_or(run.path / "data" / "info.json", {}),
+        data_info={},
     )
     try:
         data.held = HeldOut.load(run.path)
     except AutomodelError as err:
         data.notes.append(f"The dataset could not be reopened, so test-set details are missing: {err}")
+    try:
+        data.data_info = run_info(run.path)  # data/info.json, else rebuilt from the dataset
+    except AutomodelError:
+        pass
     if best is not None and data.held is not None:
         data.evaluation = _evaluate(data, best)
     return data

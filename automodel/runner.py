@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -176,6 +177,7 @@ class RunConfig:
     sandbox: str | None = None          # force a level: "bwrap" | "unshare" | "none"
     loader_workers: int = 0             # DataLoader workers for data.loader()
     cache_dir: Path | None = None       # pretrained-weights cache (read-only in the sandbox)
+    pretrained_available: bool | None = None  # overrides info.pretrained_available (None: the bundle's)
     hidden: tuple[Path, ...] = ()       # more host paths to keep out of the sandbox
 
     def grace(self) -> float:
@@ -402,9 +404,30 @@ def _clean(iter_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _remove_planted_entries(iter_dir: Path) -> None:
+    """Delete links, fifos, sockets and devices the child left in its directory,
+    so no later trusted step (scoring, copying best/, reports) is led to a host
+    file through them; and the fallback levels' scratch HOME."""
+    shutil.rmtree(iter_dir / ".tmp", ignore_errors=True)
+    for dirpath, dirnames, filenames in os.walk(iter_dir, followlinks=False):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                mode = os.lstat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
 def _spec(layout: sandbox.Layout, bundle: DataBundle, config: RunConfig, threads: int) -> dict:
     info = dict(bundle.info)
     info["device"] = config.device
+    if config.pretrained_available is not None:
+        info["pretrained_available"] = bool(config.pretrained_available)
     return {
         "mode": "fit",
         "pipeline_dir": str(layout.iter_dir),
@@ -524,6 +547,7 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     outcome = _watch(proc, events, config, memory_limit)
     proc.kill()  # strays (a background `sleep`, workers) go too, also after a normal exit
     ended = time.time()
+    _remove_planted_entries(iter_dir)
     events.poll()
 
     timings = _timings(events, launched, ended, static_s)

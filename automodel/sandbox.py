@@ -59,7 +59,20 @@ INSIDE_CACHE = Path("/sandbox/cache")
 # locale); the rest of /etc (passwd, ssh, ...) stays out.
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "nsswitch.conf", "host.conf")
 
-FILE_SIZE_LIMIT = 64 * 2**30   # bytes: no single file the child writes may exceed this
+FILE_SIZE_LIMIT = 16 * 2**30   # bytes: no single file the child writes may exceed this
+NPROC_HEADROOM = 2048          # processes/threads the child's user may add (not enforced for root)
+
+
+def _ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 * 2**30
+
+
+def _tmpfs_bytes() -> int:
+    """Size cap of the sandbox's private /tmp and /dev/shm (each): a quarter of RAM."""
+    return max(2**30, _ram_bytes() // 4)
 
 
 class SandboxError(AutomodelError):
@@ -99,13 +112,27 @@ class Layout:
     cache_dir: Path | None
 
 
+@functools.cache
+def _bwrap_has_size() -> bool:
+    try:
+        out = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--size" in (out.stdout + out.stderr)
+
+
 def _bwrap_base() -> list[str]:
     base = [
         "bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
         "--new-session", "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev",
-        "--tmpfs", "/tmp", "--tmpfs", "/dev/shm",
-        "--ro-bind", "/usr", "/usr",
     ]
+    # Private /tmp and /dev/shm live in RAM: cap them where this bwrap can.
+    for mountpoint in ("/tmp", "/dev/shm"):
+        if _bwrap_has_size():
+            base += ["--size", str(_tmpfs_bytes()), "--tmpfs", mountpoint]
+        else:
+            base += ["--tmpfs", mountpoint]
+    base += ["--ro-bind", "/usr", "/usr"]
     # /bin, /lib, ... are symlinks into /usr on merged-/usr systems, real dirs elsewhere.
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
@@ -187,22 +214,30 @@ def _contains(outer: Path, inner: Path) -> bool:
         return False
 
 
+def _is_package_dir(path: Path) -> bool:
+    return path.name in ("site-packages", "dist-packages")
+
+
 def python_mounts(hidden: tuple[Path, ...]) -> list[Mount]:
     """Read-only mounts that let the child run this Python with its packages.
 
-    Every existing sys.path directory plus the interpreter's prefixes; an entry
-    that would expose a hidden path (e.g. a source checkout that holds the run
-    directory) is left out.
+    The interpreter's prefixes and the site-packages/dist-packages directories
+    on sys.path; nothing else from sys.path (which may hold the current
+    directory or a home folder). An entry that would expose a hidden path
+    (the dataset, the run directory) is left out.
     """
-    wanted = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).parent]
-    wanted += [Path(p) for p in sys.path if p and os.path.isabs(p)]
+    prefixes = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.base_exec_prefix)]
+    # The executable may be a symlink chain out of the venv (pyenv, conda).
+    prefixes.append(Path(os.path.realpath(sys.executable)).parent.parent)
+    wanted = list(prefixes)
+    for entry in sys.path:
+        path = Path(entry) if entry and os.path.isabs(entry) else None
+        if path is not None and (_is_package_dir(path) or any(_contains(p, path) for p in prefixes)):
+            wanted.append(path)
     try:
         wanted += [Path(p) for p in site.getsitepackages()]
     except AttributeError:
         pass
-    # The executable may be a symlink chain out of the venv (pyenv, conda).
-    wanted.append(Path(os.path.realpath(sys.executable)).parent.parent)
-    mounts: list[Mount] = []
     chosen: list[Path] = []
     for path in wanted:
         if not path.exists():
@@ -213,8 +248,7 @@ def python_mounts(hidden: tuple[Path, ...]) -> list[Mount]:
         if any(_contains(c, real) for c in chosen):
             continue
         chosen = [c for c in chosen if not _contains(real, c)] + [real]
-    for real in chosen:
-        mounts.append(Mount(real, real))
+    mounts = [Mount(real, real) for real in chosen]
     # Unresolved spellings (e.g. /work/venv/bin/python -> pyenv) must exist inside too.
     for path in (Path(sys.prefix), Path(sys.executable).parent):
         if path.exists() and path.resolve() != path and not any(_contains(c, path) for c in chosen):
@@ -250,13 +284,37 @@ def build_command(level: str, request: Request) -> list[str]:
     return argv
 
 
-def _preexec() -> None:
-    # Runs in the forked child before exec: no core dumps of a big model, no
-    # runaway file. (Not RLIMIT_AS: it breaks CUDA and `import torch` needs ~1 GB of it.)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    cap = FILE_SIZE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_SIZE_LIMIT, hard)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+def _user_tasks(uid: int) -> int:
+    """Processes and threads owned by `uid` now (what RLIMIT_NPROC counts)."""
+    count = 0
+    for pid in _all_pids():
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:
+            continue
+    return count
+
+
+def _limits() -> list[tuple[int, int]]:
+    """(resource, value) pairs applied to the child before exec."""
+    limits = [(resource.RLIMIT_CORE, 0)]  # no core dump of a multi-GB model
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limits.append((resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_SIZE_LIMIT, hard)))
+    if os.getuid() != 0:  # root is exempt from RLIMIT_NPROC anyway
+        _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        cap = _user_tasks(os.getuid()) + NPROC_HEADROOM  # stops a fork bomb, not torch's threads
+        limits.append((resource.RLIMIT_NPROC, cap if hard == resource.RLIM_INFINITY else min(cap, hard)))
+    # Not RLIMIT_AS: it breaks CUDA and `import torch` alone needs ~1 GB of it.
+    return limits
+
+
+def _preexec(limits: list[tuple[int, int]]):
+    def apply() -> None:  # runs in the forked child before exec: no allocation-heavy work here
+        for res, value in limits:
+            resource.setrlimit(res, (value, value))
+
+    return apply
 
 
 # ---------------------------------------------------------------- process tree
@@ -405,12 +463,13 @@ def start(request: Request, level: str) -> Sandboxed:
         env["AUTOMODEL_SANDBOX_ID"] = request.marker
         cmd = _with_marker(cmd, level, request.marker)
     cwd = request.cwd if level != "bwrap" else "/"
+    limits = _limits()
     with open(request.stdout, "ab") as out, open(request.stderr, "ab") as err:
         started = time.time()
         popen = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
             env=env if level != "bwrap" else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            start_new_session=True, preexec_fn=_preexec, close_fds=True,
+            start_new_session=True, preexec_fn=_preexec(limits), close_fds=True,
         )
     return Sandboxed(level, request, popen, started)
 

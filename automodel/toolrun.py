@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import sandbox, scoring
+from .errors import RunError
 
 PACKAGE = Path(__file__).resolve().parent
 SANDBOX_CHILD = PACKAGE / "sandbox_child.py"
@@ -78,7 +79,10 @@ def run_tool(script: Path, work: Path, data: Path, spec: dict[str, Any], *, time
     sees them) filled in here; everything else is the caller's.
     """
     work, data = Path(work).resolve(), Path(data).resolve()
-    level = sandbox.choose_level(level)
+    try:
+        level = sandbox.choose_level(level)
+    except sandbox.SandboxError as err:
+        raise RunError(f"Cannot start the sandbox: {err}") from None
     sandbox.warn_if_weak(level)
     threads = threads or os.cpu_count() or 1
     lay = sandbox.layout(level, work, data, None)

@@ -174,6 +174,9 @@ class RunDir:
         for name in BEST_FILES:
             if (src / name).exists():
                 shutil.copy2(src / name, tmp / name)
+        info = self.path / "data" / "info.json"  # what the model expects as input
+        if info.exists():
+            shutil.copy2(info, tmp / "info.json")
         (tmp / "ITERATION").write_text(f"{n}\n", encoding="utf-8")
         best = self.path / BEST
         old = self.path / ".best.old"

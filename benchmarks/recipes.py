@@ -134,6 +134,63 @@ def run_one(name: str, per_class: int | None, budget: float, seed: int, changes:
     }
 
 
+def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: dict, describe: str | None,
+              budget: float = 45.0, threads: int = 1) -> dict:
+    """Train in this process for a fixed number of STEPS (not seconds) with the harness's own
+    classes (sandbox_child), so variants compare at equal work however busy the machine is."""
+    import numpy as np
+    import torch
+
+    import automodel.sandbox_child as child
+    from automodel.agents.base import Brief
+    from automodel.agents.expert.architect import plan, render
+    from automodel.hardware import detect
+    from automodel.intake import load_dataset
+    from automodel.runner import prepare_data
+
+    torch.set_num_threads(threads)
+    ds = load_dataset(dataset_dir(name, per_class), describe=describe)
+    split = ds.split(seed=0)
+    images = ds.decode(cache_dir=WORK / "cache", progress=False)
+    bundle = prepare_data(ds, split, images, WORK / "bundles" / f"{name}-{per_class or 'all'}")
+    brief = Brief(profile=ds.profile(split), info=dict(bundle.info), description=ds.description,
+                  hardware=detect("cpu"), time_per_iter=budget)
+    facts, recipe = plan(brief)
+    pipeline = apply_sets(render(recipe), changes)
+    iter_dir = WORK / "steps" / f"{name}-{int(time.time() * 1000)}"
+    iter_dir.mkdir(parents=True)
+    mods = {}
+    for module in ("data", "model", "train"):
+        (iter_dir / f"{module}.py").write_text(pipeline.module(module), encoding="utf-8")
+        mods[module] = child.load_module(module, iter_dir / f"{module}.py")
+    info = type("Info", (), dict(bundle.info))()
+    info.image_size = tuple(info.image_size)
+    child.seed_all(torch, np, seed)
+    train_tf, eval_tf = mods["data"].build_transforms(info)
+    train_x = np.load(bundle.dir / "train_x.npy")
+    data = child.TrainData(torch, train_x, np.load(bundle.dir / "train_y.npy"), train_tf, eval_tf,
+                           getattr(mods["data"], "mix_batch", None), info, 0)
+    rec = child.Recorder(iter_dir)
+    ctx = child.Context(torch, torch.device("cpu"), seed, 1e9, rec, "train", max_steps=steps)
+    t0 = time.time()
+    model = mods["train"].train(mods["model"].build_model(info), data, ctx)
+    seconds = time.time() - t0
+    rec.close()
+    scores = {}
+    for split_name, labels in (("val", bundle.val_y), ("test", bundle.test_y)):
+        probs = child.predict(torch, model, np.load(bundle.dir / f"{split_name}_x.npy"), eval_tf, torch.device("cpu"))
+        scores[split_name] = round(float((probs.argmax(1) == labels).mean()), 4)
+    train_probs = child.predict(torch, model, train_x[:2000], eval_tf, torch.device("cpu"))
+    from automodel.hparams import read_hparams
+
+    batch = read_hparams(pipeline.train).get("BATCH_SIZE", 0)
+    return {"dataset": name, "per_class": per_class, "steps": steps, "seed": seed, "recipe": recipe.name,
+            "set": changes, "val": scores["val"], "test": scores["test"],
+            "train_eval": round(float((train_probs.argmax(1) == data._labels[:2000]).mean()), 4),
+            "epochs": round(steps * batch / bundle.info["num_train"], 1), "seconds": round(seconds, 1),
+            "flips": facts.flips_allowed, "status": "ok", "error": None, "budget": None, "iter_dir": str(iter_dir)}
+
+
 def throughput(seconds: float = 2.0) -> None:
     """CPU seconds per training image of SmallNet variants, on one thread (robust on a shared machine)."""
     import torch
@@ -176,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant")
     parser.add_argument("--describe", default=None, help="dataset description given to the Architect")
     parser.add_argument("--throughput", action="store_true", help="measure SmallNet speed instead")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="train in-process for this many steps instead of --budget seconds (load-independent)")
     parser.add_argument("--spin", action="store_true", help="leave OMP_WAIT_POLICY alone (default: PASSIVE)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the child and cores in the brief")
     args = parser.parse_args(argv)
@@ -189,9 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_details()
     for name in args.datasets:
         for seed in args.seeds:
-            row = run_one(name, args.per_class or None, args.budget, seed, changes, args.describe, threads=args.threads)
-            print(json.dumps({k: row[k] for k in ("dataset", "per_class", "budget", "seed", "recipe", "set", "status",
-                                                  "val", "test", "steps", "epochs", "train_acc_last")}), flush=True)
+            if args.steps:
+                row = run_steps(name, args.per_class or None, args.steps, seed, changes, args.describe, args.budget,
+                                threads=args.threads or 1)
+                keys = ("dataset", "steps", "seed", "set", "val", "test", "train_eval", "epochs", "seconds")
+            else:
+                row = run_one(name, args.per_class or None, args.budget, seed, changes, args.describe,
+                              threads=args.threads)
+                keys = ("dataset", "per_class", "budget", "seed", "recipe", "set", "status", "val", "test", "steps",
+                        "epochs", "train_acc_last")
+            print(json.dumps({k: row[k] for k in keys}), flush=True)
             if row["error"]:
                 print(row["error"], file=sys.stderr)
             with open(RESULTS_DIR / "recipes.jsonl", "a", encoding="utf-8") as fh:

@@ -118,29 +118,37 @@ def test_naive_pipeline_runs_and_is_scored(cli, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (_has_command("fit") and _has_command("resume") and _has_command("show")), reason="fit/resume/show not built yet")
+@pytest.mark.skipif(not all(map(_has_command, ("fit", "resume", "show", "run"))), reason="fit/resume/show/run not built yet")
 def test_reproduce_runs_resumes_and_reads_back_finished_trials(tmp_path):
-    common_args = ["digits", "--agent", "expert", "--trials", "2", "--time-per-iter", "5", "--per-class", "10", "--no-zero-shot",
+    # One trial keeps this affordable on 2 cores; the table's statistics over trials are checked above.
+    common_args = ["digits", "--agent", "expert", "--trials", "1", "--time-per-iter", "5", "--per-class", "10",
                    "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "data", "--out", tmp_path / "out.md"]
+    log_file = tmp_path / "runs" / "reproduce.log"
+
+    def launched() -> tuple[int, int, int]:
+        log = log_file.read_text()
+        return log.count("$ automodel fit "), log.count("$ automodel resume "), log.count("$ automodel run ")
+
     first = _script("reproduce.py", *common_args, "--iters", "1")
     assert first.returncode == 0, first.stderr[-3000:]
-    # More iterations than the finished runs have: both trials are continued with `automodel resume`.
+    assert launched() == (1, 0, 1)  # the trial, and the expert's zero-shot stand-in (the naive pipeline)
+    # More iterations than the finished run has: it is continued with `automodel resume`, the zero-shot result is reused.
     second = _script("reproduce.py", *common_args, "--iters", "2")
     assert second.returncode == 0, second.stderr[-3000:]
-    log = (tmp_path / "runs" / "reproduce.log").read_text()
-    assert log.count("$ automodel fit ") == 2 and log.count("$ automodel resume ") == 2
+    assert launched() == (1, 1, 1)
     # Everything finished: a rerun only reads the runs back.
     third = _script("reproduce.py", *common_args, "--iters", "2")
-    assert third.returncode == 0
-    log = (tmp_path / "runs" / "reproduce.log").read_text()
-    assert log.count("$ automodel fit ") == 2 and log.count("$ automodel resume ") == 2
+    assert third.returncode == 0 and launched() == (1, 1, 1)
 
     data = json.loads((tmp_path / "out.json").read_text())
-    trials = data["datasets"][0]["single"]
-    assert len(trials) == 2 and all(t["iterations"] == 2 and t["error"] is None for t in trials)
-    assert all(0.0 <= t["final_test"] <= 1.0 for t in trials)
+    (digits,) = data["datasets"]
+    (trial,) = digits["single"]
+    assert trial["iterations"] == 2 and trial["error"] is None and 0.0 <= trial["final_test"] <= 1.0
+    assert digits["zero_shot"][0]["error"] is None and 0.0 <= digits["zero_shot"][0]["test_accuracy"] <= 1.0
     table = (tmp_path / "out.md").read_text()
-    assert "| digits |" in table and "Final, 2 it. (ours)" in table and "2/2" in table
+    row = next(line for line in table.splitlines() if line.startswith("| digits |"))
+    assert f"{100 * trial['final_test']:.1f} ± 0.0" in row and "| 1/1 |" in row
+    assert "Final, 2 it. (ours)" in table and "naive_pipeline" in table
 
 
 @pytest.mark.slow
@@ -157,3 +165,38 @@ def test_cpu_suite_quick_end_to_end(tmp_path, shared_dir):
     assert len(mnist["fits"][0]["iterations"]) == 2
     split = mnist["time_split"]
     assert split["training"] > 0 and split["overhead"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(map(_has_command, ("fit", "show", "zero_shot"))), reason="fit/show/zero-shot not built yet")
+def test_reproduce_with_an_llm_against_the_replay_server(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    replay = pytest.importorskip("automodel.agents.llm.replay_server")
+    scripts = REPO / "tests" / "llm_scripts"
+    script = yaml.safe_load((scripts / "demo.yaml").read_text())
+    for steps in script["roles"].values():
+        steps[:] = [s for s in steps if "status" not in s]  # no rate-limit pauses here: they are tested elsewhere
+        for s in steps:
+            if "reply_file" in s:
+                s["reply_file"] = str(scripts / s["reply_file"])
+    script["roles"]["zero_shot"] = [{"reply_file": str(scripts / "good_pipeline.md")}]
+    with replay.ReplayServer(script) as server:
+        proc = subprocess.run(
+            [sys.executable, str(BENCH / "reproduce.py"), "digits", "--agent", "llm", "--model", "gpt-4o-mini",
+             "--base-url", server.base_url, "--trials", "1", "--iters", "2", "--time-per-iter", "5", "--per-class", "10",
+             "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "data", "--out", tmp_path / "out.md"],
+            capture_output=True, text=True, timeout=900, cwd=REPO,
+            env={k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENAI_")})
+        roles = [r["role"] for r in server.requests]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "zero_shot" in roles and "architect" in roles and "analyst" in roles
+    data = json.loads((tmp_path / "out.json").read_text())
+    (digits,) = data["datasets"]
+    (trial,) = digits["single"]
+    (zero,) = digits["zero_shot"]
+    assert trial["iterations"] == 2 and trial["error"] is None and trial["tokens"] > 0
+    assert zero["error"] is None and zero["tokens"] > 0 and 0.0 <= zero["test_accuracy"] <= 1.0
+    assert (tmp_path / "runs" / "digits" / "llm-gpt-4o-mini-t5" / "single" / "trial_0" / "run.json").is_file()
+    row = next(line for line in (tmp_path / "out.md").read_text().splitlines() if line.startswith("| digits |"))
+    tokens = int(row.rstrip(" |").rsplit("|", 1)[-1].strip().replace(",", ""))
+    assert tokens == trial["tokens"] + zero["tokens"]

@@ -76,6 +76,7 @@ def test_onnx_export_matches_the_harness(finished_run, harness, tmp_path):
     assert (logits.argmax(1) == probs.argmax(1)).all()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_export_matches_the_harness(finished_run, harness, tmp_path):
     out = tmp_path / "model.torchscript.pt"
     proc = cli("export", finished_run, "--format", "torchscript", "--out", out)

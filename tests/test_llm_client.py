@@ -37,11 +37,11 @@ def test_429_with_retry_after_is_honoured():
     assert rec.attempts == 2 and rec.waited_s == pytest.approx(0.6, abs=0.01) and rec.error is None
 
 
-def test_500_and_dropped_connection_are_retried_with_backoff():
-    with ReplayServer([{"status": 500}, {"status": 503}, {"disconnect": True}, {"reply": "fine"}]) as server:
+def test_500_dropped_connection_and_garbage_are_retried_with_backoff():
+    with ReplayServer([{"status": 500}, {"status": 503}, {"disconnect": True}, {"garbage": True}, {"reply": "fine"}]) as server:
         result = client_for(server).complete("analyst", ASK)
-        assert [r["action"].split(": ")[1] for r in server.requests] == ["status 500", "status 503", "disconnect", "reply"]
-    assert result.text == "fine" and result.record.attempts == 4
+        assert [r["action"].split(": ")[1] for r in server.requests] == ["status 500", "status 503", "disconnect", "garbage", "reply"]
+    assert result.text == "fine" and result.record.attempts == 5
     assert result.record.waited_s > 0
 
 
@@ -52,6 +52,14 @@ def test_hung_connection_times_out_and_is_retried():
         elapsed = time.monotonic() - start
     assert result.text == "after the hang"
     assert 0.5 <= elapsed < 5, f"the 0.5 s timeout should end the hang, took {elapsed:.1f}s"
+
+
+def test_an_unreadable_200_answer_is_a_server_fault():
+    with ReplayServer([{"garbage": True}] * 2) as server:
+        with pytest.raises(LLMServiceError) as err:
+            client_for(server, max_attempts=2).complete("analyst", ASK)
+        assert len(server.requests) == 2
+    assert "unreadable response" in str(err.value)
 
 
 def test_retries_are_bounded_and_end_in_a_clear_error():

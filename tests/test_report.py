@@ -9,6 +9,7 @@ import base64
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -119,6 +120,8 @@ def test_report_renders_in_headless_chromium(finished_run, chromium, tmp_path):
     shot = tmp_path / "report.png"
     proc = run_chromium(chromium, "--window-size=1280,2400", f"--screenshot={shot}", (finished_run / "report.html").as_uri())
     assert shot.is_file(), proc.stderr[-2000:]
+    if os.environ.get("AUTOMODEL_REPORT_SCREENSHOT"):  # keep a copy to look at
+        shutil.copyfile(shot, os.environ["AUTOMODEL_REPORT_SCREENSHOT"])
     with Image.open(shot) as img:
         rgb = np.asarray(img.convert("RGB")).astype(int)
     assert rgb.shape[:2] == (2400, 1280)

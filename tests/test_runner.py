@@ -71,6 +71,7 @@ def test_printed_and_planted_accuracy_is_ignored(fm, tmp_path):
     truth = scored_accuracy(it / "probs_val.npy", bundle.val_y)
     assert result.val_accuracy == pytest.approx(truth, abs=1e-6) and truth < 0.6
     assert json.loads((it / "metrics.json").read_text())["val_accuracy"] == pytest.approx(truth, abs=1e-6)
+    assert not (it / "notes.txt").is_symlink()  # links the child planted are removed
 
 
 def test_exception_in_train_blames_train_with_traceback(fm, tmp_path):

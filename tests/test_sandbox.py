@@ -130,8 +130,8 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     assert rep["connects"]["local"] != "connected" and rep["connects"]["public"] != "connected", rep
 
 
-@pytest.mark.parametrize("level, phase", [("bwrap", "train"), ("none", "train"), ("bwrap", "preflight")])
-def test_endless_loop_is_killed_with_its_whole_process_tree(fm, tmp_path, level, phase):
+@pytest.mark.parametrize("level, phase", [("bwrap", "train"), ("unshare", "train"), ("none", "train"), ("bwrap", "preflight")])
+def test_endless_loop_is_killed_with_its_whole_process_tree(fm, tmp_path, capfd, level, phase):
     """train() ignores should_stop and the interrupt, runs DataLoader workers and
     leaves grandchildren (one in a new session): the whole tree must go."""
     if not sandbox.probe(level):
@@ -151,6 +151,15 @@ def test_endless_loop_is_killed_with_its_whole_process_tree(fm, tmp_path, level,
     time.sleep(0.5)
     assert processes_with(token, marker) == []
     assert elapsed < 60
+    # Weaker levels say what is missing, in the result and loudly on stderr.
+    assert result.sandbox.kind == level
+    if level == "bwrap":
+        assert result.sandbox.missing == ()
+    else:
+        assert "filesystem isolation" in result.sandbox.missing
+        sandbox._warned.discard(level)
+        sandbox.warn_if_weak(level)
+        assert "WITHOUT filesystem isolation" in capfd.readouterr().err
 
 
 def test_preflight_that_never_stops_fails_fast_with_a_traceback(fm, tmp_path):
@@ -172,3 +181,13 @@ def test_memory_hog_is_stopped_as_oom(fm, tmp_path):
     assert result.status == "oom"
     assert "GiB" in result.error.message and result.error.module == "train"
     assert result.peak_memory_mb > 1500
+
+
+def test_dataloader_workers_run_inside_bwrap(fm, tmp_path):
+    """Worker processes need /dev/shm and fork: both must work in the sandbox."""
+    require_bwrap()
+    ds, bundle = fm
+    it = make_iter(tmp_path / "iter")
+    result = run_iteration(it, bundle, fast_config(sandbox="bwrap", loader_workers=2))
+    assert result.status == "ok", (result.error, (it / "stderr.txt").read_text()[-2000:])
+    assert result.val_accuracy == pytest.approx(scored_accuracy(it / "probs_val.npy", bundle.val_y), abs=1e-6)

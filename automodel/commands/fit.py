@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..brains import BrainConfig
-from ..errors import UsageError
+from ..errors import AutomodelError, UsageError
 from ..hardware import resolve_device
 from ..loop import FitConfig
 from ..progress import Progress
@@ -91,5 +91,8 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run_dir.path}", file=sys.stderr)
         return 130
+    except AutomodelError:
+        print(f"Completed iterations are kept; after fixing the problem below, continue with: automodel resume {run_dir.path}", file=sys.stderr)
+        raise
     print(final_message(run_dir, outcome))
     return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..brains import BrainConfig
+from ..errors import AutomodelError
 from ..loop import FitConfig
 from ..progress import Progress
 from ..workspace import RunDir
@@ -44,5 +45,8 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run_dir.path}", file=sys.stderr)
         return 130
+    except AutomodelError:
+        print(f"Completed iterations are kept; after fixing the problem below, continue with: automodel resume {run_dir.path}", file=sys.stderr)
+        raise
     print(final_message(run_dir, outcome))
     return 0

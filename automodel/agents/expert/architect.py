@@ -23,8 +23,8 @@ data.py
                        epochs (more epochs in the budget), less detail.
   CROP_PADDING         px of reflect padding before a random crop (translation
                        augmentation). About side/8 is standard; side/6 is
-                       stronger; 0 turns it off. Ignored detail: with
-                       RANDOM_RESIZED_CROP it is applied after the box crop.
+                       stronger; 0 turns it off. With RANDOM_RESIZED_CROP it
+                       still applies, after the box crop.
   RANDOM_RESIZED_CROP  random box of SCALE_MIN..1 of the area, resized to
                        INPUT_SIZE. The photo augmentation; lower SCALE_MIN
                        (0.35 -> 0.2) is stronger, higher (-> 0.6) is gentler.

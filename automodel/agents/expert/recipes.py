@@ -12,6 +12,7 @@ what changing it does.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,9 +187,9 @@ def read_task(brief: Brief) -> TaskFacts:
     class_names = tuple(str(c) for c in (info.get("class_names") or profile.get("classes") or ()))
     sensitive, why = _orientation(brief.description, class_names)
     top_down = bool(_TOP_DOWN_WORDS.search(brief.description or "")) and not sensitive
-    reasons = [why] if why else ["no sign that flips change labels: horizontal flips are on"]
+    reasons = [why[0].upper() + why[1:] + "."] if why else ["Nothing suggests flips change labels: horizontal flips are on."]
     if top_down:
-        reasons.append("the description suggests top-down views: vertical flips are on")
+        reasons.append("The description suggests top-down views: vertical flips are on.")
     num_train = int(info.get("num_train") or profile.get("splits", {}).get("train") or 0)
     return TaskFacts(
         side=side, original_side=_median_original_side(profile, min(h, w)), channels=int(info.get("channels") or 3),
@@ -201,29 +202,36 @@ def read_task(brief: Brief) -> TaskFacts:
 
 # ---------------------------------------------------------------- sizing
 
-# Training images per second per CPU core for SmallNet (convnet, DEPTH 1,
-# channels_last), measured with benchmarks/recipes.py --throughput at
-# WIDTH 32 and 32 px; cost grows about as WIDTH**1.65 and with the pixel count.
+# Training images per second per CPU core for SmallNet ("convnet", 3 stages,
+# DEPTH 1, WIDTH 32, 32 px, channels_last), measured on one thread with
+# `benchmarks/recipes.py --throughput`. Cost grows about as WIDTH**1.65 and
+# with the pixel count; every stage costs about the same (channels double as
+# the resolution halves), and so does every conv layer within a stage.
 CPU_IMAGES_PER_CORE_S = 1000.0
 WIDTH_EXPONENT = 1.65
-CPU_WIDTHS = (16, 24, 32, 48, 64, 96)
+CPU_WIDTHS = (16, 24, 32, 48, 64)
 
 
-def small_cnn_rate(width: int, input_size: int, depth: int, cores: int) -> float:
+def small_cnn_rate(width: int, input_size: int, cores: int, stages: int = 3, depth: int = 1,
+                   arch: str = "convnet") -> float:
     """Estimated training images per second of SmallNet on `cores` CPU cores."""
+    convs_per_stage = 1 + depth * (2 if arch == "resnet" else 1)
     per_core = CPU_IMAGES_PER_CORE_S * (32 / width) ** WIDTH_EXPONENT * (32 / input_size) ** 2
-    per_core *= 2.0 / (2.0 + depth - 1)  # each extra block per stage costs about half a stage
+    per_core /= (stages / 3) * (convs_per_stage / 2)
     return per_core * cores * 0.85  # data loading shares the cores
 
 
-def pick_width(facts: TaskFacts, input_size: int, depth: int, min_epochs: float) -> int:
-    """The widest SmallNet that still sees the training set `min_epochs` times."""
+def pick_width(facts: TaskFacts, model: ModelRecipe, input_size: int, batch_size: int, min_epochs: float,
+               min_steps: int = 300) -> int:
+    """The widest SmallNet that still sees the training set `min_epochs` times
+    in at least `min_steps` optimisation steps within the time budget."""
     if facts.device == "cuda":
         return 64
     best = CPU_WIDTHS[0]
     for width in CPU_WIDTHS:
-        epochs = small_cnn_rate(width, input_size, depth, facts.cpu_cores) * facts.time_per_iter / facts.num_train
-        if epochs >= min_epochs:
+        rate = small_cnn_rate(width, input_size, facts.cpu_cores, model.stages, model.depth, model.arch)
+        images = rate * facts.time_per_iter
+        if images / facts.num_train >= min_epochs and images / batch_size >= min_steps:
             best = width
     return best
 
@@ -232,7 +240,10 @@ def _batch_size(num_train: int, device: str) -> int:
     if device == "cuda":
         return 256 if num_train >= 4096 else 128
     # Small sets: smaller batches give more optimisation steps per epoch.
-    return 64 if num_train < 8192 else 128
+    size = 64 if num_train < 8192 else 128
+    while size > 16 and size * 8 > num_train:  # at least ~8 steps per epoch
+        size //= 2
+    return size
 
 
 # ---------------------------------------------------------------- recipes
@@ -255,10 +266,12 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
     input_size = max(16, facts.side)
     stages = 3 if input_size <= 40 else 4
     depth = 1
-    width = pick_width(facts, input_size, depth, min_epochs=25)
+    batch_size = _batch_size(facts.num_train, facts.device)
+    model = ModelRecipe(arch="convnet", stages=stages, depth=depth)
+    width = pick_width(facts, model, input_size, batch_size, min_epochs=25)
+    model = dataclasses.replace(model, width=width)
     data = DataRecipe(input_size=input_size, crop_padding=max(1, input_size // 8), **_flip_fields(facts))
-    model = ModelRecipe(arch="convnet", width=width, stages=stages, depth=depth)
-    train = TrainRecipe(batch_size=_batch_size(facts.num_train, facts.device), optimizer="sgd", lr=0.05,
+    train = TrainRecipe(batch_size=batch_size, optimizer="sgd", lr=0.05,
                         weight_decay=5e-4, label_smoothing=0.1, warmup_fraction=0.15, schedule="onecycle",
                         amp=facts.device == "cuda")
     return Recipe(
@@ -289,10 +302,12 @@ def _photo_from_scratch(facts: TaskFacts) -> Recipe:
     input_size = 64 if facts.time_per_iter * facts.cpu_cores < 600 else 96
     input_size = min(input_size, facts.side)
     depth = 1
-    width = pick_width(facts, input_size, depth, min_epochs=30)
+    batch_size = min(32 if facts.num_train < 2000 else 64, _batch_size(facts.num_train, facts.device))
+    model = ModelRecipe(arch="resnet", stages=4, depth=depth)
+    width = pick_width(facts, model, input_size, batch_size, min_epochs=30)
+    model = dataclasses.replace(model, width=width)
     data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, **_flip_fields(facts))
-    model = ModelRecipe(arch="resnet", width=width, stages=4, depth=depth)
-    train = TrainRecipe(batch_size=32 if facts.num_train < 2000 else 64, optimizer="sgd", lr=0.05,
+    train = TrainRecipe(batch_size=batch_size, optimizer="sgd", lr=0.05,
                         weight_decay=5e-4, label_smoothing=0.1, warmup_fraction=0.15, schedule="onecycle")
     return Recipe(
         name="photo-cnn", data=data, model=model, train=train,

@@ -2,8 +2,8 @@
 
 The openai client's own retries are switched off so every retry is ours:
 visible in the log and the call record, tested, honouring Retry-After, and
-bounded by a total wait. Retried: 408/409/429/5xx, connection errors and
-timeouts. Not retried: a rejected key or unknown model (LLMConfigError, the
+bounded by a total wait. Retried: 408/409/429/5xx, connection errors,
+timeouts and 200 answers that are not a chat completion. Not retried: a rejected key or unknown model (LLMConfigError, the
 user must act) and other 4xx (LLMServiceError).
 """
 
@@ -27,6 +27,10 @@ from .config import PLACEHOLDER_KEY, LLMConfig
 log = logging.getLogger("automodel.llm")
 
 RETRY_STATUS = {408, 409, 429}
+
+
+class MalformedResponse(Exception):
+    """The server answered 200 but not with a usable chat completion."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ def _describe(err: Exception) -> str:
         return f"cannot connect ({err.__cause__ or err})"
     if isinstance(err, openai.APIStatusError):
         return f"HTTP {err.status_code}: {str(err.message)[:300]}"
+    if isinstance(err, MalformedResponse):
+        return str(err)
     return f"{type(err).__name__}: {err}"
 
 
@@ -129,6 +135,9 @@ class ChatClient:
             attempt += 1
             try:
                 response = self._openai().chat.completions.create(model=cfg.model, messages=messages, **params)
+                if not response.choices:
+                    # Some servers answer 200 with only an error object (e.g. "model overloaded").
+                    raise MalformedResponse(f"a response without choices: {str(getattr(response, 'error', None) or response)[:200]}")
                 break
             except openai.APIStatusError as err:
                 if err.status_code == 401 or err.status_code == 403:
@@ -151,6 +160,9 @@ class ChatClient:
                 error = err
             except openai.APIConnectionError as err:  # includes timeouts
                 wanted, error = None, err
+            except (MalformedResponse, openai.APIResponseValidationError, ValueError) as err:
+                # A body that is not a chat completion (an HTML error page, truncated JSON): a server fault.
+                wanted, error = None, err if isinstance(err, MalformedResponse) else MalformedResponse(f"an unreadable response ({type(err).__name__}: {str(err)[:200]})")
             if attempt >= cfg.max_attempts:
                 self._record_failure(role, prompt_text, error, attempt, waited, start)
                 raise LLMServiceError(

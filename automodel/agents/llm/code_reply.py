@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from ...errors import BrainError
+from ...errors import BrainError, LLMServiceError
 from . import prompts
 from .client import ChatClient
 from .extract import Extraction, extract_modules
@@ -63,7 +63,14 @@ def ask_for_modules(
             files=[f"{m}.py" for m in wanted],
         )
         history = history + [{"role": "assistant", "content": last_text}, {"role": "user", "content": note}]
-        again = chat.complete(role, history)
+        try:
+            again = chat.complete(role, history)
+        except LLMServiceError:
+            if all(m in result.modules for m in wanted):
+                # Flawed but complete code is still worth a run: the harness's repair loop can fix it.
+                log.warning("LLM %s re-request failed; keeping the first reply's modules", role)
+                break
+            raise
         last_text = again.text
         result = _merge(result, extract_modules(again.text, wanted, again.finish_reason), wanted)
     missing = [m for m in wanted if m not in result.modules]

@@ -29,7 +29,6 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=False,
         autoescape=False,
     )
-    env.filters["tojson_pretty"] = lambda obj: json.dumps(obj, indent=1, ensure_ascii=False, default=str)
     return env
 
 
@@ -52,8 +51,24 @@ def interfaces(modules: tuple[str, ...] = MODULES) -> dict[str, str]:
 
 # ---- bounding what goes into a prompt
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=1, ensure_ascii=False, default=str)
+def _flat(obj: Any) -> bool:
+    """A scalar, or a list of scalars / short scalar lists (class names, curve points): shown on one line."""
+    if isinstance(obj, (list, tuple)):
+        return all(not isinstance(v, (dict, list, tuple)) or (isinstance(v, (list, tuple)) and _flat(v) and len(v) <= 4) for v in obj)
+    return not isinstance(obj, dict)
+
+
+def _dumps(obj: Any, depth: int = 0) -> str:
+    """Indented JSON with flat lists kept on one line: readable, and far fewer characters."""
+    pad, inner = " " * depth, " " * (depth + 1)
+    if _flat(obj):
+        return json.dumps(obj, ensure_ascii=False, default=str)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_dumps(v, depth + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    return "[\n" + ",\n".join(inner + _dumps(v, depth + 1) for v in obj) + "\n" + pad + "]"
 
 
 def _clip_strings(obj: Any, limit: int) -> Any:

@@ -16,6 +16,7 @@ mapping with `steps:` and/or `roles: {role: [steps]}`, plus `repeat_last`):
       retry_after: 0.2           # seconds, sent as Retry-After
     - hang: 5                    # wait 5 s, then drop the connection (the client's timeout fires)
     - disconnect: true           # drop the connection at once
+    - garbage: true              # answer 200 with a body that is not JSON
     - role: model_engineer
       reply_file: model_fixed.md
       truncate: 400              # send only the first 400 characters, finish_reason "length"
@@ -36,7 +37,7 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from ...errors import UsageError
 
 HOST = "127.0.0.1"
 ROLE_MARKER = re.compile(r"ROLE:\s*([A-Za-z0-9_\-]+)")
-STEP_KEYS = {"role", "reply", "reply_file", "status", "retry_after", "message", "hang", "disconnect",
+STEP_KEYS = {"role", "reply", "reply_file", "status", "retry_after", "message", "hang", "disconnect", "garbage",
              "truncate", "finish_reason", "usage", "note"}
 
 
@@ -62,6 +63,7 @@ class Step:
     message: str | None = None
     hang: float | None = None
     disconnect: bool = False
+    garbage: bool = False
     truncate: int | None = None
     finish_reason: str = "stop"
     usage: dict[str, int] | None = None
@@ -73,6 +75,8 @@ class Step:
             return f"status {self.status}"
         if self.disconnect:
             return "disconnect"
+        if self.garbage:
+            return "garbage"
         if self.hang is not None and self.reply is None:
             return f"hang {self.hang}s"
         if self.truncate is not None:
@@ -115,14 +119,15 @@ def _step(raw: Any, base: Path, where: str, role: str | None = None) -> Step:
         message=raw.get("message"),
         hang=float(raw["hang"]) if raw.get("hang") is not None else None,
         disconnect=bool(raw.get("disconnect", False)),
+        garbage=bool(raw.get("garbage", False)),
         finish_reason=str(raw.get("finish_reason", "stop")),
         usage=raw.get("usage"),
     )
     if raw.get("truncate") is not None:
         step.truncate = int(raw["truncate"])
         step.finish_reason = "length"
-    if step.reply is None and step.status is None and step.hang is None and not step.disconnect:
-        raise ScriptError(f"{where}: the step has neither a reply (reply/reply_file) nor a fault (status/hang/disconnect).")
+    if step.reply is None and step.status is None and step.hang is None and not step.disconnect and not step.garbage:
+        raise ScriptError(f"{where}: the step has neither a reply (reply/reply_file) nor a fault (status/hang/disconnect/garbage).")
     return step
 
 
@@ -231,6 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
             if step.reply is None:
                 self.close_connection = True  # drop it without an answer
                 return
+        if step.garbage:
+            body = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if step.status is not None:
             headers = {"Retry-After": f"{step.retry_after:g}"} if step.retry_after is not None else {}
             self._error(step.status, step.message or f"scripted fault: HTTP {step.status}", headers)
@@ -271,7 +284,7 @@ class _Server(ThreadingHTTPServer):
             for i, step in enumerate(self.script.steps):
                 if not step.used and step.matches(role):
                     step.used = True
-                    if step.reply is not None and step.status is None and step.truncate is None and not step.disconnect:
+                    if step.reply is not None and step.status is None and step.truncate is None and not step.disconnect and not step.garbage:
                         self._served_good.append(step)
                     return step, f"step {i + 1}: {step.kind}"
             if self.script.repeat_last:
