@@ -128,7 +128,7 @@ def export(spec: dict) -> dict:
     sc.seed_all(torch, np, 0)
     _, eval_tf, _ = sc.check_contract(torch, mods, info, [np.asarray(images[i]) for i in range(min(3, len(images)))])
     model = mods["model"].build_model(info)
-    model.load_state_dict(torch.load(spec["weights"], map_location="cpu"))
+    model.load_state_dict(torch.load(spec["weights"], map_location="cpu", weights_only=True))
     model = _logits_module(torch, model.eval())
 
     x = torch.stack([eval_tf(np.asarray(img)) for img in images]).float().contiguous()

@@ -207,6 +207,18 @@ class SandboxInfo:
 
 @dataclass(frozen=True)
 class IterationResult:
+    """What one iteration produced; metrics.json is `to_dict()`.
+
+    timings (seconds): static_check (parent, before launch), sandbox_start
+    (launch to the child's first instant), imports (torch, numpy), data_ready
+    (memory-mapping the bundle), contract (importing the modules and checking
+    them on a tiny batch), preflight (a few training steps on a subset, which
+    also warms up the kernels), first_batch (training start to the first
+    ctx.should_stop() call), training, prediction (val/test/predict sets and
+    model.pt), total (parent's clock, everything). A phase that never ran is
+    absent.
+    """
+
     status: str                                 # ok | failed | contract_error | timeout | oom
     val_accuracy: float | None
     test_accuracy: float | None

@@ -340,7 +340,7 @@ def run(spec: dict, rec: Recorder) -> dict:
         if spec["mode"] == "predict":
             phase = "predict"
             model = mods["model"].build_model(info).to(device)
-            model.load_state_dict(torch.load(spec["weights"], map_location=device))
+            model.load_state_dict(torch.load(spec["weights"], map_location=device, weights_only=True))
             for name in spec.get("predict_sets", []):
                 images = np.load(data_dir / f"{name}_x.npy", mmap_mode="r")
                 np.save(out_dir / f"probs_{name}.npy", predict(torch, model, images, eval_tf, device).astype(np.float32))

@@ -81,13 +81,13 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     hardware = detect(cfg.device)
     images = ds.decode()
     bundle = prepare_data(ds, split, images, run.path / DATA_DIR, device=cfg.device)
-    progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; "
-                  f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
-                  f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}")
     info = dict(bundle.info)
     brief = Brief(profile=run.info["dataset"]["profile"], info=info, description=ds.description, hardware=hardware,
                   time_per_iter=cfg.time_per_iter)
     brain = make_brain(brain_cfg, brief)
+    progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; "
+                  f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
+                  f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}")
     facts = {"num_classes": len(ds.classes), "num_train": len(split.train), "image_size": list(images.image_size),
              "channels": images.channels, "description": (ds.description or "")[:500]}
 

@@ -348,6 +348,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
         p.error("--trials and --iters must be at least 1")
     if args.agent == "expert" and (args.model or args.base_url):
         p.error("--model and --base-url need --agent llm")
+    for item in args.source:
+        if "=" not in item:
+            p.error(f"--source takes NAME=PATH (e.g. --source cassava=~/Downloads/cassava.zip), not {item!r}")
     cfg = Config(trials=args.trials, iters=args.iters, time_per_iter=args.time_per_iter, agent=args.agent, model=args.model,
                  base_url=args.base_url, device=args.device, zero_shot=not args.no_zero_shot, sequential="sequential" in args.ablation,
                  seed=args.seed, per_class=args.per_class, fit_args=tuple(args.fit_arg), runs_dir=args.runs_dir.resolve(),
@@ -357,7 +360,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, cfg = parse_args(argv)
-    sources = dict(s.split("=", 1) for s in args.source if "=" in s)
+    # Absolute: the CLI runs from the repository root, not from where this was started.
+    sources = {name: str(Path(path).expanduser().resolve()) for name, path in (s.split("=", 1) for s in args.source if "=" in s)}
     try:
         reg = load_registry()
         machine = machine_details()

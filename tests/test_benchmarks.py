@@ -89,7 +89,7 @@ def test_machine_details_name_the_machine_and_commit():
 def test_cpu_suite_defaults_are_estimated_under_an_hour():
     st = cpu_suite.Settings()
     assert st.datasets == ("fashion-mnist", "mnist", "cifar10-subset", "hymenoptera") and st.seeds == (0, 1, 2)
-    assert st.estimate_seconds() < 3600 * 0.7  # the docstring's arithmetic, with headroom
+    assert st.estimate_seconds() < 3600 * 0.75  # the docstring's arithmetic, with headroom under the hour
     quick = cpu_suite.parse_args(["--quick", "--work", "/tmp/x"])[0]
     assert quick.iters == 2 and quick.per_class_for("mnist") == 10
     assert cpu_suite.parse_args(["--per-class", "0"])[0].per_class_for("mnist") is None

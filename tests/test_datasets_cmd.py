@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from automodel.errors import DatasetError, UsageError
-from automodel.fetch import CIFAR10_CLASSES, CIFAR10C_CORRUPTIONS, fetch, stratified_split
+from automodel.fetch import CIFAR10C_CORRUPTIONS, fetch, stratified_split
 from automodel.registry import load_registry, shared_dir as find_shared
 
 REPO = Path(__file__).resolve().parents[1]

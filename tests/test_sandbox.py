@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -109,7 +108,8 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     it = make_iter(tmp_path / "iter", {"train": "train_escape.py"},
-                   hostile={"write_targets": targets + readonly, "local_port": listener.getsockname()[1]})
+                   hostile={"write_targets": targets + readonly, "local_port": listener.getsockname()[1],
+                            "remount_targets": ["/", "/usr", str(sandbox.INSIDE_DATA)]})
     source = (it / "train.py").read_bytes()
     try:
         result = run_iteration(it, bundle, fast_config(sandbox="bwrap"))
@@ -125,6 +125,8 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     assert accepted == []
     rep = report(it)
     assert all(rep["writes"][path] != "written" for path in readonly), rep
+    assert int(rep["cap_eff"], 16) == 0, rep  # no capabilities, also when the tests run as root
+    assert "remounted" not in rep["remounts"].values(), rep
     assert (it / "train.py").read_bytes() == source
     assert not any(p.name.startswith("pwned") for p in bundle.dir.iterdir())
     assert rep["connects"]["local"] != "connected" and rep["connects"]["public"] != "connected", rep

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from automodel import sandbox
-from automodel.runner import DataBundle, RunConfig, prepare_data
+from automodel.runner import RunConfig, prepare_data
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "pipelines" / "reference"
@@ -89,5 +89,5 @@ def scored_accuracy(path: Path, labels) -> float:
     return float((probs.argmax(1) == labels).mean())
 
 
-__all__ = ["DataBundle", "fashion_bundle", "make_iter", "fast_config", "report", "processes_with", "require_bwrap",
+__all__ = ["fashion_bundle", "make_iter", "fast_config", "report", "processes_with", "require_bwrap",
            "scored_accuracy", "REFERENCE"]

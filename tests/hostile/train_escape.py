@@ -4,6 +4,7 @@ records the outcome of every attempt in hostile_report.json."""
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -25,9 +26,22 @@ def _connect(host: str, port: int) -> str:
         return type(err).__name__
 
 
+def _remount(target: str) -> str:
+    try:
+        out = subprocess.run(["mount", "-o", "remount,rw", target], capture_output=True, timeout=10)
+        return "remounted" if out.returncode == 0 else f"exit {out.returncode}"
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return type(err).__name__
+
+
 def train(model, data, ctx):
     cfg = json.loads(Path("hostile.json").read_text())
-    report = {"writes": {}, "connects": {}}
+    report = {"writes": {}, "connects": {}, "remounts": {}}
+    # As root, a sandbox that kept its capabilities could make the read-only views writable.
+    status = Path("/proc/self/status").read_text()
+    report["cap_eff"] = next(line.split()[1] for line in status.splitlines() if line.startswith("CapEff:"))
+    for target in cfg.get("remount_targets", []):
+        report["remounts"][target] = _remount(target)
     for path in cfg["write_targets"]:
         report["writes"][path] = _write(path)
     report["connects"]["local"] = _connect("127.0.0.1", int(cfg["local_port"]))
