@@ -76,14 +76,15 @@ class FetchResult:
 class _Sink:
     """Writes images into one layout and counts them; `per_class` caps each (split, class)."""
 
-    def __init__(self, out: Path, layout: str, per_class: int | None):
-        self.out, self.layout, self.per_class = out, layout, per_class
+    def __init__(self, out: Path, layout: str, per_class: int | None, train_per_class: int | None = None):
+        self.out, self.layout, self.per_class, self.train_per_class = out, layout, per_class, train_per_class
         self.counts: dict[str, dict[str, int]] = {}
         self._rows: list[tuple[str, str]] = []
         self._made: set[Path] = set()
 
     def full(self, split: str, label: str) -> bool:
-        return self.per_class is not None and self.counts.get(split, {}).get(label, 0) >= self.per_class
+        cap = self.train_per_class if split == "train" and self.train_per_class is not None else self.per_class
+        return cap is not None and self.counts.get(split, {}).get(label, 0) >= cap
 
     def add(self, split: str, label: str, image: np.ndarray | None = None, data: bytes | None = None, ext: str = ".png") -> bool:
         """Write one image (pixels, or encoded bytes kept as they are); False when the class is full."""
@@ -385,18 +386,30 @@ WRITERS: dict[str, Callable[[DatasetEntry, _Sink, int, _Tree | None], list[str]]
 # -------------------------------------------------------- shared (materialize)
 
 
-def _materialize(entry: DatasetEntry, out: Path, layout: str, per_class: int | None) -> tuple[dict[str, dict[str, int]], list[str]]:
+def _materialize(entry: DatasetEntry, out: Path, layout: str, per_class: int | None,
+                 train_per_class: int | None = None) -> tuple[dict[str, dict[str, int]], list[str]]:
     shared = shared_dir()
     tool = shared / "tools" / "materialize.py"
-    cmd = [sys.executable, str(tool), "--dataset", str(entry.source.shared), "--layout", layout,
-           "--out", str(out), "--data-dir", str(shared / "datasets")]
-    if per_class is not None:
-        cmd += ["--per-class", str(per_class)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise DatasetError(f"{tool} failed to write {entry.name} (exit {proc.returncode}): {' '.join(tail)} "
-                           f"Check the shared folder {shared / 'datasets'} against its SOURCES.md.")
+
+    def run(dest: Path, split: str, cap: int | None) -> None:
+        cmd = [sys.executable, str(tool), "--dataset", str(entry.source.shared), "--layout", layout,
+               "--out", str(dest), "--data-dir", str(shared / "datasets"), "--split", split]
+        if cap is not None:
+            cmd += ["--per-class", str(cap)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise DatasetError(f"{tool} failed to write {entry.name} (exit {proc.returncode}): {' '.join(tail)} "
+                               f"Check the shared folder {shared / 'datasets'} against its SOURCES.md.")
+
+    if train_per_class is None:
+        run(out, "all", per_class)
+    else:
+        # The tool caps every split alike: write the splits separately, then join them.
+        run(out, "train", train_per_class)
+        run(out.with_name(out.name + "-test"), "test", per_class)
+        (out.with_name(out.name + "-test") / "test").rename(out / "test")
+        shutil.rmtree(out.with_name(out.name + "-test"))
     return _count_written(out, layout), [f"written by {tool} from {shared / 'datasets'}"]
 
 
@@ -507,12 +520,18 @@ def _extract(archive: Path) -> Path:
 
 
 def fetch(entry: DatasetEntry, dest: str | Path, *, per_class: int | None = None, layout: str = "imagefolder",
-          seed: int | None = None, source: str | Path | None = None, force: bool = False) -> FetchResult:
-    """Write `entry` into `dest` (new or empty; `force` replaces it) and say what was written."""
+          seed: int | None = None, source: str | Path | None = None, force: bool = False,
+          train_per_class: int | None = None) -> FetchResult:
+    """Write `entry` into `dest` (new or empty; `force` replaces it) and say what was written.
+
+    `train_per_class` caps the training split only (a small training set scored on the
+    whole test set); `per_class` caps every split (for the test split when both are given)."""
     if layout not in LAYOUTS:
         raise UsageError(f"--layout {layout} is not one of {', '.join(LAYOUTS)}.")
     if per_class is not None and per_class < 1:
         raise UsageError(f"--per-class must be at least 1 (got {per_class}).")
+    if train_per_class is not None and (train_per_class < 1 or layout != "imagefolder"):
+        raise UsageError("--train-per-class needs a number of at least 1 and the imagefolder layout (the other layouts merge the splits).")
     seed = entry.split.seed if seed is None else seed
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not force:
@@ -536,9 +555,9 @@ def fetch(entry: DatasetEntry, dest: str | Path, *, per_class: int | None = None
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         if entry.writer == "materialize":
-            counts, notes = _materialize(entry, tmp, layout, per_class)
+            counts, notes = _materialize(entry, tmp, layout, per_class, train_per_class)
         else:
-            sink = _Sink(tmp, layout, per_class)
+            sink = _Sink(tmp, layout, per_class, train_per_class)
             notes = WRITERS[entry.writer](entry, sink, seed, tree)
             sink.close()
             counts = sink.counts

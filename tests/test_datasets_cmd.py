@@ -342,3 +342,14 @@ def test_stratified_split_keeps_every_class_in_both_splits():
     assert sorted(set(labels[split["test"]])) == [0, 1] and sorted(set(labels[split["train"]])) == [0, 1]
     assert len(split["test"]) == 1 + 10
     assert sorted(np.concatenate([split["train"], split["test"]])) == list(range(52))
+
+
+def test_fetch_train_per_class_caps_only_the_training_split(cli, tmp_path, shared_dir):
+    out = tmp_path / "fm"
+    proc = cli("datasets", "fetch", "fashion-mnist", out, "--train-per-class", "3", "--per-class", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert all(len(list(d.iterdir())) == 3 for d in (out / "train").iterdir())
+    assert all(len(list(d.iterdir())) == 5 for d in (out / "test").iterdir())
+    assert not list(tmp_path.glob("*-test")), "the temporary test folder is cleaned up"
+    bad = cli("datasets", "fetch", "digits", tmp_path / "d", "--train-per-class", "3", "--layout", "flat")
+    assert bad.returncode == 2 and "imagefolder" in bad.stderr

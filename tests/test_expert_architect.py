@@ -149,8 +149,10 @@ def test_each_module_opens_with_one_commented_block_of_constants(name, tasks):
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_flips_follow_what_the_labels_mean(name, tasks):
     expect_hflip = DATASETS[name][1]
-    data = read_hparams(write_pipeline(tasks(name).brief()).data)
+    pipeline = write_pipeline(tasks(name).brief())
+    data = read_hparams(pipeline.data)
     assert data["HFLIP"] is expect_hflip
+    assert read_hparams(pipeline.model)["TTA_HFLIP"] is expect_hflip
     assert data["VFLIP"] is False
     if not expect_hflip:
         assert data["ROTATE_DEG"] == 0
@@ -303,9 +305,16 @@ def test_model_knobs_change_the_network(tasks, tmp_path):
     assert size(build("res", WIDTH=16, DEPTH=2, ARCH="resnet")) > size(build("conv", WIDTH=16, DEPTH=2))
     assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in build("drop", DROPOUT=0.3).modules())
     timm_net = build("timm", ARCH="resnet18")
-    assert type(timm_net).__module__.startswith("timm")
+    assert any(type(m).__module__.startswith("timm") for m in timm_net.modules())
     with torch.no_grad():
         assert timm_net.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    # Flip test-time augmentation: eval logits are the same for an image and its mirror, only when on.
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tta = build("tta", WIDTH=16, TTA_HFLIP=True).eval()
+        assert torch.allclose(tta(x), tta(x.flip(3)), atol=1e-5)
+        plain = build("plain", WIDTH=16, TTA_HFLIP=False).eval()
+        assert not torch.allclose(plain(x), plain(x.flip(3)), atol=1e-5)
 
 
 def test_schedules_end_at_the_budget(tasks, tmp_path):

@@ -2,7 +2,7 @@
 
     automodel datasets list [--json]
     automodel datasets show NAME [--json]
-    automodel datasets fetch NAME DIR [--per-class N] [--layout imagefolder|flat|csv] [--seed K] [--source PATH] [--force]
+    automodel datasets fetch NAME DIR [--per-class N] [--train-per-class N] [--layout imagefolder|flat|csv] [--seed K] [--source PATH] [--force]
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     p_fetch.add_argument("name", help="a name from `automodel datasets list`")
     p_fetch.add_argument("dir", help="the folder to write (new or empty)")
     p_fetch.add_argument("--per-class", type=int, default=None, metavar="N", help="keep the first N images of every class in every split")
+    p_fetch.add_argument("--train-per-class", type=int, default=None, metavar="N",
+                         help="keep the first N images of every class in the training split only (imagefolder layout)")
     p_fetch.add_argument("--layout", choices=LAYOUTS, default="imagefolder",
                          help="imagefolder: DIR/{train,test}/<class>/ (default); flat: DIR/<class>/; csv: DIR/images/ + DIR/labels.csv")
     p_fetch.add_argument("--seed", type=int, default=None, help="seed of the 80/20 split where the set has no test split (default: the registry's)")
@@ -149,7 +151,8 @@ def _show(args: argparse.Namespace) -> int:
 
 def _fetch(args: argparse.Namespace) -> int:
     entry = load_registry().get(args.name)
-    result = fetch(entry, args.dir, per_class=args.per_class, layout=args.layout, seed=args.seed, source=args.source, force=args.force)
+    result = fetch(entry, args.dir, per_class=args.per_class, layout=args.layout, seed=args.seed, source=args.source, force=args.force,
+                   train_per_class=args.train_per_class)
     for line in iter_summary(result):
         print(line)
     print(f"Next: automodel fit {result.dest}")

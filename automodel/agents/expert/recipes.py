@@ -48,6 +48,7 @@ class ModelRecipe:
     activation: str = "relu"         # "relu" | "gelu" (small CNNs)
     dropout: float = 0.0             # before the classifier
     drop_path: float = 0.0           # stochastic depth (timm)
+    tta_hflip: bool = False          # average logits with the mirrored image at eval
     pretrained: str | None = None    # timm weights name, used when cached
 
 
@@ -267,7 +268,7 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
     stages = 3 if input_size <= 40 else 4
     depth = 1
     batch_size = _batch_size(facts.num_train, facts.device)
-    model = ModelRecipe(arch="convnet", stages=stages, depth=depth)
+    model = ModelRecipe(arch="convnet", stages=stages, depth=depth, tta_hflip=facts.flips_allowed)
     width = pick_width(facts, model, input_size, batch_size, min_epochs=25)
     model = dataclasses.replace(model, width=width)
     data = DataRecipe(input_size=input_size, crop_padding=max(1, input_size // 8), **_flip_fields(facts))
@@ -291,7 +292,7 @@ def _photo_from_scratch(facts: TaskFacts) -> Recipe:
         input_size = min(128, facts.side)
         data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, color_jitter=0.2,
                           **_flip_fields(facts))
-        model = ModelRecipe(arch="resnet26d", dropout=0.1, drop_path=0.05)
+        model = ModelRecipe(arch="resnet26d", dropout=0.1, drop_path=0.05, tta_hflip=facts.flips_allowed)
         train = TrainRecipe(batch_size=_batch_size(facts.num_train, "cuda"), optimizer="adamw", lr=2e-3,
                             weight_decay=0.05, warmup_fraction=0.1, schedule="cosine", amp=True)
         return Recipe(name="photo-timm", data=data, model=model, train=train,
@@ -303,7 +304,7 @@ def _photo_from_scratch(facts: TaskFacts) -> Recipe:
     input_size = min(input_size, facts.side)
     depth = 1
     batch_size = min(32 if facts.num_train < 2000 else 64, _batch_size(facts.num_train, facts.device))
-    model = ModelRecipe(arch="resnet", stages=4, depth=depth)
+    model = ModelRecipe(arch="resnet", stages=4, depth=depth, tta_hflip=facts.flips_allowed)
     width = pick_width(facts, model, input_size, batch_size, min_epochs=30)
     model = dataclasses.replace(model, width=width)
     data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, **_flip_fields(facts))
@@ -326,7 +327,8 @@ def _pretrained_recipe(facts: TaskFacts) -> Recipe:
     input_size = gpu_px if facts.device == "cuda" else cpu_px
     data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.5, normalize="imagenet",
                       **_flip_fields(facts))
-    model = ModelRecipe(arch=arch, dropout=0.1, drop_path=0.05 if facts.device == "cuda" else 0.0, pretrained=name)
+    model = ModelRecipe(arch=arch, dropout=0.1, drop_path=0.05 if facts.device == "cuda" else 0.0, pretrained=name,
+                        tta_hflip=facts.flips_allowed)
     train = TrainRecipe(batch_size=min(64 if facts.device == "cuda" else 32, _batch_size(facts.num_train, facts.device)),
                         optimizer="adamw", lr=5e-4,
                         weight_decay=0.05, warmup_fraction=0.1, schedule="cosine", amp=facts.device == "cuda")
