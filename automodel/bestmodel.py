@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import AutomodelError, RunError
-from .workspace import BEST, RunDir, iter_name, read_json
+from .workspace import BEST, RunDir, read_json
 
 DATA_DIR = "data"
 PIPELINE_FILES = ("data.py", "model.py", "train.py")

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from . import tb
 from .agents.base import ENGINEERS, MODULES, Brain, Brief, CallRecord, Decision, Pipeline

@@ -25,7 +25,6 @@ import shutil
 import signal
 import stat
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import contracts, sandbox, scoring
+from .workspace import atomic_write_text
 
 MODULES = contracts.MODULES
 STATUSES = ("ok", "failed", "contract_error", "timeout", "oom")
@@ -88,21 +88,6 @@ def _atomic_save(path: Path, array: np.ndarray) -> None:
     with open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
     os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a fresh temp file (O_EXCL: a planted link at a fixed name is never followed)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def prepare_data(ds, split, images, dest: Path, *, device: str = "cpu") -> DataBundle:

@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from .agents.base import Brief
 from .brains import BrainConfig, describe, make_brain
-from .errors import RunError
+from .errors import AutomodelError, RunError
 from .hardware import detect
 from .loop import FitConfig, Loop, summarize_run
 from .progress import Progress
@@ -104,6 +104,22 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     return outcome
 
 
+def drive_command(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress,
+                  dataset_override: Path | None = None) -> int:
+    """`drive` for the fit and resume commands: a stop always says how to continue."""
+    try:
+        outcome = drive(run, cfg, brain_cfg, progress, dataset_override)
+    except KeyboardInterrupt:
+        print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run.path}", file=sys.stderr)
+        return 130
+    except AutomodelError:
+        print(f"Completed iterations are kept; after fixing the problem below, continue with: automodel resume {run.path}",
+              file=sys.stderr)
+        raise
+    print(final_message(run, outcome))
+    return 0
+
+
 def finish(run: RunDir, progress: Progress) -> None:
     """End-of-run outputs: report and submission. A failure here never loses the run."""
     try:
@@ -134,4 +150,4 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["start_run", "drive", "final_message", "summarize_run"]
+__all__ = ["start_run", "drive", "drive_command", "final_message", "summarize_run"]

@@ -3,7 +3,6 @@
 import pytest
 
 from automodel.agents.base import Decision, Pipeline
-from automodel.agents.expert import analyst
 from automodel.agents.expert.analyst import AnalystExhausted, decide, diagnose
 from automodel.agents.expert.engineers import CannotRepair, apply_edit, repair
 from automodel.hparams import read_hparams

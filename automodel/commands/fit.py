@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..brains import BrainConfig
-from ..errors import AutomodelError, UsageError
+from ..errors import UsageError
 from ..hardware import resolve_device
 from ..loop import FitConfig
 from ..progress import Progress
@@ -72,7 +71,7 @@ def brain_config(args) -> BrainConfig:
 
 
 def run(args) -> int:
-    from ..session import drive, final_message, start_run
+    from ..session import drive_command, start_run
 
     if not args.dataset.exists():
         raise UsageError(f"The dataset folder {args.dataset} does not exist. Give the folder that holds your images "
@@ -86,13 +85,4 @@ def run(args) -> int:
     progress = Progress(quiet=args.quiet)
     run_dir = start_run(args.dataset, args.workspace, args.name or default_run_name(args.dataset), cfg, brain_config(args),
                         args.describe, progress)
-    try:
-        outcome = drive(run_dir, cfg, brain_config(args), progress)
-    except KeyboardInterrupt:
-        print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run_dir.path}", file=sys.stderr)
-        return 130
-    except AutomodelError:
-        print(f"Completed iterations are kept; after fixing the problem below, continue with: automodel resume {run_dir.path}", file=sys.stderr)
-        raise
-    print(final_message(run_dir, outcome))
-    return 0
+    return drive_command(run_dir, cfg, brain_config(args), progress)

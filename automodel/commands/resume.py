@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 from ..brains import BrainConfig
-from ..errors import AutomodelError
 from ..loop import FitConfig
 from ..progress import Progress
 from ..workspace import RunDir
@@ -26,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..session import drive, final_message
+    from ..session import drive_command
 
     run_dir = RunDir.open(args.run_dir)
     info = run_dir.info
@@ -40,13 +38,4 @@ def run(args) -> int:
     done = len(run_dir.iterations())
     progress.note(f"automodel: resuming {run_dir.path}: {done} of {cfg.iters} iterations done"
                   + (f"; redoing interrupted iteration {removed[0]}" if removed else ""))
-    try:
-        outcome = drive(run_dir, cfg, brain_cfg, progress, dataset_override=args.dataset)
-    except KeyboardInterrupt:
-        print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run_dir.path}", file=sys.stderr)
-        return 130
-    except AutomodelError:
-        print(f"Completed iterations are kept; after fixing the problem below, continue with: automodel resume {run_dir.path}", file=sys.stderr)
-        raise
-    print(final_message(run_dir, outcome))
-    return 0
+    return drive_command(run_dir, cfg, brain_cfg, progress, dataset_override=args.dataset)

@@ -10,22 +10,12 @@ recorded as a one-iteration run directory (`automodel show` and `report` read it
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 from ..errors import UsageError
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 5:
-        raise argparse.ArgumentTypeError(f"must be at least 5 seconds, got {text}")
-    return value
+from .fit import seconds
 
 
 def register(sub) -> None:
@@ -38,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("dataset", type=Path, help="image folder: train/<class>/..., <class>/..., or images + labels.csv")
     p.add_argument("--model", help="LLM model name (default: $AUTOMODEL_LLM_MODEL or gpt-4o-mini)")
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI)")
-    p.add_argument("--time-limit", type=_seconds, default=60.0, metavar="S", help="training seconds for the run (default 60)")
+    p.add_argument("--time-limit", type=seconds, default=60.0, metavar="S", help="training seconds for the run (default 60)")
     p.add_argument("--workspace", type=Path, default=Path("workspace"), help="folder for runs (default ./workspace)")
     p.add_argument("--name", help="run name (default: <dataset>-zeroshot-<date>-<time>)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split and training (default 0)")

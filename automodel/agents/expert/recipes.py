@@ -272,7 +272,7 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
     width = pick_width(facts, model, input_size, batch_size, min_epochs=25)
     model = dataclasses.replace(model, width=width)
     data = DataRecipe(input_size=input_size, crop_padding=max(1, input_size // 8), **_flip_fields(facts))
-    train = TrainRecipe(batch_size=batch_size, optimizer="sgd", lr=0.05,
+    train = TrainRecipe(batch_size=batch_size, optimizer="sgd", lr=0.1,
                         weight_decay=5e-4, label_smoothing=0.1, warmup_fraction=0.15, schedule="onecycle",
                         amp=facts.device == "cuda")
     return Recipe(
