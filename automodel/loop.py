@@ -120,6 +120,11 @@ class Loop:
                 continue
             history = build_history(self.run, self.facts, self._budget())
             parent = history["parent_iteration"]
+            if history["best"] is None and not (self.run.iter_dir(parent) / "data.py").exists():
+                # Nothing ran yet that an engineer could edit (the brain failed to write
+                # code): ask the Architect again.
+                self._iteration(n, parent=None, decision=None, time_limit=time_limit)
+                continue
             try:
                 decision = self.brain.analyst(history)
             except FATAL:
@@ -166,18 +171,20 @@ class Loop:
             owner = (res.get("error") or {}).get("module") or target or "train"
             if owner not in MODULES:
                 owner = target or "train"
-            self.run.append(self._record(n, parent, decision, res, started, repairs, tokens, final=False, attempt_dir=self._stash_attempt(d, repairs + 1)))
             self.progress.repair(n, ENGINEERS[owner], res)
             try:
-                pipeline = pipeline.with_module(owner, self.brain.engineer(owner, pipeline, decision, error=error_text(res)))
+                repaired = self.brain.engineer(owner, pipeline, decision, error=error_text(res))
             except FATAL:
                 raise
             except AutomodelError as err:
                 tokens = _add(tokens, save_calls(self.brain.take_calls(), d, "repair"))
-                self.progress.note(f"  no repair: {err}")
-                self._write_pipeline(d, pipeline)
-                break
+                self.progress.note(f"        no repair: {err}")
+                break  # the failed attempt's files stay in d with the final record
             tokens = _add(tokens, save_calls(self.brain.take_calls(), d, "repair"))
+            # Keep the failed attempt (files and record) before rerunning the repaired pipeline.
+            self.run.append(self._record(n, parent, decision, res, started, repairs, tokens, final=False,
+                                         attempt_dir=self._stash_attempt(d, repairs + 1)))
+            pipeline = pipeline.with_module(owner, repaired)
             repairs += 1
         self._finish(n, parent, decision, d, started, res, pipeline, repairs, tokens)
 

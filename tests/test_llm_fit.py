@@ -57,6 +57,14 @@ def test_every_fault_is_survived_without_losing_the_run(faulty_run):
     assert [r["repairs"] for r in finals] == [0, 1, 0, 1], "the syntax error and the contract break were each repaired once"
     assert all(r["brain"] == "llm:gpt-4o-mini" and r["tokens"] > 0 for r in finals)
     assert "brain: LLM llm:gpt-4o-mini" in proc.stderr
+    # each failed attempt keeps its own record and files next to the repaired run
+    journal = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+    failed = [r for r in journal if not r["final"]]
+    assert [(r["iteration"], r["attempt_dir"]) for r in failed] == [(2, "attempt_1"), (4, "attempt_1")]
+    for r in failed:
+        kept = run / f"iter_{r['iteration']:03d}" / r["attempt_dir"]
+        assert (kept / "model.py").exists() and (kept / "metrics.json").exists()
+        assert json.loads((kept / "metrics.json").read_text())["status"] != "ok"
 
 
 def test_faults_were_handled_as_designed(faulty_run):
