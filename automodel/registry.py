@@ -213,6 +213,9 @@ def shared_candidates() -> list[tuple[str, Path]]:
     repo = Path(__file__).resolve().parents[1]
     found.append(("../shared next to the repository", repo.parent / "shared"))
     found.append(("./shared in the current directory", Path.cwd() / "shared"))
+    # An installed (non-editable) package lives in site-packages: look beside the
+    # checkout the user runs it from too.
+    found.append(("../shared beside the current directory", Path.cwd().parent / "shared"))
     return found
 
 

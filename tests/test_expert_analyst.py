@@ -90,3 +90,14 @@ def test_no_best_yet_rescues_cheaper():
     h["tried_on_best"].append({"key": decide(h).key()})
     with pytest.raises(AnalystExhausted):
         decide(h)
+
+
+def test_other_regimes_get_a_turn_after_two_moves():
+    h = history(0.80, 0.99, flips=True)
+    reasons = []
+    for _ in range(4):
+        d = decide(h)
+        reasons.append(d.reason)
+        h["tried_on_best"].append({"key": d.key()})
+    assert "also trying" not in reasons[0] and "also trying" not in reasons[1]
+    assert "also trying a move against a plateau" in reasons[2]

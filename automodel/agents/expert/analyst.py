@@ -22,7 +22,14 @@ from typing import Any, Callable
 from ...errors import AutomodelError
 from ..base import Decision
 
-OVERFIT_GAP = 0.05  # train minus validation accuracy above which we call it over-fitting
+# Train minus validation accuracy above which we call it over-fitting. Training
+# accuracy is measured on augmented, label-smoothed batches, so it understates
+# how well the training set is fit: a small gap already means over-fitting.
+OVERFIT_GAP = 0.03
+# Moves taken from one regime's list before the next list gets a turn: when the
+# diagnosis is borderline, the second-best regime is tried early, not after
+# every move of the first.
+TURN = 2
 
 
 class AnalystExhausted(AutomodelError):
@@ -98,8 +105,8 @@ MOVES: dict[str, list[Move]] = {
         Move("data", "hflip", _set("HFLIP", True, lambda v, f: f.get("flips_allowed", False)), _text("Over-fitting: add random horizontal flips")),
         Move("train", "label_smoothing", _set("LABEL_SMOOTHING", 0.1, lambda v, f: isinstance(v, (int, float)) and v < 0.1), _text("Over-fitting: smooth the labels")),
         Move("data", "cutout", _turn_on("CUTOUT", lambda hp, f: max(4, _side(f) // 4)), _text("Over-fitting: erase a random square (Cutout)")),
-        Move("train", "ema", _turn_on("EMA_DECAY", _ema_decay), _text("Over-fitting and noisy end of training: predict with an EMA of the weights")),
         Move("data", "mixup", _turn_on("MIXUP_ALPHA", lambda hp, f: 0.2), _text("Over-fitting: MixUp the training batches")),
+        Move("train", "ema", _turn_on("EMA_DECAY", _ema_decay), _text("Over-fitting and noisy end of training: predict with an EMA of the weights")),
         Move("model", "dropout", _set("DROPOUT", 0.3, lambda v, f: isinstance(v, (int, float)) and v < 0.3), _text("Over-fitting: dropout before the classifier")),
         Move("train", "more_wd", _scale("WEIGHT_DECAY", 2.0, 1e-6, 0.2), _text("Over-fitting: stronger weight decay")),
         Move("data", "rrc", _set("RANDOM_RESIZED_CROP", True), _text("Over-fitting: random resized crops")),
@@ -131,6 +138,9 @@ MOVES: dict[str, list[Move]] = {
     ],
 }
 
+NOUNS = {"diverged": "divergence", "overran": "running out of time", "overfit": "over-fitting",
+         "underfit": "under-fitting", "plateau": "a plateau"}
+
 # After its own list, each regime falls back on these, in this order.
 FALLBACK = {
     "diverged": ["overran", "plateau"],
@@ -139,6 +149,35 @@ FALLBACK = {
     "underfit": ["plateau", "overfit"],
     "plateau": ["overfit", "underfit"],
 }
+
+
+def _decision(move: Move, hp: dict, facts: dict, why: str, group: str, regime: str) -> Decision | None:
+    changes = move.propose(hp[move.target], facts)
+    if not changes:
+        return None
+    return Decision(target=move.target, instruction=move.says(hp[move.target], changes),
+                    reason=why + ("" if group == regime else f"; also trying a move against {NOUNS[group]}"),
+                    edit={"set": changes, "move": move.name})
+
+
+def _ordered(groups: list[str], hp: dict, facts: dict, why: str, regime: str) -> list[Decision]:
+    """Applicable moves in the order they are proposed: TURN of each group in turn.
+
+    The order depends only on the parent's hyperparameters, so skipping the
+    moves already tried on that parent always yields the next one."""
+    lists = [[d for m in MOVES[g] if (d := _decision(m, hp, facts, why, g, regime))] for g in groups]
+    seen: set[str] = set()
+    ordered: list[Decision] = []
+    while any(lists):
+        for moves in lists:
+            taken = 0
+            while moves and taken < TURN:
+                d = moves.pop(0)
+                if d.key() not in seen:  # a move listed in two groups is proposed once
+                    seen.add(d.key())
+                    ordered.append(d)
+                    taken += 1
+    return ordered
 
 
 def diagnose(best: dict, chance: float) -> tuple[str, str]:
@@ -184,16 +223,9 @@ def decide(history: dict) -> Decision:
     hp = merged_hparams(best.get("summary") or {})
     facts = facts_from(history)
     tried = {t.get("key") for t in history.get("tried_on_best", [])}
-    for group in [regime] + FALLBACK[regime]:
-        for move in MOVES[group]:
-            changes = move.propose(hp[move.target], facts)
-            if not changes:
-                continue
-            decision = Decision(target=move.target, instruction=move.says(hp[move.target], changes),
-                                reason=why + ("" if group == regime else f"; the {regime} moves are used up, trying a {group} move"),
-                                edit={"set": changes, "move": move.name})
-            if decision.key() not in tried:
-                return decision
+    for decision in _ordered([regime] + FALLBACK[regime], hp, facts, why, regime):
+        if decision.key() not in tried:
+            return decision
     raise AnalystExhausted("The built-in expert has tried every move it knows on the current best pipeline; stopping early. "
                            "Use --agent llm for open-ended edits, or edit best/ by hand.")
 
