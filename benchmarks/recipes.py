@@ -196,7 +196,7 @@ def throughput(seconds: float = 2.0) -> None:
     import torch
 
     from automodel.agents.expert.architect import render
-    from automodel.agents.expert.recipes import DataRecipe, ModelRecipe, Recipe, TrainRecipe
+    from automodel.agents.expert.recipes import DataRecipe, ModelRecipe, Recipe, TrainRecipe, small_cnn_rate
 
     torch.set_num_threads(1)
     for arch, width, stages, depth, side, channels in [
@@ -212,16 +212,20 @@ def throughput(seconds: float = 2.0) -> None:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         x = torch.randn(64, channels, side, side).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 10, (64,))
-        n, start = 0, None
-        while start is None or time.process_time() - start < seconds:
-            if n == 128:
-                start, n = time.process_time(), 0
+        for _ in range(2):  # warm-up steps are not timed
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        n, start = 0, time.process_time()
+        while time.process_time() - start < seconds:
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
             n += 64
         rate = n / (time.process_time() - start)
-        print(f"{arch:8s} width {width:3d} stages {stages} depth {depth} {side:3d}px c{channels}: {rate:7.0f} images/s per core")
+        model_rate = small_cnn_rate(width, side, 1, stages, depth, arch)
+        print(f"{arch:8s} width {width:3d} stages {stages} depth {depth} {side:3d}px c{channels}: {rate:7.0f} images/s "
+              f"per core (recipes.small_cnn_rate predicts {model_rate:.0f})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,6 +203,12 @@ def test_description_and_class_names_decide_flips(tasks):
     assert hp(description="Is the arrow pointing up or down?")["HFLIP"] is False
     assert hp(info={"class_names": ["left", "right"], "num_classes": 2})["HFLIP"] is False
     assert hp(info={"class_names": list("ABCDEFGHIJ")})["HFLIP"] is False
+    assert hp(info={"class_names": [f"orientation_{i:02d}" for i in range(10)]})["HFLIP"] is False
+    # Numbered classes: digits on small images, but ids on photos (e.g. Kaggle's 0..4 leaf diseases).
+    hym = tasks("hymenoptera")
+    assert read_hparams(write_pipeline(hym.brief(info={"class_names": ["0", "1"]})).data)["HFLIP"] is True
+    assert read_hparams(write_pipeline(hym.brief(description="Photos of house numbers")).data)["HFLIP"] is True
+    assert read_hparams(write_pipeline(hym.brief(description="Photos of handwritten digits")).data)["HFLIP"] is False
     top = hp(description="Satellite tiles of farmland, seen from above")
     assert top["HFLIP"] is True and top["VFLIP"] is True
 
@@ -215,7 +221,7 @@ def test_hardware_and_budget_scale_the_recipe(tasks):
     _, short = plan(cifar.brief(time_per_iter=10, info=subset))
     cores16 = dataclasses.replace(CPU2, cpu_cores=16)
     assert plan(cifar.brief(time_per_iter=10, info=subset, hardware=cores16))[1].model.width > short.model.width
-    _, gpu = plan(cifar.brief(hardware=H200))
+    _, gpu = plan(cifar.brief(hardware=H200, info=subset))
     assert gpu.train.amp is True and gpu.train.batch_size >= short.train.batch_size
     facts, gpu_photo = plan(tasks("hymenoptera").brief(hardware=H200))
     assert gpu_photo.data.input_size == facts.side and gpu_photo.model.arch not in ("convnet", "resnet")
@@ -366,6 +372,16 @@ def test_training_loop_follows_the_harness(name, tasks, tmp_path):
     assert trained is not model and type(trained) is type(model)
     assert trained.state_dict().keys() == model.state_dict().keys()
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values()))
+
+
+def test_gpu_photo_pipeline_is_the_same_code_and_runs_on_a_cpu(tasks, tmp_path):
+    """What a GPU gets (timm resnet26d, bf16 autocast) runs a few steps here too (autocast only on CUDA)."""
+    hym = tasks("hymenoptera")
+    pipeline = write_pipeline(hym.brief(hardware=H200))
+    assert read_hparams(pipeline.model)["ARCH"] == "resnet26d" and read_hparams(pipeline.train)["AMP"] is True
+    pipeline = edited(edited(pipeline, "train", BATCH_SIZE=4), "data", INPUT_SIZE=48)
+    model, trained, ctx, curves = _harness_train(pipeline, hym, tmp_path, steps=2)
+    assert trained is model and '"train/loss"' in curves
 
 
 # ---------------------------------------------------------------- end to end

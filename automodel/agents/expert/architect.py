@@ -41,6 +41,10 @@ data.py
                        convergence: they pay off when training accuracy is
                        far above validation and the budget allows many epochs.
   MIX_PROB             fraction of batches mixed (0.5 is a gentler MixUp).
+                       Measured headroom of the first small-cnn pipeline on
+                       CIFAR-10 (200/class, 45 s, train acc 0.96 vs val 0.60):
+                       MIXUP_ALPHA 0.2 +4.5% val, CUTOUT 8 +2% val, DROPOUT
+                       0.3 +2% val; Fashion-MNIST: CUTOUT 8 +1.3% val.
   NORMALIZE            "dataset" statistics, or "imagenet" for pretrained.
 
 model.py
@@ -54,6 +58,8 @@ model.py
   ACTIVATION           "relu" | "gelu" (small CNNs).
   DROPOUT              before the classifier (0.1-0.3 when over-fitting).
   DROP_PATH            stochastic depth, timm models only.
+  TTA_HFLIP            eval logits averaged with the mirrored image (+0.8%
+                       on CIFAR-10); set like HFLIP, never for digits/text.
   PRETRAINED           cached timm weights; used only when their architecture
                        is ARCH and info.pretrained_available is True.
 
