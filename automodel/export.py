@@ -100,13 +100,8 @@ def export_best(run_path: Path, fmt: str = "onnx", out: Path | None = None, *, t
     check_writable(side)
     images = sample_images(best.run, PARITY_SAMPLES)
 
-    work = toolrun.make_workdir()
+    work, data, pipe = toolrun.pipeline_workdir(best.dir)
     try:
-        data = work / "data"
-        pipe = work / "pipeline"
-        data.mkdir()
-        pipe.mkdir()
-        toolrun.copy_pipeline(best.dir, pipe)
         np.save(data / "sample_x.npy", images, allow_pickle=False)
         spec = {"mode": "export", "format": fmt, "out_name": f"model{FORMATS[fmt]}", "sample_set": "sample",
                 "info": dict(best.info, device="cpu"), "device": "cpu", "latency_seconds": LATENCY_SECONDS}

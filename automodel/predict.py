@@ -103,13 +103,8 @@ def predict_arrays(best: BestModel, images: np.ndarray, *, timeout: float | None
     """Softmax probabilities of the best model on decoded images, computed in the sandbox."""
     if len(images) == 0:
         return np.zeros((0, len(best.classes)), dtype=np.float32), ""
-    work = toolrun.make_workdir()
+    work, data, pipe = toolrun.pipeline_workdir(best.dir)
     try:
-        data = work / "data"
-        pipe = work / "pipeline"
-        data.mkdir()
-        pipe.mkdir()
-        toolrun.copy_pipeline(best.dir, pipe)
         # The harness checks the contract on a few training-like images first.
         sample = sample_images(best.run, CONTRACT_SAMPLES) if _has_bundle(best) else np.asarray(images[:CONTRACT_SAMPLES])
         np.save(data / "train_x.npy", np.ascontiguousarray(sample), allow_pickle=False)

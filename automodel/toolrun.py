@@ -65,6 +65,18 @@ def make_workdir(parent: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix="automodel-tool-", dir=parent))
 
 
+def pipeline_workdir(best_dir: Path) -> tuple[Path, Path, Path]:
+    """A fresh scratch folder with data/ (for the tool's inputs) and pipeline/ (a copy of best/).
+
+    Returns (work, data, pipeline); the caller removes `work` when done."""
+    work = make_workdir()
+    data, pipe = work / "data", work / "pipeline"
+    data.mkdir()
+    pipe.mkdir()
+    copy_pipeline(best_dir, pipe)
+    return work, data, pipe
+
+
 def copy_pipeline(best_dir: Path, work: Path) -> None:
     """The three modules and the weights of best/, as plain files in `work`."""
     for name in ("data.py", "model.py", "train.py", "model.pt"):
