@@ -28,7 +28,7 @@ from . import report_plots as plots
 from . import scoring, tb
 from .bestmodel import HeldOut, bundle_images, read_json_or, run_info
 from .errors import AutomodelError, RunError
-from .resources import templates_dir
+from .resources import template_environment
 from .workspace import BEST, RunDir, atomic_write_text, iter_name
 
 REPORT_HTML = "report.html"
@@ -225,9 +225,8 @@ def _test_images(data: ReportData, indices: list[int]) -> list[np.ndarray] | Non
 # ----------------------------------------------------------------- rendering
 
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir() / "report")),
-                             undefined=jinja2.StrictUndefined, autoescape=jinja2.select_autoescape(["html"]),
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = template_environment("report", autoescape=jinja2.select_autoescape(["html"]),
+                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["pct"] = lambda x: "-" if x is None else f"{100 * float(x):.2f}%"
     env.filters["acc"] = lambda x: "-" if x is None else f"{float(x):.4f}"
     env.filters["secs"] = lambda x: "-" if x is None else f"{float(x):.1f}"

@@ -19,3 +19,13 @@ def interface_text(module: str) -> str:
 
 def templates_dir() -> Path:
     return Path(str(resources.files("automodel.templates")))
+
+
+def template_environment(folder: str, **options):
+    """A jinja2 environment over templates/<folder>/ that fails on any undefined name.
+
+    `options` are the folder's own jinja2 settings (whitespace, escaping)."""
+    import jinja2  # here, not at import time: most commands never render a template
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir() / folder)),
+                              undefined=jinja2.StrictUndefined, **options)

@@ -92,7 +92,7 @@ from typing import Any
 
 import jinja2
 
-from ...resources import templates_dir
+from ...resources import template_environment
 from ..base import Brief, Pipeline
 from .recipes import Recipe, TaskFacts, choose_recipe, read_task
 
@@ -109,12 +109,7 @@ def _literal(value: Any) -> str:
 
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir() / "pipelines")),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # Python source, not HTML
-    )
+    env = template_environment("pipelines", keep_trailing_newline=True, autoescape=False)  # Python source, not HTML
     env.filters["py"] = _literal
     return env
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 
-from ...resources import interface_text, templates_dir
+from ...resources import interface_text, template_environment
 from ..base import MODULES, Brief
 
 OMITTED = "… ({n} earlier items omitted)"
@@ -21,15 +21,7 @@ OMITTED = "… ({n} earlier items omitted)"
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir() / "prompts")),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=False,
-        autoescape=False,
-    )
-    return env
+    return template_environment("prompts", trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
 
 
 def render(template: str, **context: Any) -> str:
