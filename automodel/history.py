@@ -2,8 +2,8 @@
 
 Whatever the number of iterations, the Analyst sees: the dataset facts, the
 budget, the best attempt (its module summaries and training curve), the last
-`recent` attempts, failures grouped by cause, and the edits already tried on
-the current best. Validation scores only: test scores never reach an agent.
+`recent` attempts, failures grouped by cause, the edits already tried on
+the current best, and those rejected on the earlier bests it grew from. Validation scores only: test scores never reach an agent.
 """
 
 from __future__ import annotations
@@ -56,6 +56,21 @@ def flips_allowed(run: RunDir) -> bool:
     return bool(first.exists() and read_hparams(first.read_text(encoding="utf-8")).get("HFLIP"))
 
 
+def lineage(by_iter: dict[int, dict[str, Any]], iteration: int | None) -> list[int]:
+    """`iteration`, its parent, its parent's parent, ... back to the Architect's pipeline."""
+    chain: list[int] = []
+    while iteration is not None and iteration in by_iter and iteration not in chain:
+        chain.append(iteration)
+        iteration = by_iter[iteration].get("parent")
+    return chain
+
+
+def _tried(record: dict[str, Any]) -> dict[str, Any]:
+    return {"key": record.get("decision_key"), "target": record.get("target"),
+            "instruction": _short(record.get("instruction")), "status": record.get("status"),
+            "val_accuracy": record.get("val_accuracy")}
+
+
 def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
     dataset = {**dataset, "flips_allowed": flips_allowed(run)}
     records = run.iterations()
@@ -103,12 +118,13 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
     # Edits already tried on the pipeline the next edit will start from: the
     # best one, or while nothing has succeeded yet, the last attempt.
     parent = best["iteration"] if best is not None else (records[-1]["iteration"] if records else None)
-    tried = []
-    if parent is not None:
-        for r in records:
-            if r.get("parent") == parent:
-                tried.append({"key": r.get("decision_key"), "target": r.get("target"), "instruction": _short(r.get("instruction")),
-                              "status": r.get("status"), "val_accuracy": r.get("val_accuracy")})
+    tried = [_tried(r) for r in records if parent is not None and r.get("parent") == parent]
+    # Edits rejected on the earlier best pipelines this one grew from. The best
+    # differs from them by a few accepted edits only, so an edit that did not
+    # help there rarely helps here: worth retrying only when nothing fresher is left.
+    ancestors = set(lineage(by_iter, parent)[1:]) if best is not None else set()
+    rejected_earlier = [_tried(r) for r in records if r.get("parent") in ancestors and not r.get("accepted")
+                        and r.get("decision_key")]
     return {
         "dataset": dataset,
         "budget": budget,
@@ -117,6 +133,7 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
         "failures": list(failures.values())[-10:],
         "parent_iteration": parent,
         "tried_on_best": tried[-TRIED_MAX:],
+        "rejected_on_earlier_best": rejected_earlier[-TRIED_MAX:],
         "num_iterations": len(records),
         "chance_accuracy": round(1.0 / max(1, int(dataset.get("num_classes", 2))), 4),
     }

@@ -33,13 +33,18 @@ from benchmarks.common import RESULTS_DIR, RUNS_DIR, machine_details  # noqa: E4
 WORK = RUNS_DIR / "recipes"
 
 
-def dataset_dir(name: str, per_class: int | None) -> Path:
+def subset_tag(per_class: int | None, train_per_class: int | None = None) -> str:
+    return f"train{train_per_class}" if train_per_class else f"{per_class or 'all'}"
+
+
+def dataset_dir(name: str, per_class: int | None, train_per_class: int | None = None) -> Path:
     from automodel.fetch import fetch
     from automodel.registry import load_registry
 
-    dest = WORK / "data" / f"{name}-{per_class or 'all'}"
+    dest = WORK / "data" / f"{name}-{subset_tag(per_class, train_per_class)}"
     if not dest.is_dir():
-        fetch(load_registry().get(name), dest, per_class=per_class)
+        fetch(load_registry().get(name), dest, per_class=None if train_per_class else per_class,
+              train_per_class=train_per_class)
     return dest
 
 
@@ -94,17 +99,18 @@ def passive_omp_threads() -> None:
 
 
 def run_one(name: str, per_class: int | None, budget: float, seed: int, changes: dict, describe: str | None,
-            device: str = "cpu", threads: int = 0) -> dict:
+            device: str = "cpu", threads: int = 0, train_per_class: int | None = None) -> dict:
     from automodel.agents.base import Brief
     from automodel.agents.expert.architect import plan, render
     from automodel.hardware import detect
     from automodel.intake import load_dataset
     from automodel.runner import RunConfig, prepare_data, run_iteration
 
-    ds = load_dataset(dataset_dir(name, per_class), describe=describe)
+    ds = load_dataset(dataset_dir(name, per_class, train_per_class), describe=describe)
     split = ds.split(seed=0)
     images = ds.decode(cache_dir=WORK / "cache", progress=False)
-    bundle = prepare_data(ds, split, images, WORK / "bundles" / f"{name}-{per_class or 'all'}", device=device)
+    bundle = prepare_data(ds, split, images, WORK / "bundles" / f"{name}-{subset_tag(per_class, train_per_class)}",
+                          device=device)
     hardware = detect(device)
     if threads:
         hardware = dataclasses.replace(hardware, cpu_cores=threads)
@@ -125,7 +131,7 @@ def run_one(name: str, per_class: int | None, budget: float, seed: int, changes:
     batch = read_hparams(pipeline.train).get("BATCH_SIZE", 0)
     acc = result.curves.get("train/accuracy") or []
     return {
-        "dataset": name, "per_class": per_class, "budget": budget, "seed": seed, "recipe": recipe.name,
+        "dataset": name, "per_class": per_class, "train_per_class": train_per_class, "budget": budget, "seed": seed, "recipe": recipe.name,
         "set": changes, "status": result.status, "val": result.val_accuracy, "test": result.test_accuracy,
         "steps": steps, "epochs": round(steps * batch / max(1, bundle.info["num_train"]), 1),
         "train_acc_last": round(sum(v for _, v in acc[-5:]) / max(1, len(acc[-5:])), 3) if acc else None,
@@ -232,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["fashion-mnist", "cifar10-subset"])
     parser.add_argument("--per-class", type=int, default=200, help="images per class per split (0 = all)")
+    parser.add_argument("--train-per-class", type=int, default=0,
+                        help="cap only the training split at this many images per class and score on the whole "
+                             "test set, as in the issue's acceptance runs (overrides --per-class)")
     parser.add_argument("--budget", type=float, default=45.0, help="training seconds per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant")
@@ -258,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                 keys = ("dataset", "steps", "seed", "set", "val", "test", "train_eval", "epochs", "seconds")
             else:
                 row = run_one(name, args.per_class or None, args.budget, seed, changes, args.describe,
-                              threads=args.threads)
-                keys = ("dataset", "per_class", "budget", "seed", "recipe", "set", "status", "val", "test", "steps",
+                              threads=args.threads, train_per_class=args.train_per_class or None)
+                keys = ("dataset", "per_class", "train_per_class", "budget", "seed", "recipe", "set", "status", "val", "test", "steps",
                         "epochs", "train_acc_last")
             print(json.dumps({k: row[k] for k in keys}), flush=True)
             if row["error"]:

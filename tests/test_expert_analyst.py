@@ -101,3 +101,21 @@ def test_other_regimes_get_a_turn_after_two_moves():
         h["tried_on_best"].append({"key": d.key()})
     assert "also trying" not in reasons[0] and "also trying" not in reasons[1]
     assert "also trying a move against a plateau" in reasons[2]
+
+
+def test_moves_rejected_on_an_earlier_best_come_after_fresh_ones():
+    h = history(0.80, 0.99)
+    first = decide(h)
+    h["rejected_on_earlier_best"] = [{"key": first.key()}]
+    second = decide(h)
+    assert second.key() != first.key(), "a move that failed on an earlier best must not be the first proposal"
+    # Once every fresh move has been tried on this parent, the earlier rejection gets its second chance.
+    seen = []
+    while True:
+        try:
+            d = decide(h)
+        except AnalystExhausted:
+            break
+        seen.append(d.key())
+        h["tried_on_best"].append({"key": d.key()})
+    assert seen[-1] == first.key() and seen.count(first.key()) == 1

@@ -1,0 +1,37 @@
+"""The Analyst's history separates edits tried on the best from those rejected on earlier bests."""
+
+from automodel.history import build_history, lineage
+from automodel.workspace import RunDir, atomic_write_json
+
+MODULE = "X = 1  # a knob\n"
+
+
+def _run(tmp_path, records):
+    run = RunDir.create(tmp_path, "run", {"config": {}})
+    for rec in records:
+        d = run.fresh_iter_dir(rec["iteration"])
+        for m in ("data", "model", "train"):
+            (d / f"{m}.py").write_text(MODULE)
+        atomic_write_json(d / "metrics.json", {"curves": {}})
+        run.append({"final": True, "status": "ok", "target": "train", "instruction": f"edit {rec['iteration']}",
+                    "train_accuracy": 0.9, **rec})
+    return run
+
+
+def test_rejections_on_earlier_bests_are_listed_apart_from_those_on_the_best(tmp_path):
+    run = _run(tmp_path, [
+        {"iteration": 1, "parent": None, "decision_key": None, "accepted": True, "val_accuracy": 0.80},
+        {"iteration": 2, "parent": 1, "decision_key": "A", "accepted": False, "val_accuracy": 0.79},
+        {"iteration": 3, "parent": 1, "decision_key": "B", "accepted": True, "val_accuracy": 0.82},
+        {"iteration": 4, "parent": 3, "decision_key": "C", "accepted": False, "val_accuracy": 0.81},
+        {"iteration": 5, "parent": 3, "decision_key": "D", "accepted": True, "val_accuracy": 0.85},
+        {"iteration": 6, "parent": 5, "decision_key": "E", "accepted": False, "val_accuracy": 0.84},
+    ])
+    by_iter = {r["iteration"]: r for r in run.iterations()}
+    assert lineage(by_iter, 5) == [5, 3, 1]
+    history = build_history(run, {"num_classes": 10}, {})
+    assert history["parent_iteration"] == 5
+    assert [t["key"] for t in history["tried_on_best"]] == ["E"]
+    # A was rejected on iteration 1 and C on iteration 3, both ancestors of the best;
+    # the accepted edits B and D are part of the best, not rejections.
+    assert [t["key"] for t in history["rejected_on_earlier_best"]] == ["A", "C"]
