@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from . import tb
+from .acceptance import is_improvement, paired_evidence
 from .agents.base import ENGINEERS, MODULES, Brain, Brief, CallRecord, Decision, Pipeline
 from .errors import AutomodelError, LLMConfigError, LLMServiceError
 from .history import build_history, tail_mean
@@ -31,6 +35,7 @@ class FitConfig:
     time_per_iter: float = 60.0       # training seconds each iteration gets
     time_budget: float | None = None  # wall-clock seconds for the whole run (None: no limit)
     min_delta: float = 0.002          # validation accuracy an edit must add to be kept
+    min_z: float = 1.0                # ...and its paired gain over the best, in standard errors (automodel.acceptance; 0 = off)
     max_repairs: int = 2              # repair attempts by the owning engineer per iteration
     seed: int = 0                     # seeds splits, training and the brain
     device: str = "cpu"               # "cpu" or "cuda"
@@ -101,9 +106,10 @@ class Loop:
     """One run's loop state; `fit()` is the whole algorithm."""
 
     def __init__(self, run: RunDir, brain: Brain, execute: Execute, cfg: FitConfig, brief: Brief,
-                 dataset_facts: dict[str, Any], progress: Progress):
+                 dataset_facts: dict[str, Any], progress: Progress, val_labels: np.ndarray | None = None):
         self.run, self.brain, self.execute, self.cfg = run, brain, execute, cfg
         self.brief, self.facts, self.progress = brief, dataset_facts, progress
+        self.val_labels = val_labels  # trusted side only: to compare two iterations image by image
         self.session_start = time.monotonic()
         self.previous_seconds = sum(r.get("seconds", 0) for r in run.iterations())
 
@@ -191,15 +197,27 @@ class Loop:
     def _finish(self, n, parent, decision, d: Path, started: float, res: dict[str, Any], pipeline: Pipeline | None,
                 repairs: int, tokens: dict[str, Any]) -> None:
         curves = res.get("curves") or {}
-        res = {**res, "train_accuracy": _round(tail_mean(curves.get("train/accuracy") or []))}
+        # How well the training set is fit: measured like validation when the harness did
+        # (augmentation, MixUp and label smoothing make the logged curve understate it).
+        train_acc = res.get("train_eval_accuracy")
+        if train_acc is None:
+            train_acc = tail_mean(curves.get("train/accuracy") or [])
+        res = {**res, "train_accuracy": _round(train_acc)}
         if pipeline is not None:
             summary = self.brain.summarize(pipeline, res)
             tokens = _add(tokens, save_calls(self.brain.take_calls(), d, "summarizer"))
             atomic_write_json(d / "summary.json", summary)
         best = self.run.best_record()
-        accepted = res.get("status") == "ok" and res.get("val_accuracy") is not None and (
-            best is None or res["val_accuracy"] > best["val_accuracy"] + self.cfg.min_delta)
+        scored = res.get("status") == "ok" and res.get("val_accuracy") is not None
+        evidence = None
+        if scored and best is not None and self.val_labels is not None:
+            evidence = paired_evidence(d / "probs_val.npy", self.run.iter_dir(best["iteration"]) / "probs_val.npy",
+                                       self.val_labels)
+        accepted = scored and (best is None or is_improvement(res["val_accuracy"], best["val_accuracy"],
+                                                              self.cfg.min_delta, evidence, self.cfg.min_z))
         record = self._record(n, parent, decision, res, started, repairs, tokens, final=True, accepted=accepted)
+        if evidence is not None:
+            record["evidence"] = evidence.to_json()
         if accepted:
             self.run.promote(n)
         self.run.append(record)  # the commit point of the iteration
@@ -288,14 +306,36 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
     failed = [r for r in records if r.get("status") != "ok"]
     tokens = sum(r.get("tokens") or 0 for r in records)
     costs = [r["cost_usd"] for r in records if r.get("cost_usd") is not None]
+    val_images = len((run.info.get("split") or {}).get("val") or [])  # the split's val indices
     return {
         "iterations": [{k: r.get(k) for k in ("iteration", "status", "target", "instruction", "accepted", "val_accuracy",
                                                "test_accuracy", "seconds", "repairs", "tokens", "cost_usd")} for r in records],
         "best": {k: best.get(k) for k in ("iteration", "val_accuracy", "test_accuracy")} if best else None,
+        "val_images": val_images or None,
+        "val_std_error": standard_error(best.get("val_accuracy"), val_images) if best else None,
         "failed_share": round(len(failed) / len(records), 3) if records else None,
         "tokens": tokens,
         "cost_usd": round(sum(costs), 6) if costs else None,
     }
+
+
+def standard_error(accuracy: float | None, n: int) -> float | None:
+    """One standard error of an accuracy measured on n images: how far chance alone moves it.
+
+    With a few hundred validation images this is 1-2 points, so smaller gains
+    between iterations (and the edits kept for them) may be luck of the draw."""
+    if accuracy is None or n <= 0:
+        return None
+    return round(math.sqrt(max(accuracy * (1.0 - accuracy), 0.25 / n) / n), 4)
+
+
+def noise_note(outcome: dict[str, Any]) -> str | None:
+    """One plain sentence on how precise the validation scores are, for show and the end of fit."""
+    n, se = outcome.get("val_images"), outcome.get("val_std_error")
+    if not n or se is None:
+        return None
+    return (f"Validation set: {n} images, so one image is {100 / n:.2g} points and the best validation accuracy "
+            f"is uncertain by about ±{100 * se:.1f} points (one standard error); smaller gains may be chance.")
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:

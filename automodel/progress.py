@@ -56,6 +56,11 @@ class Progress:
         line = (f"        {record.get('status')}: val {pct(record.get('val_accuracy'))}  test {pct(record.get('test_accuracy'))}"
                 f"  -> {mark} | {record.get('seconds', 0):.0f}s | best val {pct(best and best.get('val_accuracy'))}"
                 f" (iter {best['iteration'] if best else '-'}) | elapsed {clock(elapsed)}")
+        ev = record.get("evidence")
+        if ev:
+            chance = not record.get("accepted") and (record.get("val_accuracy") or 0) > (best or {}).get("val_accuracy", 1)
+            line += (f"\n        vs the best: {ev['gained']} validation images gained, {ev['lost']} lost (z {ev['z']:.1f})"
+                     + ("; higher, but within what chance gives: not kept" if chance else ""))
         if record.get("status") != "ok" and record.get("error"):
             line += f"\n        error: {(record['error'].get('message') or '').splitlines()[0][:200] if record['error'].get('message') else ''}"
         self._print(line)

@@ -43,6 +43,7 @@ BUNDLE_MARKER = "bundle.json"
 MAX_CURVE_POINTS = 200        # per tag, after downsampling
 MAX_CURVE_TAGS = 32
 MAX_LOG_BYTES = 32 * 2**20    # events/curves files bigger than this are read only this far
+TRAIN_EVAL_IMAGES = 500       # training images predicted after training, for the fit diagnostic
 CHILD_OUTPUTS = ("events.jsonl", "curves.jsonl", "error.json", "child.json", "model.pt", "stdout.txt",
                  "stderr.txt", "metrics.json", "spec.json")
 
@@ -161,7 +162,7 @@ class RunConfig:
     memory_limit: int | None = None     # bytes for the whole tree; None = 75% of RAM
     sandbox: str | None = None          # force a level: "bwrap" | "unshare" | "none"
     loader_workers: int = 0             # DataLoader workers for data.loader()
-    cache_dir: Path | None = None       # pretrained-weights cache (read-only in the sandbox)
+    cache_dir: Path | None = None       # Hugging Face hub cache with pretrained weights (read-only in the sandbox)
     pretrained_available: bool | None = None  # overrides info.pretrained_available (None: the bundle's)
     hidden: tuple[Path, ...] = ()       # more host paths to keep out of the sandbox
 
@@ -211,6 +212,10 @@ class IterationResult:
     curves: dict[str, list[list[float]]]        # tag -> [[step, value], ...] (<= 200 points)
     timings: dict[str, float]                   # seconds per phase (see _timings)
     sandbox: SandboxInfo
+    # Accuracy on a fixed sample of training images predicted like validation
+    # (eval mode, no augmentation, no MixUp): how well the training set is fit,
+    # whatever the augmentation and loss do to the logged training curve.
+    train_eval_accuracy: float | None = None
     interrupted: bool = False                   # train() overran and was interrupted
     used_checkpoint: bool = False               # predictions come from ctx.checkpoint() weights
     exit_code: int | None = None
@@ -442,6 +447,7 @@ def _spec(layout: sandbox.Layout, bundle: DataBundle, config: RunConfig, threads
                       # The child's own limit, well inside the parent's (which also covers start-up and imports).
                       "time_budget": max(2.0, 0.8 * float(config.preflight_limit) - 1.0)},
         "predict_sets": list(bundle.sets),
+        "train_eval_indices": train_eval_indices(bundle.counts["train"]),
     }
 
 
@@ -468,8 +474,8 @@ def _request(level: str, iter_dir: Path, bundle: DataBundle, config: RunConfig, 
         harness = CHILD_SCRIPT.resolve()
         mounts, ro_files = [], []
     if layout.cache_dir:
-        env["TORCH_HOME"] = str(layout.cache_dir / "torch")
-        env["HF_HOME"] = str(layout.cache_dir / "huggingface")
+        # Only the hub folder is visible (automodel.weights): timm finds the weights through HF_HUB_CACHE.
+        env["HF_HUB_CACHE"] = str(layout.cache_dir)
     request = sandbox.Request(
         argv=(sys.executable, "-I", "-B", str(harness), str(layout.iter_dir / "spec.json")),
         cwd=layout.iter_dir, stdout=iter_dir / "stdout.txt", stderr=iter_dir / "stderr.txt",
@@ -479,11 +485,11 @@ def _request(level: str, iter_dir: Path, bundle: DataBundle, config: RunConfig, 
     return request, layout
 
 
-def _result(status, config, level, *, error=None, val=None, test=None, curves=None, timings=None,
+def _result(status, config, level, *, error=None, val=None, test=None, train_eval=None, curves=None, timings=None,
             report=None, exit_code=None, peak=None) -> IterationResult:
     report = report or {}
     return IterationResult(
-        status=status, val_accuracy=val, test_accuracy=test,
+        status=status, val_accuracy=val, test_accuracy=test, train_eval_accuracy=train_eval,
         error=ErrorInfo(**error) if isinstance(error, dict) else error,
         curves=curves or {}, timings=timings or {},
         sandbox=SandboxInfo(level, sandbox.MISSING.get(level, ())),
@@ -584,7 +590,23 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     except scoring.ScoringError as exc:
         err = {"phase": "score", "module": None, "type": "BadPredictions", "message": str(exc), "traceback": ""}
         return _save(iter_dir, _result("failed", config, level, error=err, **common))
-    return _save(iter_dir, _result("ok", config, level, val=round(val, 6), test=None if test is None else round(test, 6), **common))
+    return _save(iter_dir, _result("ok", config, level, val=round(val, 6), test=None if test is None else round(test, 6),
+                                   train_eval=_train_eval_accuracy(iter_dir, bundle, num_classes), **common))
+
+
+def train_eval_indices(num_train: int) -> list[int]:
+    """The training images predicted after training (evenly spread, at most TRAIN_EVAL_IMAGES)."""
+    k = min(num_train, TRAIN_EVAL_IMAGES)
+    return sorted({int(i) for i in np.linspace(0, num_train - 1, k).round()}) if k > 0 else []
+
+
+def _train_eval_accuracy(iter_dir: Path, bundle: DataBundle, num_classes: int) -> float | None:
+    """A diagnostic, not a score: missing or malformed predictions just leave it unknown."""
+    try:
+        labels = np.load(bundle.dir / "train_y.npy")[train_eval_indices(bundle.counts["train"])]
+        return round(scoring.score_file(iter_dir / "probs_train.npy", labels, num_classes), 6)
+    except (OSError, ValueError, IndexError, scoring.ScoringError):
+        return None
 
 
 def _watch(proc: sandbox.Sandboxed, events: EventLog, config: RunConfig, memory_limit: int) -> dict:

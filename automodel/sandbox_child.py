@@ -22,6 +22,7 @@ SPEC.json (written by the parent, paths as seen inside the sandbox):
                     should_stop() is interrupted (then scored from its checkpoint)
     loader_workers  DataLoader workers for data.loader()
     predict_sets    names of the sets to predict, e.g. ["val", "test"]
+    train_eval_indices  training images to predict after training (fit mode; may be empty)
     weights         (predict mode) path of a saved state dict
 
 Outputs in out_dir:
@@ -32,6 +33,7 @@ Outputs in out_dir:
                     or failed (with stage) after error.json was written
     curves.jsonl    {"tag", "value", "step", "t", "phase"} per ctx.log() call
     probs_<set>.npy float32 softmax (N, num_classes) for each predict set
+    probs_train.npy float32 softmax for the training images train_eval_indices lists
     model.pt        the trained state dict
     error.json      on failure: {phase, module, type, message, traceback}
     child.json      {"interrupted": bool, "used_checkpoint": bool}
@@ -407,6 +409,10 @@ def run(spec: dict, rec: Recorder) -> dict:
         for name in spec.get("predict_sets", []):
             images = np.load(data_dir / f"{name}_x.npy", mmap_mode="r")
             np.save(out_dir / f"probs_{name}.npy", predict(torch, trained, images, eval_tf, device).astype(np.float32))
+        fit_sample = [int(i) for i in spec.get("train_eval_indices") or []]
+        if fit_sample:  # training images predicted like validation: how well the training set is fit
+            np.save(out_dir / "probs_train.npy",
+                    predict(torch, trained, np.asarray(train_x[fit_sample]), eval_tf, device).astype(np.float32))
         torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, out_dir / "model.pt")
         rec.event("predict_done")
         return report

@@ -18,8 +18,9 @@ from .agents.base import Brief
 from .brains import BrainConfig, describe, make_brain
 from .errors import AutomodelError, RunError
 from .hardware import detect
-from .loop import FitConfig, Loop, summarize_run
+from .loop import FitConfig, Loop, noise_note, summarize_run
 from .progress import Progress
+from .weights import find_cached
 from .workspace import RunDir
 
 DATA_DIR = "data"
@@ -82,20 +83,24 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     images = ds.decode()
     bundle = prepare_data(ds, split, images, run.path / DATA_DIR, device=cfg.device)
     info = dict(bundle.info)
+    weights = find_cached()
     brief = Brief(profile=run.info["dataset"]["profile"], info=info, description=ds.description, hardware=hardware,
-                  time_per_iter=cfg.time_per_iter)
+                  time_per_iter=cfg.time_per_iter, pretrained_cache=list(weights.names))
     brain = make_brain(brain_cfg, brief)
     progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; "
                   f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
                   f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}")
+    if weights.names:
+        progress.note(f"automodel: pretrained weights in {weights.hub_dir}: {', '.join(weights.names)}")
     facts = {"num_classes": len(ds.classes), "num_train": len(split.train), "image_size": list(images.image_size),
              "channels": images.channels, "description": (ds.description or "")[:500]}
 
     def execute(iter_dir: Path, time_limit: float):
         return run_iteration(iter_dir, bundle, RunConfig(time_limit=time_limit, device=cfg.device, seed=cfg.seed,
-                                                         threads=hardware.cpu_cores))
+                                                         threads=hardware.cpu_cores, cache_dir=weights.hub_dir,
+                                                         pretrained_available=bool(weights.names)))
 
-    loop = Loop(run, brain, execute, cfg, brief, facts, progress)
+    loop = Loop(run, brain, execute, cfg, brief, facts, progress, val_labels=bundle.val_y)
     try:
         outcome = loop.fit()
     finally:
@@ -146,6 +151,8 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
         lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")
     if outcome.get("failed_share") is not None:
         lines.append(f"Failed iterations: {outcome['failed_share']:.0%}.")
+    if noise_note(outcome):
+        lines.append(noise_note(outcome))
     lines.append(f"Details: automodel show {run.path}")
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@
     python benchmarks/recipes.py --datasets cifar10-subset fashion-mnist --per-class 200 --budget 45
     python benchmarks/recipes.py --datasets cifar10-subset --set WIDTH=48 --set LR=0.1   # one variant
     python benchmarks/recipes.py --throughput         # SmallNet images/s per core (sizing constants)
+    python benchmarks/recipes.py --table fashion-mnist --train-per-class 200 --budget 45   # rows so far, as markdown
 
 For each dataset it writes the subset once (automodel.fetch, under
 benchmarks/runs/recipes/), runs intake (load, split with seed 0, decode),
@@ -197,6 +198,37 @@ def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: 
             "flips": facts.flips_allowed, "status": "ok", "error": None, "budget": None, "iter_dir": str(iter_dir)}
 
 
+def table(name: str, per_class: int | None, train_per_class: int | None, budget: float, since: str = "") -> str:
+    """The recorded rows of one dataset/subset/budget, one line per variant, mean over seeds, as markdown.
+
+    Rows are those appended to recipes.jsonl (on or after the UTC date `since`); the
+    variant without --set overrides is the first pipeline the Architect writes."""
+    import statistics
+
+    groups: dict[str, list[dict]] = {}
+    for line in (RESULTS_DIR / "recipes.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if (row.get("dataset"), row.get("train_per_class"), row.get("budget"), row.get("status")) != \
+                (name, train_per_class, budget, "ok") or row.get("steps") is None:
+            continue
+        if not train_per_class and row.get("per_class") != per_class:
+            continue
+        if row.get("machine", {}).get("date_utc", "") < since:
+            continue
+        key = ", ".join(f"{k}={v}" for k, v in sorted(row["set"].items())) or "(first pipeline)"
+        groups.setdefault(key, []).append(row)
+    if not groups:
+        return "no rows"
+    base = statistics.mean(r["test"] for r in groups.get("(first pipeline)", [])) if "(first pipeline)" in groups else None
+    lines = ["| variant | runs | val | test | test vs first | steps |", "|---|---|---|---|---|---|"]
+    for key, rows in sorted(groups.items(), key=lambda kv: -statistics.mean(r["test"] for r in kv[1])):
+        test = statistics.mean(r["test"] for r in rows)
+        delta = f"{100 * (test - base):+.1f}" if base is not None else "-"
+        lines.append(f"| {key} | {len(rows)} | {100 * statistics.mean(r['val'] for r in rows):.1f} | {100 * test:.1f} | "
+                     f"{delta} | {statistics.mean(r['steps'] for r in rows):.0f} |")
+    return "\n".join(lines)
+
+
 def throughput(seconds: float = 2.0) -> None:
     """CPU seconds per training image of SmallNet variants, on one thread (robust on a shared machine)."""
     import torch
@@ -250,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="train in-process for this many steps instead of --budget seconds (load-independent)")
     parser.add_argument("--spin", action="store_true", help="leave OMP_WAIT_POLICY alone (default: PASSIVE)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the child and cores in the brief")
+    parser.add_argument("--table", metavar="DATASET", help="print the rows recorded so far for DATASET (with "
+                        "--per-class/--train-per-class and --budget) as a markdown table, and run nothing")
+    parser.add_argument("--since", default="", help="with --table: only rows recorded on or after this UTC date")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table, args.per_class or None, args.train_per_class or None, args.budget, args.since))
+        return 0
     if args.throughput:
         throughput()
         return 0

@@ -53,12 +53,25 @@ def test_fit_runs_the_loop_and_keeps_only_improvements(finished):
     assert all(r["target"] in ("data", "model", "train") for r in its[1:])
     accepted = [r["val_accuracy"] for r in its if r["accepted"]]
     assert accepted == sorted(accepted) and len(set(accepted)) == len(accepted), "accepted scores must rise strictly"
+    # Every later edit was compared with the best image by image; kept ones beat chance (z > --min-z 1.0).
+    journal = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
+    for rec in journal[1:]:
+        if rec["final"] and rec["status"] == "ok":
+            ev = rec["evidence"]
+            assert ev["gained"] >= 0 and ev["lost"] >= 0
+            assert not rec["accepted"] or ev["z"] > 1.0
     best = shown["best"]
     assert best["val_accuracy"] == max(accepted)
     assert int((run / "best" / "ITERATION").read_text()) == best["iteration"]
     assert (run / "best" / "model.pt").stat().st_size > 0
     assert (run / "best" / "train.py").read_text() == (run / f"iter_{best['iteration']:03d}" / "train.py").read_text()
     assert best["val_accuracy"] >= 0.2 and best["test_accuracy"] >= 0.2  # 10 classes: well above chance (0.1)
+    # How precise a validation score is: binomial standard error over the run's own validation images.
+    n = len(json.loads((run / "run.json").read_text())["split"]["val"])
+    assert shown["val_images"] == n
+    p = best["val_accuracy"]
+    assert abs(shown["val_std_error"] - (p * (1 - p) / n) ** 0.5) < 1e-3
+    assert f"Validation set: {n} images" in proc.stdout
 
 
 def test_run_directory_records_everything(finished, fmnist):
@@ -79,6 +92,11 @@ def test_run_directory_records_everything(finished, fmnist):
             assert (d / name).exists(), f"{d.name}/{name} missing"
         summary = json.loads((d / "summary.json").read_text())
         assert summary["train"]["hparams"], "the summary quotes the hyperparameter block"
+        # The Analyst judges the fit from training images predicted like validation, not from augmented batches.
+        metrics = json.loads((d / "metrics.json").read_text())
+        if metrics["status"] == "ok":
+            assert 0.0 <= metrics["train_eval_accuracy"] <= 1.0
+            assert finals[n - 1]["train_accuracy"] == round(metrics["train_eval_accuracy"], 4)
     # The sandbox never got labels of the held-out splits.
     data_files = {p.name for p in (run / "data").iterdir()}
     assert "val_y.npy" not in data_files and "test_y.npy" not in data_files
@@ -88,6 +106,7 @@ def test_show_and_diff_are_readable(finished):
     run, _ = finished
     out = cli("show", run).stdout
     assert "best: iteration" in out and "architect" in out
+    assert "images, so one image is" in out and "(one standard error)" in out
     diff = cli("diff", run, 1, 2)
     assert diff.returncode == 0 and diff.stdout.startswith("---") and "+" in diff.stdout
     bad = cli("diff", run, 1, 9)

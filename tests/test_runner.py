@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from automodel.runner import IterationResult, prepare_data, run_iteration
+from automodel.runner import IterationResult, prepare_data, run_iteration, train_eval_indices
 from hostile.kit import fashion_bundle, fast_config, make_iter, scored_accuracy
 
 
@@ -58,6 +58,11 @@ def test_reference_pipeline_trains_and_is_scored_honestly(fm, tmp_path):
         assert result.timings[key] >= 0, key
     assert result.timings["training"] >= 8.0
     assert (it / "model.pt").stat().st_size > 0
+    # The fit diagnostic: a fixed sample of training images, predicted like validation, scored here.
+    sample = train_eval_indices(bundle.counts["train"])
+    assert len(sample) == min(bundle.counts["train"], 500) and len(np.load(it / "probs_train.npy")) == len(sample)
+    train_y = np.load(bundle.dir / "train_y.npy")[sample]
+    assert result.train_eval_accuracy == pytest.approx(scored_accuracy(it / "probs_train.npy", train_y), abs=1e-6)
     saved = IterationResult.load(it / "metrics.json")
     assert saved == result
 

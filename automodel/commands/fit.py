@@ -60,6 +60,9 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where training runs (default auto)")
     p.add_argument("--describe", metavar="TEXT", help="what the images are and what matters (else description.txt/README.md in the folder)")
     p.add_argument("--min-delta", type=float, default=FitConfig.min_delta, help="validation accuracy an edit must add to be kept (default %(default)s)")
+    p.add_argument("--min-z", type=float, default=FitConfig.min_z,
+                   help="an edit must also beat the best on the validation images it changes by this many standard "
+                        "errors, so gains that chance alone would give are not kept (0 = --min-delta only; default %(default)s)")
     p.add_argument("--max-repairs", type=int, default=FitConfig.max_repairs, help="repair attempts per failed iteration (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_brain_options(p)
@@ -78,10 +81,10 @@ def run(args) -> int:
                          f"(train/<class>/..., <class>/..., or images + labels.csv).")
     if args.workspace.exists() and not args.workspace.is_dir():
         raise UsageError(f"--workspace {args.workspace} is a file. Give a folder (it is created if missing).")
-    if args.min_delta < 0 or args.max_repairs < 0:
-        raise UsageError("--min-delta and --max-repairs cannot be negative.")
+    if args.min_delta < 0 or args.min_z < 0 or args.max_repairs < 0:
+        raise UsageError("--min-delta, --min-z and --max-repairs cannot be negative.")
     cfg = FitConfig(iters=args.iters, time_per_iter=args.time_per_iter, time_budget=args.time_budget, min_delta=args.min_delta,
-                    max_repairs=args.max_repairs, seed=args.seed, device=resolve_device(args.device))
+                    min_z=args.min_z, max_repairs=args.max_repairs, seed=args.seed, device=resolve_device(args.device))
     progress = Progress(quiet=args.quiet)
     run_dir = start_run(args.dataset, args.workspace, args.name or default_run_name(args.dataset), cfg, brain_config(args),
                         args.describe, progress)

@@ -68,6 +68,7 @@ def run(args) -> int:
     from ..intake import load_dataset
     from ..runner import RunConfig, prepare_data, run_iteration
     from ..sandbox import choose_level
+    from ..weights import find_cached
 
     _check_args(args)
     level = choose_level(args.sandbox)
@@ -79,8 +80,9 @@ def run(args) -> int:
     bundle = prepare_data(ds, split, images, out / "data", device=device)
     iter_dir = out / "iter"
     prepare_iteration(args.pipeline, iter_dir)
+    weights = find_cached()  # as fit does: a pipeline that sets PRETRAINED finds the user's cached weights
     config = RunConfig(time_limit=args.time_limit, device=device, seed=args.seed, threads=args.threads or cpu_cores(),
-                       sandbox=level)
+                       sandbox=level, cache_dir=weights.hub_dir, pretrained_available=bool(weights.names))
     result = run_iteration(iter_dir, bundle, config)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..loop import summarize_run
+from ..loop import noise_note, summarize_run
 from ..progress import pct
 from ..workspace import RunDir
 
@@ -41,6 +41,8 @@ def run(args) -> int:
         print("best: none yet")
     if outcome["failed_share"] is not None:
         print(f"failed iterations: {outcome['failed_share']:.0%}")
+    if noise_note(outcome):
+        print(noise_note(outcome))
     if llm:
         cost = outcome["cost_usd"]
         print(f"tokens: {outcome['tokens']}" + (f"  cost: ${cost:.4f}" if cost is not None else "  cost: unknown (model not in the price table)"))

@@ -24,8 +24,9 @@ from ...errors import AutomodelError
 from ..base import Decision
 
 # Train minus validation accuracy above which we call it over-fitting. Training
-# accuracy is measured on augmented, label-smoothed batches, so it understates
-# how well the training set is fit: a small gap already means over-fitting.
+# accuracy is the harness's prediction of training images in eval mode (the
+# logged curve of augmented, mixed batches when that is missing, which
+# understates the fit): a gap of a few points already means over-fitting.
 OVERFIT_GAP = 0.03
 # Moves taken from one regime's list before the next list gets a turn: when the
 # diagnosis is borderline, the second-best regime is tried early, not after
