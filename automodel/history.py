@@ -3,7 +3,8 @@
 Whatever the number of iterations, the Analyst sees: the dataset facts, the
 budget, the best attempt (its module summaries and training curve), the last
 `recent` attempts, failures grouped by cause, the edits already tried on
-the current best, and those rejected on the earlier bests it grew from. Validation scores only: test scores never reach an agent.
+the current best, and those rejected on the earlier bests it grew from.
+Validation scores only: test scores never reach an agent.
 """
 
 from __future__ import annotations

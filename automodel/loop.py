@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import tb
-from .acceptance import is_improvement, paired_evidence
+from .acceptance import is_improvement, paired_evidence, standard_error
 from .agents.base import ENGINEERS, MODULES, Brain, Brief, CallRecord, Decision, Pipeline
 from .errors import AutomodelError, LLMConfigError, LLMServiceError
 from .history import build_history, tail_mean
@@ -35,7 +34,7 @@ class FitConfig:
     time_per_iter: float = 60.0       # training seconds each iteration gets
     time_budget: float | None = None  # wall-clock seconds for the whole run (None: no limit)
     min_delta: float = 0.002          # validation accuracy an edit must add to be kept
-    min_z: float = 1.0                # ...and its paired gain over the best, in standard errors (automodel.acceptance; 0 = off)
+    min_z: float = 0.0                # ...and its paired gain over the best, in standard errors (automodel.acceptance; 0 = off)
     max_repairs: int = 2              # repair attempts by the owning engineer per iteration
     seed: int = 0                     # seeds splits, training and the brain
     device: str = "cpu"               # "cpu" or "cuda"
@@ -309,7 +308,7 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
     val_images = len((run.info.get("split") or {}).get("val") or [])  # the split's val indices
     return {
         "iterations": [{k: r.get(k) for k in ("iteration", "status", "target", "instruction", "accepted", "val_accuracy",
-                                               "test_accuracy", "seconds", "repairs", "tokens", "cost_usd")} for r in records],
+                                               "test_accuracy", "seconds", "repairs", "tokens", "cost_usd", "evidence")} for r in records],
         "best": {k: best.get(k) for k in ("iteration", "val_accuracy", "test_accuracy")} if best else None,
         "val_images": val_images or None,
         "val_std_error": standard_error(best.get("val_accuracy"), val_images) if best else None,
@@ -317,25 +316,6 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "tokens": tokens,
         "cost_usd": round(sum(costs), 6) if costs else None,
     }
-
-
-def standard_error(accuracy: float | None, n: int) -> float | None:
-    """One standard error of an accuracy measured on n images: how far chance alone moves it.
-
-    With a few hundred validation images this is 1-2 points, so smaller gains
-    between iterations (and the edits kept for them) may be luck of the draw."""
-    if accuracy is None or n <= 0:
-        return None
-    return round(math.sqrt(max(accuracy * (1.0 - accuracy), 0.25 / n) / n), 4)
-
-
-def noise_note(outcome: dict[str, Any]) -> str | None:
-    """One plain sentence on how precise the validation scores are, for show and the end of fit."""
-    n, se = outcome.get("val_images"), outcome.get("val_std_error")
-    if not n or se is None:
-        return None
-    return (f"Validation set: {n} images, so one image is {100 / n:.2g} points and the best validation accuracy "
-            f"is uncertain by about ±{100 * se:.1f} points (one standard error); smaller gains may be chance.")
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:

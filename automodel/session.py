@@ -18,7 +18,8 @@ from .agents.base import Brief
 from .brains import BrainConfig, describe, make_brain
 from .errors import AutomodelError, RunError
 from .hardware import detect
-from .loop import FitConfig, Loop, noise_note, summarize_run
+from .acceptance import noise_note
+from .loop import FitConfig, Loop, summarize_run
 from .progress import Progress
 from .weights import find_cached
 from .workspace import RunDir

@@ -62,7 +62,8 @@ def register(sub) -> None:
     p.add_argument("--min-delta", type=float, default=FitConfig.min_delta, help="validation accuracy an edit must add to be kept (default %(default)s)")
     p.add_argument("--min-z", type=float, default=FitConfig.min_z,
                    help="an edit must also beat the best on the validation images it changes by this many standard "
-                        "errors, so gains that chance alone would give are not kept (0 = --min-delta only; default %(default)s)")
+                        "deviations of a coin-flip difference, so gains chance alone would give are not kept; stricter, "
+                        "but also rejects real small gains on small validation sets (default %(default)s: --min-delta only)")
     p.add_argument("--max-repairs", type=int, default=FitConfig.max_repairs, help="repair attempts per failed iteration (default %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_brain_options(p)

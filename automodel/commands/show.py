@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..loop import noise_note, summarize_run
+from ..acceptance import noise_note
+from ..loop import summarize_run
 from ..progress import pct
 from ..workspace import RunDir
 
