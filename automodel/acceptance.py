@@ -71,7 +71,8 @@ def standard_error(accuracy: float | None, n: int) -> float | None:
     between iterations (and the edits kept for them) may be luck of the draw."""
     if accuracy is None or n <= 0:
         return None
-    return round(math.sqrt(max(accuracy * (1.0 - accuracy), 0.25 / n) / n), 4)
+    p = min(max(accuracy, 1.0 / n), 1.0 - 1.0 / n) if n > 1 else 0.5  # at 0% or 100%: about one image
+    return round(math.sqrt(p * (1.0 - p) / n), 4)
 
 
 def noise_note(outcome: dict[str, Any]) -> str | None:

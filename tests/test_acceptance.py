@@ -42,3 +42,10 @@ def test_min_delta_still_applies_and_missing_predictions_fall_back_to_it(tmp_pat
     np.save(tmp_path / "short.npy", _probs(labels[:30], np.arange(3)))
     assert paired_evidence(tmp_path / "short.npy", tmp_path / "best.npy", labels) is None
     assert is_improvement(0.9, 0.85, 0.002, None, min_z=1.0)
+
+
+def test_standard_error_of_a_perfect_score_is_about_one_image():
+    from automodel.acceptance import standard_error
+
+    assert abs(standard_error(0.9, 400) - 0.015) < 1e-4
+    assert abs(standard_error(1.0, 287) - 1.0 / 287) < 1e-4  # not zero: one image either way

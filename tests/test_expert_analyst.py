@@ -32,6 +32,12 @@ def test_diagnosis(val, train, regime):
     assert diagnose({"val_accuracy": val, "train_accuracy": train}, 0.1)[0] == regime
 
 
+def test_two_classes_at_069_is_learning_not_diverged():
+    # hymenoptera's first pipeline: val 0.694, training images 0.862, chance 0.5.
+    assert diagnose({"val_accuracy": 0.694, "train_accuracy": 0.862}, 0.5)[0] == "overfit"
+    assert diagnose({"val_accuracy": 0.55, "train_accuracy": 0.56}, 0.5)[0] == "diverged"
+
+
 def test_overfitting_gets_regularisation_first():
     d = decide(history(0.80, 0.99))
     assert d.target == "data" and d.edit["set"] == {"CROP_PADDING": 3}
