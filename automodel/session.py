@@ -152,8 +152,8 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
         lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")
     if outcome.get("failed_share") is not None:
         lines.append(f"Failed iterations: {outcome['failed_share']:.0%}.")
-    if noise_note(outcome):
-        lines.append(noise_note(outcome))
+    if note := noise_note(outcome):
+        lines.append(note)
     lines.append(f"Details: automodel show {run.path}")
     return "\n".join(lines)
 

@@ -21,8 +21,8 @@ NAME = "resnet18.a1_in1k"
 COMMIT = "0" * 40
 
 
-def write_hub_cache(hub: Path) -> Path:
-    """A hub cache holding timm's resnet18.a1_in1k; returns the weights file."""
+def write_hub_cache(hub: Path) -> None:
+    """A hub cache holding timm's resnet18.a1_in1k."""
     import timm
     from safetensors.torch import save_file
 
@@ -33,7 +33,6 @@ def write_hub_cache(hub: Path) -> Path:
     (repo / "refs" / "main").write_text(COMMIT)
     state = {k: v.contiguous() for k, v in timm.create_model("resnet18", num_classes=1000).state_dict().items()}
     save_file(state, str(snapshot / "model.safetensors"))
-    return snapshot / "model.safetensors"
 
 
 @pytest.fixture(scope="module")

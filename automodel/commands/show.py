@@ -42,8 +42,8 @@ def run(args) -> int:
         print("best: none yet")
     if outcome["failed_share"] is not None:
         print(f"failed iterations: {outcome['failed_share']:.0%}")
-    if noise_note(outcome):
-        print(noise_note(outcome))
+    if note := noise_note(outcome):
+        print(note)
     if llm:
         cost = outcome["cost_usd"]
         print(f"tokens: {outcome['tokens']}" + (f"  cost: ${cost:.4f}" if cost is not None else "  cost: unknown (model not in the price table)"))
