@@ -43,10 +43,16 @@ def _has_weights(model_dir: Path) -> bool:
 
 
 def find_cached(env: dict[str, str] | None = None) -> WeightsCache:
-    """The timm weights available offline, sorted by name; an empty cache when there are none."""
+    """The timm weights available offline, sorted by name; an empty cache when there are none.
+
+    A cache folder that cannot be read counts as empty: the run trains from
+    scratch instead of failing before its first iteration."""
     hub = hub_cache_dir(env)
-    if not hub.is_dir():
+    try:
+        if not hub.is_dir():
+            return WeightsCache(None)
+        names = sorted(d.name[len(TIMM_PREFIX):] for d in hub.iterdir()
+                       if d.name.startswith(TIMM_PREFIX) and d.is_dir() and _has_weights(d))
+        return WeightsCache(hub.resolve() if names else None, tuple(names))
+    except OSError:
         return WeightsCache(None)
-    names = sorted(d.name[len(TIMM_PREFIX):] for d in hub.iterdir()
-                   if d.name.startswith(TIMM_PREFIX) and d.is_dir() and _has_weights(d))
-    return WeightsCache(hub.resolve() if names else None, tuple(names))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from automodel.hparams import read_hparams
-from automodel.weights import find_cached, hub_cache_dir
+from automodel.weights import WeightsCache, find_cached, hub_cache_dir
 
 NAME = "resnet18.a1_in1k"
 COMMIT = "0" * 40
@@ -59,6 +59,19 @@ def test_only_timm_models_with_a_weights_file_are_listed(hub, tmp_path):
     (other / "models--bert-base-uncased" / "snapshots" / COMMIT / "model.safetensors").write_bytes(b"x")
     assert find_cached({"HF_HUB_CACHE": str(other)}).names == (NAME,)
     assert find_cached({"HF_HUB_CACHE": str(tmp_path / "missing")}).hub_dir is None
+    (tmp_path / "a-file").write_text("not a folder")
+    assert find_cached({"HF_HUB_CACHE": str(tmp_path / "a-file")}) == WeightsCache(None)
+
+
+def test_an_unreadable_cache_counts_as_empty(tmp_path, monkeypatch):
+    hub = tmp_path / "hub"
+    hub.mkdir()
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)  # root reads any folder: refuse the listing itself
+    assert find_cached({"HF_HUB_CACHE": str(hub)}) == WeightsCache(None)
 
 
 def test_fit_fine_tunes_cached_weights_inside_the_sandbox(hub, materialize, cli, tmp_path):
