@@ -30,13 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"automodel.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"automodel.commands.{name}":
-                continue  # command not built yet
-            raise
-        module.register(sub)
+        # A command that fails to import is a broken install: fail loudly, never drop it.
+        importlib.import_module(f"automodel.commands.{name}").register(sub)
     return parser
 
 
@@ -55,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("automodel: interrupted.", file=sys.stderr)
         return 130
+    except OSError as err:  # a full disk, a folder that cannot be written: say which, without a traceback
+        print(f"automodel: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -51,3 +51,11 @@ class LLMServiceError(BrainError):
     """The LLM server kept failing (rate limits, server errors, timeouts) after all retries."""
 
     exit_code = 8
+
+
+class HarnessError(AutomodelError):
+    """automodel's own side failed during a run (the sandbox, the staged data, a
+    workspace that cannot be written, a full disk): no engineer can repair it, so
+    the run stops and says how to continue once the cause is fixed."""
+
+    exit_code = 9

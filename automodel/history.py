@@ -119,7 +119,12 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
     # Edits already tried on the pipeline the next edit will start from: the
     # best one, or while nothing has succeeded yet, the last attempt.
     parent = best["iteration"] if best is not None else (records[-1]["iteration"] if records else None)
-    tried = [_tried(r) for r in records if parent is not None and r.get("parent") == parent]
+    if best is not None:
+        tried = [_tried(r) for r in records if r.get("parent") == parent]
+    else:
+        # Nothing has trained yet: each edit builds on the last failure, so every
+        # edit made so far counts as tried (a rescue move is never sent twice).
+        tried = [_tried(r) for r in records if r.get("decision_key")]
     # Edits rejected on the earlier best pipelines this one grew from. The best
     # differs from them by a few accepted edits only, so an edit that did not
     # help there rarely helps here: worth retrying only when nothing fresher is left.

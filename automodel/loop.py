@@ -19,7 +19,7 @@ import numpy as np
 from . import tb
 from .acceptance import is_improvement, paired_evidence, standard_error
 from .agents.base import ENGINEERS, MODULES, Brain, Brief, CallRecord, Decision, Pipeline
-from .errors import AutomodelError, LLMConfigError, LLMServiceError
+from .errors import AutomodelError, HarnessError, LLMConfigError, LLMServiceError
 from .history import build_history, tail_mean
 from .progress import Progress
 from .workspace import RunDir, atomic_write_json
@@ -114,6 +114,13 @@ class Loop:
 
     # ---- the algorithm
     def fit(self) -> dict[str, Any]:
+        try:
+            return self._fit()
+        except OSError as err:  # the workspace cannot be written, the disk is full, ...
+            raise HarnessError(f"automodel could not write or read its own files ({err}). Free disk space or fix the "
+                               f"permissions of {self.run.path}.") from err
+
+    def _fit(self) -> dict[str, Any]:
         while self.run.next_iteration() <= self.cfg.iters:
             n = self.run.next_iteration()
             time_limit = self._time_for_next()
@@ -140,6 +147,11 @@ class Loop:
                     self.progress.note(str(err))
                     break
                 self._record_brain_failure(n, parent, "analyst", err, calls)
+                continue
+            if decision.key() in {t.get("key") for t in history["tried_on_best"]}:
+                self._record_brain_failure(n, parent, "analyst", AutomodelError(
+                    f"the Analyst repeated a decision already tried on iteration {parent}: {decision.instruction}"),
+                    self.brain.take_calls())
                 continue
             self._iteration(n, parent=parent, decision=decision, time_limit=time_limit, analyst_calls=self.brain.take_calls())
         return self.outcome()
@@ -171,6 +183,11 @@ class Loop:
         while True:
             self._write_pipeline(d, pipeline)
             res = result_dict(self.execute(d, time_limit))
+            if res.get("status") == "harness_error":
+                # Not the pipeline's fault: no repair, no record, no Analyst; resume redoes this iteration.
+                err = res.get("error") or {}
+                raise HarnessError(f"Iteration {n} could not run because automodel's own side failed, not the pipeline: "
+                                   f"{err.get('message')}\n{err.get('traceback') or ''}".rstrip())
             if res.get("status") == "ok" or repairs >= self.cfg.max_repairs:
                 break
             owner = (res.get("error") or {}).get("module") or target or "train"

@@ -37,7 +37,11 @@ from . import contracts, sandbox, scoring
 from .workspace import atomic_write_text
 
 MODULES = contracts.MODULES
-STATUSES = ("ok", "failed", "contract_error", "timeout", "oom")
+# harness_error: automodel's own side failed (the sandbox, the staged data, the
+# child's start-up) before any generated code ran; no engineer can repair that.
+STATUSES = ("ok", "failed", "contract_error", "timeout", "oom", "harness_error")
+# The first event after which the child runs generated code (it imports the modules next).
+GENERATED_CODE_STARTS = "data_ready"
 CHILD_SCRIPT = Path(__file__).with_name("sandbox_child.py")
 BUNDLE_MARKER = "bundle.json"
 MAX_CURVE_POINTS = 200        # per tag, after downsampling
@@ -98,7 +102,7 @@ def prepare_data(ds, split, images, dest: Path, *, device: str = "cpu") -> DataB
     validation and test labels are returned in the bundle and never written.
     A dest already prepared for the same dataset fingerprint and split is reused.
     """
-    dest = Path(dest)
+    dest = Path(dest).resolve()
     dest.mkdir(parents=True, exist_ok=True)
     lists = _split_lists(split)
     if not lists["train"] or not lists["val"]:
@@ -521,7 +525,7 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     Never raises for anything the generated code does: every outcome is an
     IterationResult, also written to iter_dir/metrics.json.
     """
-    iter_dir = Path(iter_dir)
+    iter_dir = Path(iter_dir).resolve()  # the child runs elsewhere: it gets absolute paths only
     t_start = time.time()
     _clean(iter_dir)
     level = sandbox.choose_level(config.sandbox)
@@ -559,6 +563,9 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     common = dict(curves=curves, timings=timings, report=report, exit_code=outcome["exit_code"], peak=outcome["peak"])
     stderr_tail = _tail(_read_child_text(iter_dir / "stderr.txt")[-20000:], lines=20, chars=3000)
 
+    if GENERATED_CODE_STARTS not in events.seen_at and outcome["status"] != "oom" and (outcome["exit_code"] != 0 or outcome["status"] == "timeout"):
+        return _save(iter_dir, _result("harness_error", config, level, error=_harness_error(events, outcome, config, stderr_tail), **common))
+
     if outcome["status"] in ("timeout", "oom"):
         err = {"phase": outcome["phase"], "module": outcome.get("module"), "type": "Timeout" if outcome["status"] == "timeout" else "OutOfMemory",
                "message": outcome["message"], "traceback": stderr_tail}
@@ -592,6 +599,21 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
         return _save(iter_dir, _result("failed", config, level, error=err, **common))
     return _save(iter_dir, _result("ok", config, level, val=round(val, 6), test=None if test is None else round(test, 6),
                                    train_eval=_train_eval_accuracy(iter_dir, bundle, num_classes), **common))
+
+
+def _harness_error(events: EventLog, outcome: dict, config: RunConfig, stderr_tail: str) -> dict:
+    """The child failed before it ran any generated code: the sandbox, the staged data or the harness broke."""
+    last = events.last_phase or "none (it never started)"
+    if outcome["status"] == "timeout":
+        what = f"the sandboxed harness did not get its data ready within {config.preflight_limit:.0f} s"
+    else:
+        sig = _signal_name(outcome["exit_code"])
+        what = f"the sandboxed harness {'died from ' + sig if sig else 'exited with code ' + str(outcome['exit_code'])}"
+    return {"phase": "sandbox", "module": None, "type": "HarnessError",
+            "message": f"{what} before running any generated code (last event: {last}). This is a problem of automodel's side "
+                       "(the sandbox, the staged data in the run's data/ folder, or the machine), not of the pipeline; "
+                       "its stderr ends with the lines below.",
+            "traceback": stderr_tail}
 
 
 def train_eval_indices(num_train: int) -> list[int]:

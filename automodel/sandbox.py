@@ -158,42 +158,98 @@ def _bwrap_base() -> list[str]:
     return base
 
 
+@dataclass(frozen=True)
+class Probe:
+    """Whether a level can run a real child here: Python starts inside it and
+    writes one file into a writable folder, as an iteration's child does."""
+
+    level: str
+    works: bool
+    reason: str = ""     # why not, in the words of the tool that refused (first line of its stderr)
+
+
+PROBE_SCRIPT = "import sys; open(sys.argv[1], 'w').write('ok')"
+
+
+def _probe_request(level: str, folder: Path) -> Request:
+    inside = INSIDE_ITER if level == "bwrap" else folder
+    return Request(
+        argv=(sys.executable, "-I", "-c", PROBE_SCRIPT, str(inside / "probe.txt")), cwd=inside,
+        stdout=folder / "stdout.txt", stderr=folder / "stderr.txt",
+        mounts=tuple(python_mounts(())) + (Mount(folder, INSIDE_ITER, writable=True),) if level == "bwrap" else (),
+        env=base_env(1, home=str(inside), tmp=str(inside)),
+    )
+
+
 @functools.cache
+def probe_level(level: str) -> Probe:
+    """Try `level` once per process with a tiny real child (see `Probe`)."""
+    if level not in LEVELS:
+        raise ValueError(level)
+    tool = {"bwrap": "bwrap", "unshare": "unshare"}.get(level)
+    if tool and not shutil.which(tool):
+        return Probe(level, False, f"{tool} is not installed")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="automodel-probe-") as tmp:
+        folder = Path(tmp).resolve()
+        try:
+            proc = start(_probe_request(level, folder), level)
+            code = proc.popen.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return Probe(level, False, "the test process did not finish within 60 s")
+        except OSError as err:
+            return Probe(level, False, f"could not start it: {err}")
+        proc.kill()
+        if code == 0 and (folder / "probe.txt").is_file():
+            return Probe(level, True)
+        said = (folder / "stderr.txt").read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return Probe(level, False, said[0][:300] if said else f"the test process exited with code {code}")
+
+
 def probe(level: str) -> bool:
     """Whether `level` can start a process here (tried once per process)."""
-    if level == "none":
-        return True
+    return probe_level(level).works
+
+
+def fix_for(level: str) -> str:
+    """What to do so that `level` works here, in words for the user."""
     if level == "bwrap":
         if not shutil.which("bwrap"):
-            return False
-        cmd = _bwrap_base() + ["--clearenv", "true"]
-    elif level == "unshare":
-        if not shutil.which("unshare"):
-            return False
-        cmd = ["unshare", "-Urn", "--pid", "--fork", "--kill-child", "--mount-proc", "true"]
-    else:
-        raise ValueError(level)
-    try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+            return "install bubblewrap (apt-get install bubblewrap)"
+        return ("allow bubblewrap to create user namespaces: on Ubuntu 24.04 (AppArmor: 'setting up uid map: "
+                "Permission denied') run `sysctl kernel.apparmor_restrict_unprivileged_userns=0` or add an AppArmor "
+                "profile for /usr/bin/bwrap; elsewhere check `sysctl user.max_user_namespaces`")
+    if level == "unshare":
+        return "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)"
+    return "check that this Python can start a child process (free memory, process limits)"
 
 
 def choose_level(level: str | None = None) -> str:
-    """The isolation level to use: `level`, else $AUTOMODEL_SANDBOX, else the best that works."""
+    """The isolation level to use: `level`, else $AUTOMODEL_SANDBOX, else the best that works.
+
+    A forced level that does not work is an error, never a silent fallback;
+    when no level works at all, the error names each cause and its fix."""
     forced = level or os.environ.get(ENV_FORCE) or None
     if forced:
         if forced not in LEVELS:
             raise SandboxError(f"{ENV_FORCE}={forced!r} is not a sandbox level; use one of {', '.join(LEVELS)}.")
-        if not probe(forced):
-            raise SandboxError(f"the sandbox level {forced!r} was requested but does not work on this machine "
-                               f"({'bwrap is missing or refused: install the bubblewrap package, or on Ubuntu 24.04 allow unprivileged user namespaces' if forced == 'bwrap' else 'unshare -Urn failed: unprivileged user namespaces are disabled'}); "
-                               f"unset {ENV_FORCE} to use the best level available.")
+        result = probe_level(forced)
+        if not result.works:
+            raise SandboxError(f"The sandbox level {forced!r} was requested but does not work on this machine: "
+                               f"{result.reason}. To fix it, {fix_for(forced)}; or unset {ENV_FORCE} (and drop --sandbox) "
+                               "to use the best level available.")
         return forced
+    tried = []
     for candidate in LEVELS:
-        if probe(candidate):
+        result = probe_level(candidate)
+        if result.works:
             return candidate
-    return "none"
+        tried.append(result)
+    raise SandboxError("No sandbox level can start a child process on this machine, so nothing can be trained safely: "
+                       + "; ".join(f"{r.level}: {r.reason}" for r in tried)
+                       + ". To fix it, " + fix_for("bwrap") + ".")
 
 
 def warn_if_weak(level: str) -> None:
@@ -201,11 +257,14 @@ def warn_if_weak(level: str) -> None:
     missing = MISSING[level]
     if missing and level not in _warned:
         _warned.add(level)
+        bwrap = probe_level("bwrap")
+        why = "not installed" if not shutil.which("bwrap") else f"installed but refused here ({bwrap.reason})"
         print(f"automodel: WARNING: generated code runs WITHOUT {' and WITHOUT '.join(missing)} "
-              f"(sandbox level '{level}'; bubblewrap is {'not installed' if not shutil.which('bwrap') else 'not usable here'}). "
+              f"(sandbox level '{level}'; bubblewrap is {why}). "
               "It could read the held-out labels or files of this user"
               + (" and reach the network" if "network isolation" in missing else "")
-              + ". Install bubblewrap (apt install bubblewrap) for full isolation.", file=sys.stderr)
+              + ". Bubblewrap protects your files and the held-out labels from generated code: "
+              "install it with `apt-get install bubblewrap`.", file=sys.stderr)
 
 
 _warned: set[str] = set()
@@ -214,7 +273,8 @@ _warned: set[str] = set()
 def layout(level: str, iter_dir: Path, data_dir: Path, cache_dir: Path | None) -> Layout:
     if level == "bwrap":
         return Layout(level, INSIDE_ITER, INSIDE_DATA, INSIDE_CACHE if cache_dir else None)
-    return Layout(level, Path(iter_dir), Path(data_dir), Path(cache_dir) if cache_dir else None)
+    # The child runs with its own working directory: every path it is given is absolute.
+    return Layout(level, Path(iter_dir).resolve(), Path(data_dir).resolve(), Path(cache_dir).resolve() if cache_dir else None)
 
 
 def _contains(outer: Path, inner: Path) -> bool:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, sandbox
 from .agents.base import Brief
 from .brains import BrainConfig, describe, make_brain
 from .errors import AutomodelError, RunError
@@ -81,6 +81,8 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     if run.info["config"] != dataclasses.asdict(cfg):
         run.update_info(config=dataclasses.asdict(cfg))  # e.g. resume --iters N
     hardware = detect(cfg.device)
+    level = sandbox.choose_level()  # a tiny real child: stops here, before iteration 1, when no level works
+    sandbox.warn_if_weak(level)
     images = ds.decode()
     bundle = prepare_data(ds, split, images, run.path / DATA_DIR, device=cfg.device)
     info = dict(bundle.info)
@@ -88,7 +90,7 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     brief = Brief(profile=run.info["dataset"]["profile"], info=info, description=ds.description, hardware=hardware,
                   time_per_iter=cfg.time_per_iter, pretrained_cache=list(weights.names))
     brain = make_brain(brain_cfg, brief)
-    progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; "
+    progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; sandbox: {level}; "
                   f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
                   f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}")
     if weights.names:
@@ -97,7 +99,7 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
              "channels": images.channels, "description": (ds.description or "")[:500]}
 
     def execute(iter_dir: Path, time_limit: float):
-        return run_iteration(iter_dir, bundle, RunConfig(time_limit=time_limit, device=cfg.device, seed=cfg.seed,
+        return run_iteration(iter_dir, bundle, RunConfig(time_limit=time_limit, device=cfg.device, seed=cfg.seed, sandbox=level,
                                                          threads=hardware.cpu_cores, cache_dir=weights.hub_dir,
                                                          pretrained_available=bool(weights.names)))
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from needs import missing
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MATERIALIZE = SHARED / "tools" / "materialize.py"
@@ -38,7 +40,7 @@ def _session_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "datasets").is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED} (CI clones the repo with shared/ beside it)")
+        missing("shared", f"shared data folder not found at {SHARED} (CI clones the repo with shared/ beside it)")
     return SHARED
 
 
@@ -51,7 +53,7 @@ def materialize(shared_dir, tmp_path_factory):
         key = (dataset, layout, per_class, split)
         if key not in made:
             if not MATERIALIZE.is_file():
-                pytest.skip(f"{MATERIALIZE} not found")
+                missing("shared", f"{MATERIALIZE} not found")
             out = tmp_path_factory.mktemp(f"{dataset}-{layout}-{per_class or 'all'}-{split}")
             cmd = [sys.executable, str(MATERIALIZE), "--dataset", dataset, "--layout", layout,
                    "--split", split, "--out", str(out)]

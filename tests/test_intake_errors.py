@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from automodel.errors import DatasetError
 
 @pytest.fixture(scope="module")
 def digit_pixels() -> np.ndarray:
-    datasets = pytest.importorskip("sklearn.datasets")
+    datasets = importlib.import_module("sklearn.datasets")
     return (datasets.load_digits().images * 15).astype(np.uint8)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import statistics
 
@@ -24,7 +25,7 @@ def photos(materialize):
 
 @pytest.fixture(scope="module")
 def digits():
-    datasets = pytest.importorskip("sklearn.datasets")
+    datasets = importlib.import_module("sklearn.datasets")
     return (datasets.load_digits().images * 15).astype(np.uint8)
 
 

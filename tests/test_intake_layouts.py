@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -67,7 +68,7 @@ def test_inspect_json_counts_match_what_was_written(materialize, cli, dataset, l
 
 
 def test_sklearn_digits_as_png_folders(tmp_path, cli):
-    datasets = pytest.importorskip("sklearn.datasets")
+    datasets = importlib.import_module("sklearn.datasets")
     digits = datasets.load_digits()
     pixels = (digits.images * 15).astype(np.uint8)  # 0..16 -> 0..240, 8x8 grayscale
     for i, (img, y) in enumerate(zip(pixels, digits.target)):

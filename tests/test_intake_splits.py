@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from collections import Counter
@@ -16,7 +17,7 @@ from automodel.intake import Split, load_dataset
 
 @pytest.fixture(scope="module")
 def digits():
-    datasets = pytest.importorskip("sklearn.datasets")
+    datasets = importlib.import_module("sklearn.datasets")
     d = datasets.load_digits()
     return (d.images * 15).astype(np.uint8), d.target
 

@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from automodel import report
+from needs import missing
 from automodel.intake import Split, load_dataset
 from automodel.workspace import RunDir
 
@@ -89,7 +90,7 @@ def test_report_html_is_self_contained(finished_run):
 def chromium():
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+        missing("chromium", "chromium is not installed (apt-get install -y chromium)")
     return exe
 
 

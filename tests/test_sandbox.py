@@ -14,6 +14,7 @@ import pytest
 
 from automodel import sandbox
 from automodel.runner import run_iteration
+from needs import need_level
 from hostile.kit import fashion_bundle, fast_config, make_iter, processes_with, report, require_bwrap, scored_accuracy
 
 
@@ -40,8 +41,7 @@ def test_forcing_an_unknown_level_is_a_clear_error(monkeypatch):
 
 @pytest.mark.parametrize("level", ["bwrap", "unshare", "none"])
 def test_child_gets_a_minimal_environment(level, tmp_path, monkeypatch):
-    if not sandbox.probe(level):
-        pytest.skip(f"sandbox level {level} does not work here")
+    need_level(level)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-should-not-leak")
     out = tmp_path / "out.txt"
     script = "import os, sys; print(sorted(os.environ)); print(os.environ.get('OPENAI_API_KEY'))"
@@ -136,8 +136,7 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
 def test_endless_loop_is_killed_with_its_whole_process_tree(fm, tmp_path, capfd, level, phase):
     """train() ignores should_stop and the interrupt, runs DataLoader workers and
     leaves grandchildren (one in a new session): the whole tree must go."""
-    if not sandbox.probe(level):
-        pytest.skip(f"sandbox level {level} does not work here")
+    need_level(level)
     ds, bundle = fm
     token = f"endless-{uuid.uuid4().hex}"
     it = make_iter(tmp_path / "iter", {"train": "train_endless.py"}, hostile={"token": token, "in_preflight": phase == "preflight"})

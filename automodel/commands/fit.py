@@ -75,6 +75,7 @@ def brain_config(args) -> BrainConfig:
 
 
 def run(args) -> int:
+    from ..sandbox import choose_level
     from ..session import drive_command, start_run
 
     if not args.dataset.exists():
@@ -86,6 +87,7 @@ def run(args) -> int:
         raise UsageError("--min-delta, --min-z and --max-repairs cannot be negative.")
     cfg = FitConfig(iters=args.iters, time_per_iter=args.time_per_iter, time_budget=args.time_budget, min_delta=args.min_delta,
                     min_z=args.min_z, max_repairs=args.max_repairs, seed=args.seed, device=resolve_device(args.device))
+    choose_level()  # no sandbox that works: say so before a run folder is made
     progress = Progress(quiet=args.quiet)
     run_dir = start_run(args.dataset, args.workspace, args.name or default_run_name(args.dataset), cfg, brain_config(args),
                         args.describe, progress)

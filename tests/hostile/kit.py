@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from needs import need_level
+
 from automodel import sandbox
 from automodel.runner import RunConfig, prepare_data
 
@@ -77,8 +79,7 @@ def processes_with(*needles: str) -> list[tuple[int, str]]:
 
 
 def require_bwrap() -> None:
-    if not sandbox.probe("bwrap"):
-        pytest.skip("bubblewrap is not installed or not usable here (apt install bubblewrap); CI installs it")
+    need_level("bwrap")
 
 
 def scored_accuracy(path: Path, labels) -> float:
