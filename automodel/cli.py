@@ -13,8 +13,8 @@ import importlib
 import logging
 import sys
 
-from . import __version__
-from .errors import AutomodelError
+from automodel import __version__
+from automodel.errors import AutomodelError
 
 # Order is the order shown in --help.
 COMMANDS = ("fit", "resume", "show", "diff", "inspect", "run", "report", "predict", "export", "zero_shot", "datasets")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from .agents.base import Hardware
-from .errors import UsageError
+from automodel.agents.base import Hardware
+from automodel.errors import UsageError
 
 
 def cpu_cores() -> int:

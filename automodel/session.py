@@ -13,16 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__, sandbox
-from .agents.base import Brief
-from .brains import BrainConfig, describe, make_brain
-from .errors import AutomodelError, RunError
-from .hardware import detect
-from .acceptance import noise_note
-from .loop import FitConfig, Loop, summarize_run
-from .progress import Progress
-from .weights import find_cached
-from .workspace import RunDir
+from automodel import __version__
+from automodel.sandbox import levels as sandbox
+from automodel.agents.base import Brief
+from automodel.agents.registry import BrainConfig, describe, make_brain
+from automodel.errors import AutomodelError, RunError
+from automodel.hardware import detect
+from automodel.search.acceptance import noise_note
+from automodel.search.loop import FitConfig, Loop, summarize_run
+from automodel.search.progress import Progress
+from automodel.weights import find_cached
+from automodel.search.workspace import RunDir
 
 DATA_DIR = "data"
 
@@ -37,7 +38,7 @@ def versions() -> dict[str, str]:
 
 def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, brain_cfg: BrainConfig,
               describe_text: str | None, progress: Progress) -> RunDir:
-    from .intake import load_dataset
+    from automodel.intake import load_dataset
 
     ds = load_dataset(dataset_path, describe=describe_text)
     split = ds.split(seed=cfg.seed)
@@ -59,7 +60,7 @@ def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, br
 
 def reopen(run: RunDir, dataset_override: Path | None = None):
     """Load the run's dataset and split again, refusing a dataset that changed."""
-    from .intake import Split, load_dataset
+    from automodel.intake import Split, load_dataset
 
     info = run.info
     path = Path(dataset_override or info["dataset"]["path"])
@@ -75,7 +76,7 @@ def reopen(run: RunDir, dataset_override: Path | None = None):
 def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress,
           dataset_override: Path | None = None) -> dict[str, Any]:
     """Prepare data and brain for `run`, then run the loop to cfg.iters."""
-    from .runner import RunConfig, prepare_data, run_iteration
+    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
 
     ds, split = reopen(run, dataset_override)
     if run.info["config"] != dataclasses.asdict(cfg):
@@ -131,7 +132,7 @@ def drive_command(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress:
 def finish(run: RunDir, progress: Progress) -> None:
     """End-of-run outputs: report and submission. A failure here never loses the run."""
     try:
-        from . import report
+        from automodel.outputs import report
     except ImportError:
         return
     try:

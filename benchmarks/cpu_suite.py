@@ -277,7 +277,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     st, out = parse_args(argv)
     from automodel.errors import AutomodelError
-    from automodel.registry import load_registry
+    from automodel.datasets.registry import load_registry
 
     try:
         reg = load_registry()

@@ -31,7 +31,7 @@ from common import machine_details, machine_markdown, markdown_table, write_text
 
 from automodel import sandbox  # noqa: E402
 from automodel.intake import load_dataset  # noqa: E402
-from automodel.runner import RunConfig, prepare_data, run_iteration  # noqa: E402
+from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration  # noqa: E402
 
 MATERIALIZE = REPO.parent / "shared" / "tools" / "materialize.py"
 RESULTS = REPO / "benchmarks" / "results" / "iteration_overhead.md"

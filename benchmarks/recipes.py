@@ -5,11 +5,11 @@
     python benchmarks/recipes.py --throughput         # SmallNet images/s per core (sizing constants)
     python benchmarks/recipes.py --table fashion-mnist --train-per-class 200 --budget 45   # rows so far, as markdown
 
-For each dataset it writes the subset once (automodel.fetch, under
+For each dataset it writes the subset once (automodel.datasets.fetch, under
 benchmarks/runs/recipes/), runs intake (load, split with seed 0, decode),
 asks the Architect for a pipeline for this machine and budget, applies the
 --set overrides to the constants they name (automodel.hparams, as the expert
-engineers do), runs one iteration through automodel.runner and prints the
+engineers do), runs one iteration through automodel.sandbox.iteration and prints the
 validation and test accuracy with the number of training steps and epochs.
 Results are appended to benchmarks/results/recipes.jsonl with the machine's
 details. Timings on a shared machine are noisy: compare variants run
@@ -39,8 +39,8 @@ def subset_tag(per_class: int | None, train_per_class: int | None = None) -> str
 
 
 def dataset_dir(name: str, per_class: int | None, train_per_class: int | None = None) -> Path:
-    from automodel.fetch import fetch
-    from automodel.registry import load_registry
+    from automodel.datasets.fetch import fetch
+    from automodel.datasets.registry import load_registry
 
     dest = WORK / "data" / f"{name}-{subset_tag(per_class, train_per_class)}"
     if not dest.is_dir():
@@ -84,7 +84,7 @@ def passive_omp_threads() -> None:
     step 1.8 s instead of 0.2 s); OMP_WAIT_POLICY=PASSIVE removes that. The
     sandbox's environment is built by automodel.sandbox.base_env, so wrap it.
     """
-    from automodel import sandbox
+    from automodel.sandbox import levels as sandbox
 
     original = sandbox.base_env
     if getattr(original, "_passive", False):
@@ -105,7 +105,7 @@ def run_one(name: str, per_class: int | None, budget: float, seed: int, changes:
     from automodel.agents.expert.architect import plan, render
     from automodel.hardware import detect
     from automodel.intake import load_dataset
-    from automodel.runner import RunConfig, prepare_data, run_iteration
+    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
 
     ds = load_dataset(dataset_dir(name, per_class, train_per_class), describe=describe)
     split = ds.split(seed=0)
@@ -148,12 +148,12 @@ def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: 
     import numpy as np
     import torch
 
-    import automodel.sandbox_child as child
+    import automodel.sandbox.child as child
     from automodel.agents.base import Brief
     from automodel.agents.expert.architect import plan, render
     from automodel.hardware import detect
     from automodel.intake import load_dataset
-    from automodel.runner import prepare_data
+    from automodel.sandbox.iteration import prepare_data
 
     torch.set_num_threads(threads)
     ds = load_dataset(dataset_dir(name, per_class), describe=describe)

@@ -49,7 +49,7 @@ except ImportError:  # run as a script: benchmarks/ is on sys.path
                         markdown_table, paper_cell, pct_cell, read_show, run_cli, write_json, write_text)
 
 from automodel.errors import AutomodelError
-from automodel.registry import DatasetEntry, Registry, load_registry
+from automodel.datasets.registry import DatasetEntry, Registry, load_registry
 
 DATA_DIR = RUNS_DIR / "data"  # under benchmarks/runs/, which git ignores
 NAIVE_PIPELINE = REPO / "benchmarks" / "naive_pipeline"

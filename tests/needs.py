@@ -29,7 +29,7 @@ def missing(what: str, reason: str) -> None:
 
 def need_level(level: str) -> None:
     """The sandbox level must work here (bwrap counts as `bwrap`, unshare as `unshare`)."""
-    from automodel import sandbox
+    from automodel.sandbox import levels as sandbox
 
     result = sandbox.probe_level(level)
     if not result.works:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from automodel.acceptance import Evidence, is_improvement, paired_evidence
+from automodel.search.acceptance import Evidence, is_improvement, paired_evidence
 
 
 def _probs(labels: np.ndarray, wrong: np.ndarray, classes: int = 10) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_min_delta_still_applies_and_missing_predictions_fall_back_to_it(tmp_pat
 
 
 def test_standard_error_of_a_perfect_score_is_about_one_image():
-    from automodel.acceptance import standard_error
+    from automodel.search.acceptance import standard_error
 
     assert abs(standard_error(0.9, 400) - 0.015) < 1e-4
     assert abs(standard_error(1.0, 287) - 1.0 / 287) < 1e-4  # not zero: one image either way

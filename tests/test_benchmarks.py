@@ -34,7 +34,7 @@ def _it(i: int, test: float | None, seconds: float = 10.0, status: str = "ok", t
 
 
 def test_table_puts_mean_and_std_over_trials_beside_the_paper_figures(tmp_path):
-    from automodel.registry import load_registry
+    from automodel.datasets.registry import load_registry
 
     reg = load_registry()
     cfg = reproduce.Config(trials=3, iters=2, zero_shot=True, sequential=True)
@@ -165,7 +165,7 @@ def test_cpu_suite_quick_end_to_end(tmp_path, shared_dir):
 @pytest.mark.slow
 def test_reproduce_with_an_llm_against_the_replay_server(tmp_path):
     yaml = importlib.import_module("yaml")
-    replay = importlib.import_module("automodel.agents.llm.replay_server")
+    replay = importlib.import_module("automodel.testing.replay_server")
     scripts = REPO / "tests" / "llm_scripts"
     script = yaml.safe_load((scripts / "demo.yaml").read_text())
     for steps in script["roles"].values():

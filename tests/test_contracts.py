@@ -1,10 +1,10 @@
-"""Static contract checks (automodel.contracts): fast, parent-side, precise messages."""
+"""Static contract checks (automodel.sandbox.contracts): fast, parent-side, precise messages."""
 
 from pathlib import Path
 
 import pytest
 
-from automodel import contracts
+from automodel.sandbox import contracts
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = Path(__file__).resolve().parent / "hostile"

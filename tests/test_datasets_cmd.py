@@ -23,8 +23,8 @@ import pytest
 from PIL import Image
 
 from automodel.errors import DatasetError, UsageError
-from automodel.fetch import CIFAR10C_CORRUPTIONS, fetch, stratified_split
-from automodel.registry import load_registry, shared_dir as find_shared
+from automodel.datasets.fetch import CIFAR10C_CORRUPTIONS, fetch, stratified_split
+from automodel.datasets.registry import load_registry, shared_dir as find_shared
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = {"cifar10", "cifar10-c-s1", "cifar10-c-s5", "tinyimagenet", "svhn", "dsprites-orientation",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from automodel import contracts
+from automodel.sandbox import contracts
 from automodel.agents.base import Brief, Hardware, Pipeline
 from automodel.agents.expert import recipes
 from automodel.agents.expert.architect import plan, recipe_constants, write_pipeline
@@ -65,9 +65,9 @@ class Task:
 @pytest.fixture(scope="session")
 def tasks(materialize, tmp_path_factory):
     """name -> Task, each made once from real data by the real intake."""
-    from automodel.fetch import fetch
+    from automodel.datasets.fetch import fetch
     from automodel.intake import data_info, load_dataset
-    from automodel.registry import load_registry
+    from automodel.datasets.registry import load_registry
 
     made: dict[str, Task] = {}
 
@@ -340,7 +340,7 @@ def test_schedules_end_at_the_budget(tasks, tmp_path):
 
 def _harness_train(pipeline: Pipeline, task: Task, where: Path, steps: int):
     """Train in-process with the real harness classes from sandbox_child.py."""
-    import automodel.sandbox_child as child
+    import automodel.sandbox.child as child
 
     mods = load_modules(pipeline, where)
     info = info_ns(task.info)
@@ -391,7 +391,7 @@ def test_gpu_photo_pipeline_is_the_same_code_and_runs_on_a_cpu(tasks, tmp_path):
 @pytest.mark.slow
 def test_rendered_pipeline_trains_through_the_runner(tasks, materialize, tmp_path):
     from automodel.intake import load_dataset
-    from automodel.runner import RunConfig, prepare_data, run_iteration
+    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
 
     ds = load_dataset(materialize("fashion-mnist", "imagefolder", 40))
     split = ds.split(seed=0)

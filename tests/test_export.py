@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from automodel.workspace import RunDir
+from automodel.search.workspace import RunDir
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """The Analyst's history separates edits tried on the best from those rejected on earlier bests."""
 
-from automodel.history import build_history, lineage
-from automodel.workspace import RunDir, atomic_write_json
+from automodel.search.history import build_history, lineage
+from automodel.search.workspace import RunDir, atomic_write_json
 
 MODULE = "X = 1  # a knob\n"
 

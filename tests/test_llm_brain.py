@@ -12,7 +12,7 @@ import pytest
 from automodel.agents.base import Brief, Decision, Hardware, Pipeline
 from automodel.agents.llm import make_llm_brain
 from automodel.agents.llm.extract import extract_modules
-from automodel.agents.llm.replay_server import ReplayServer
+from automodel.testing.replay_server import ReplayServer
 from automodel.errors import BrainError
 from automodel.resources import interface_text
 
@@ -46,7 +46,7 @@ def digits(materialize, tmp_path_factory):
     """MNIST, 20 images per class per split, prepared for the sandbox once; and a Brief made from it."""
     from automodel.hardware import detect
     from automodel.intake import load_dataset
-    from automodel.runner import prepare_data
+    from automodel.sandbox.iteration import prepare_data
 
     ds = load_dataset(materialize("mnist", "imagefolder", 20))
     split = ds.split(seed=0)
@@ -57,7 +57,7 @@ def digits(materialize, tmp_path_factory):
 
 
 def run_pipeline(pipeline: Pipeline, folder: Path, bundle):
-    from automodel.runner import RunConfig, run_iteration
+    from automodel.sandbox.iteration import RunConfig, run_iteration
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, source in pipeline.as_dict().items():
@@ -240,7 +240,7 @@ def test_analyst_broken_twice_falls_back_to_a_clear_failure():
 
 def _long_run(tmp_path: Path, iterations: int):
     """A run directory with `iterations` journal records, as the lead's loop writes them."""
-    from automodel.workspace import RunDir, atomic_write_json
+    from automodel.search.workspace import RunDir, atomic_write_json
 
     run = RunDir.create(tmp_path, f"run{iterations}", {"config": {}})
     for n in range(1, iterations + 1):
@@ -260,7 +260,7 @@ def _long_run(tmp_path: Path, iterations: int):
 
 
 def test_analyst_prompt_stays_bounded_over_a_60_iteration_run(tmp_path):
-    from automodel.history import build_history
+    from automodel.search.history import build_history
 
     sizes = {}
     with ReplayServer([{"reply": DECISION}]) as server:

@@ -13,9 +13,9 @@ import pytest
 
 from automodel.agents.llm import llm_configured, make_llm_brain, resolve_config, save_calls
 from automodel.agents.llm.client import ChatClient, retry_after_seconds
-from automodel.agents.llm.replay_server import ReplayServer, ScriptError, load_script
+from automodel.testing.replay_server import ReplayServer, ScriptError, load_script
 from automodel.errors import LLMConfigError, LLMServiceError
-from automodel.pricing import load_prices, price_for, price_table
+from automodel.agents.llm.pricing import load_prices, price_for, price_table
 
 NOENV: dict[str, str] = {}  # tests never read the person's OPENAI_* variables
 ASK = [{"role": "system", "content": "ROLE: analyst\nYou decide."}, {"role": "user", "content": "history"}]
@@ -217,7 +217,7 @@ def test_server_runs_from_the_command_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "automodel.agents.llm.replay_server", "--script", str(script), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "automodel.testing.replay_server", "--script", str(script), "--port", str(port),
                              "--log", str(tmp_path / "log.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = ""

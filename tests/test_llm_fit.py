@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from automodel.agents.llm.replay_server import ReplayServer
+from automodel.testing.replay_server import ReplayServer
 
 pytestmark = pytest.mark.slow
 

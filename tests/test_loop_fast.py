@@ -17,9 +17,9 @@ import pytest
 from automodel.agents.base import Brief, Decision, Hardware, Pipeline
 from automodel.agents.expert.brain import ExpertBrain
 from automodel.errors import HarnessError
-from automodel.loop import FitConfig, Loop
-from automodel.progress import Progress
-from automodel.workspace import RunDir
+from automodel.search.loop import FitConfig, Loop
+from automodel.search.progress import Progress
+from automodel.search.workspace import RunDir
 
 NUM_VAL = 40
 LABELS = np.arange(NUM_VAL) % 4

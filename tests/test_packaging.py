@@ -16,7 +16,10 @@ def test_wheel_ships_interfaces_templates_and_registry(tmp_path):
     for module in ("data", "model", "train"):
         assert f"automodel/interfaces/{module}.py" in names
         assert f"automodel/templates/pipelines/{module}.py.j2" in names
-    assert "automodel/datasets.yaml" in names
-    assert "automodel/sandbox_child.py" in names
+    assert "automodel/datasets/datasets.yaml" in names
+    assert "automodel/sandbox/child.py" in names and "automodel/sandbox/export_child.py" in names
+    # Every package of the source tree is in the wheel (pyproject lists them by hand).
+    for init in (REPO / "automodel").rglob("__init__.py"):
+        assert init.relative_to(REPO).as_posix() in names
     assert any(n.startswith("automodel/templates/prompts/") and n.endswith(".j2") for n in names)
     assert any(n.startswith("automodel/templates/report/") for n in names)

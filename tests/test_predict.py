@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from automodel.intake import Split, load_dataset
-from automodel.workspace import RunDir
+from automodel.search.workspace import RunDir
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from automodel import report
+from automodel.outputs import report
 from needs import missing
 from automodel.intake import Split, load_dataset
-from automodel.workspace import RunDir
+from automodel.search.workspace import RunDir
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

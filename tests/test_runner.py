@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from automodel.runner import IterationResult, prepare_data, run_iteration, train_eval_indices
+from automodel.sandbox.iteration import IterationResult, prepare_data, run_iteration, train_eval_indices
 from hostile.kit import fashion_bundle, fast_config, make_iter, scored_accuracy
 
 

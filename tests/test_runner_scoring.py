@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from automodel import runner, scoring
+from automodel.sandbox import iteration as runner, scoring
 
 
 def _probs(labels, num_classes=3, right=True):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from automodel import sandbox
-from automodel.runner import run_iteration
+from automodel.sandbox import levels as sandbox
+from automodel.sandbox.iteration import run_iteration
 from needs import need_level
 from hostile.kit import fashion_bundle, fast_config, make_iter, processes_with, report, require_bwrap, scored_accuracy
 

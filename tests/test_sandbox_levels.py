@@ -14,7 +14,7 @@ import pytest
 
 from needs import need_level
 
-from automodel import sandbox
+from automodel.sandbox import levels as sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import shutil
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from automodel import tb
-from automodel.workspace import RunDir
+from automodel.outputs import tb
+from automodel.search.workspace import RunDir
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from automodel.errors import RunError
-from automodel.workspace import RunDir
+from automodel.search.workspace import RunDir
 
 
 def make_iter(run, n, val):

@@ -1,4 +1,4 @@
-"""`automodel datasets list|show|fetch`: the benchmark dataset registry (automodel/datasets.yaml).
+"""`automodel datasets list|show|fetch`: the benchmark dataset registry (automodel/datasets/datasets.yaml).
 
     automodel datasets list [--json]
     automodel datasets show NAME [--json]
@@ -11,9 +11,9 @@ import argparse
 import json
 from dataclasses import asdict
 
-from ..errors import AutomodelError
-from ..fetch import LAYOUTS, fetch, how_to_obtain, iter_summary
-from ..registry import DatasetEntry, Registry, load_registry, shared_dir
+from automodel.errors import AutomodelError
+from automodel.datasets.fetch import LAYOUTS, fetch, how_to_obtain, iter_summary
+from automodel.datasets.registry import DatasetEntry, Registry, load_registry, shared_dir
 
 
 def register(subparsers) -> None:

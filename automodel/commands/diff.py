@@ -5,9 +5,9 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from ..agents.base import MODULES
-from ..errors import RunError
-from ..workspace import RunDir
+from automodel.agents.base import MODULES
+from automodel.errors import RunError
+from automodel.search.workspace import RunDir
 
 
 def register(sub) -> None:

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export import export_best
+    from automodel.outputs.export import export_best
 
     result = export_best(args.run_dir, args.format, args.out, threads=max(1, args.threads))
     print(result.text())

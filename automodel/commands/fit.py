@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..brains import BrainConfig
-from ..errors import UsageError
-from ..hardware import resolve_device
-from ..loop import FitConfig
-from ..progress import Progress
-from ..workspace import default_run_name
+from automodel.agents.registry import BrainConfig
+from automodel.errors import UsageError
+from automodel.hardware import resolve_device
+from automodel.search.loop import FitConfig
+from automodel.search.progress import Progress
+from automodel.search.workspace import default_run_name
 
 
 def add_brain_options(p: argparse.ArgumentParser) -> None:
@@ -75,8 +75,8 @@ def brain_config(args) -> BrainConfig:
 
 
 def run(args) -> int:
-    from ..sandbox import choose_level
-    from ..session import drive_command, start_run
+    from automodel.sandbox.levels import choose_level
+    from automodel.session import drive_command, start_run
 
     if not args.dataset.exists():
         raise UsageError(f"The dataset folder {args.dataset} does not exist. Give the folder that holds your images "

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from ..intake import load_dataset
+from automodel.intake import load_dataset
 
 _MAX_CLASS_ROWS = 30
 _MAX_SKIPPED_ROWS = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from automodel.errors import UsageError
 
 
 def register(sub) -> None:
@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..predict import check_writable, csv_text, predict_paths, write_csv
+    from automodel.outputs.predict import check_writable, csv_text, predict_paths, write_csv
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}.")

@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import write_outputs
+    from automodel.outputs.report import write_outputs
 
     for path in write_outputs(args.run_dir):
         print(f"wrote {path}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..brains import BrainConfig
-from ..loop import FitConfig
-from ..progress import Progress
-from ..workspace import RunDir
-from .fit import positive_int
+from automodel.agents.registry import BrainConfig
+from automodel.search.loop import FitConfig
+from automodel.search.progress import Progress
+from automodel.search.workspace import RunDir
+from automodel.commands.fit import positive_int
 
 
 def register(sub) -> None:
@@ -24,7 +24,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..session import drive_command
+    from automodel.session import drive_command
 
     run_dir = RunDir.open(args.run_dir)
     info = run_dir.info

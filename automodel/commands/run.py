@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..errors import UsageError
+from automodel.errors import UsageError
 
 MODULES = ("data", "model", "train")
 
@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default: 0)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="where to write the bundle and the iteration (default: PIPELINE/.run)")
     p.add_argument("--sandbox", choices=("bwrap", "unshare", "none"), default=None,
-                   help="force an isolation level (default: the best that works here; see automodel/sandbox.py)")
+                   help="force an isolation level (default: the best that works here; see automodel/sandbox/levels.py)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for training (default: all cores)")
     p.set_defaults(func=run)
 
@@ -64,11 +64,11 @@ def prepare_iteration(pipeline: Path, iter_dir: Path) -> None:
 
 
 def run(args) -> int:
-    from ..hardware import cpu_cores, resolve_device
-    from ..intake import load_dataset
-    from ..runner import RunConfig, prepare_data, run_iteration
-    from ..sandbox import choose_level
-    from ..weights import find_cached
+    from automodel.hardware import cpu_cores, resolve_device
+    from automodel.intake import load_dataset
+    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
+    from automodel.sandbox.levels import choose_level
+    from automodel.weights import find_cached
 
     _check_args(args)
     level = choose_level(args.sandbox)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..acceptance import noise_note
-from ..loop import summarize_run
-from ..progress import pct
-from ..workspace import RunDir
+from automodel.search.acceptance import noise_note
+from automodel.search.loop import summarize_run
+from automodel.search.progress import pct
+from automodel.search.workspace import RunDir
 
 
 def register(sub) -> None:

@@ -14,8 +14,8 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import UsageError
-from .fit import seconds
+from automodel.errors import UsageError
+from automodel.commands.fit import seconds
 
 
 def register(sub) -> None:
@@ -39,15 +39,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..agents.llm import make_llm_brain, usage_totals
-    from ..agents.llm.architect import zero_shot_pipeline
-    from ..brains import BrainConfig
-    from ..errors import BrainError, LLMConfigError
-    from ..hardware import detect, resolve_device
-    from ..loop import FitConfig, save_calls
-    from ..progress import Progress
-    from ..runner import RunConfig, prepare_data, run_iteration
-    from ..session import DATA_DIR, reopen, start_run
+    from automodel.agents.llm import make_llm_brain, usage_totals
+    from automodel.agents.llm.architect import zero_shot_pipeline
+    from automodel.agents.registry import BrainConfig
+    from automodel.errors import BrainError, LLMConfigError
+    from automodel.hardware import detect, resolve_device
+    from automodel.search.loop import FitConfig, save_calls
+    from automodel.search.progress import Progress
+    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
+    from automodel.session import DATA_DIR, reopen, start_run
 
     if not args.dataset.exists():
         raise UsageError(f"The dataset folder {args.dataset} does not exist. Give the folder that holds your images "

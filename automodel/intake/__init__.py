@@ -6,9 +6,9 @@
     info = data_info(ds, images, split.train)  # DataInfo for generated code
 """
 
-from .dataset import Dataset, ImageItem, load_dataset
-from .decode import DecodedImages
-from .info import data_info
-from .splits import Split
+from automodel.intake.dataset import Dataset, ImageItem, load_dataset
+from automodel.intake.decode import DecodedImages
+from automodel.intake.info import data_info
+from automodel.intake.splits import Split
 
 __all__ = ["Dataset", "DecodedImages", "ImageItem", "Split", "data_info", "load_dataset"]

@@ -15,9 +15,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import DatasetError
-from .images import IMAGE_EXTENSIONS
-from .layouts import Candidate, LayoutScan, image_entries, list_dir, split_of
+from automodel.errors import DatasetError
+from automodel.intake.images import IMAGE_EXTENSIONS
+from automodel.intake.layouts import Candidate, LayoutScan, image_entries, list_dir, split_of
 
 # Normalised header names, best first.
 FILE_COLUMNS = ("filename", "file_name", "file", "fname", "image", "image_name", "imagename", "image_file",

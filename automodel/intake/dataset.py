@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DatasetError
-from . import cache
-from .csvlabels import CsvFilesMissing, find_csvs, read_labels_csv, scan_csv
-from .decode import DecodedImages, decode_all, working_channels, working_size
-from .index import INDEX_VERSION, ImageMeta, load_index
-from .layouts import LayoutScan, check_folder, image_entries, scan_folders, unwrap
-from .profile import build_profile
-from .splits import Split, make_split
+from automodel.errors import DatasetError
+from automodel.intake import cache
+from automodel.intake.csvlabels import CsvFilesMissing, find_csvs, read_labels_csv, scan_csv
+from automodel.intake.decode import DecodedImages, decode_all, working_channels, working_size
+from automodel.intake.index import INDEX_VERSION, ImageMeta, load_index
+from automodel.intake.layouts import LayoutScan, check_folder, image_entries, scan_folders, unwrap
+from automodel.intake.profile import build_profile
+from automodel.intake.splits import Split, make_split
 
 _DESCRIPTION_FILES = ("description.txt", "description.md", "readme.md", "readme.txt", "readme")
 _MAX_DESCRIPTION = 20_000  # characters: a description is a hint for the agents, not a book

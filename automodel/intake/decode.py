@@ -16,10 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DatasetError
-from . import cache
-from .images import GRAYSCALE_MODES, decode
-from .parallel import Progress, chunked, run_chunks, use_pool, worker_count
+from automodel.errors import DatasetError
+from automodel.intake import cache
+from automodel.intake.images import GRAYSCALE_MODES, decode
+from automodel.intake.parallel import Progress, chunked, run_chunks, use_pool, worker_count
 
 KEEP_SIZE_UP_TO = 64      # px: a dataset of one size this small is used as is (MNIST, CIFAR)
 MIN_SIDE, MAX_SIDE = 32, 128  # px: clamp of the square working size otherwise

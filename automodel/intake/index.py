@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
-from . import cache
-from .images import probe
-from .parallel import Progress, chunked, run_chunks, use_pool, worker_count
+from automodel.intake import cache
+from automodel.intake.images import probe
+from automodel.intake.parallel import Progress, chunked, run_chunks, use_pool, worker_count
 
 INDEX_VERSION = 1
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import DatasetError
-from .images import is_image_name
+from automodel.errors import DatasetError
+from automodel.intake.images import is_image_name
 
 _SPLIT_RE = re.compile(
     r"^(?P<name>train|training|val|valid|validation|test|testing)([ _-]?(images?|imgs|set|data))?$", re.I

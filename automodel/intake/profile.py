@@ -9,8 +9,8 @@ import statistics
 from collections import Counter, defaultdict
 from typing import Any, Sequence
 
-from .decode import working_channels, working_size
-from .images import GRAYSCALE_MODES
+from automodel.intake.decode import working_channels, working_size
+from automodel.intake.images import GRAYSCALE_MODES
 
 _EXAMPLES = 5
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DatasetError
+from automodel.errors import DatasetError
 
 SPLITS = ("train", "val", "test", "predict")
 

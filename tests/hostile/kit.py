@@ -11,8 +11,8 @@ import pytest
 
 from needs import need_level
 
-from automodel import sandbox
-from automodel.runner import RunConfig, prepare_data
+from automodel.sandbox import levels as sandbox
+from automodel.sandbox.iteration import RunConfig, prepare_data
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "pipelines" / "reference"
@@ -83,7 +83,7 @@ def require_bwrap() -> None:
 
 
 def scored_accuracy(path: Path, labels) -> float:
-    """Accuracy recomputed independently of automodel.scoring."""
+    """Accuracy recomputed independently of automodel.sandbox.scoring."""
     import numpy as np
 
     probs = np.load(path, allow_pickle=False)

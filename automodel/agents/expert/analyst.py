@@ -1,6 +1,6 @@
 """The built-in Performance Analyst: a diagnosis from the numbers, then one proven move.
 
-It reads the bounded history (automodel.history), decides which regime the
+It reads the bounded history (automodel.search.history), decides which regime the
 best pipeline is in, and proposes the first applicable move of that regime's
 list that has not already been tried on the current best (moves rejected on an
 earlier best come after all fresh ones):
@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ...errors import AutomodelError
-from ..base import Decision
+from automodel.errors import AutomodelError
+from automodel.agents.base import Decision
 
 # Train minus validation accuracy above which we call it over-fitting. Training
 # accuracy is the harness's prediction of training images in eval mode (the

@@ -92,9 +92,9 @@ from typing import Any
 
 import jinja2
 
-from ...resources import template_environment
-from ..base import Brief, Pipeline
-from .recipes import Recipe, TaskFacts, choose_recipe, read_task
+from automodel.resources import template_environment
+from automodel.agents.base import Brief, Pipeline
+from automodel.agents.expert.recipes import Recipe, TaskFacts, choose_recipe, read_task
 
 MODULES = ("data", "model", "train")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..base import Brief, CallRecord, Decision, Pipeline
-from . import analyst, engineers, summarizer
-from .architect import write_pipeline
+from automodel.agents.base import Brief, CallRecord, Decision, Pipeline
+from automodel.agents.expert import analyst, engineers, summarizer
+from automodel.agents.expert.architect import write_pipeline
 
 
 class ExpertBrain:

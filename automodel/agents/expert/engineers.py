@@ -9,9 +9,9 @@ reported as such (the LLM brain repairs code).
 
 from __future__ import annotations
 
-from ...errors import AutomodelError
-from ...hparams import HParamError, read_hparams, set_hparams
-from ..base import Decision, Pipeline
+from automodel.errors import AutomodelError
+from automodel.hparams import HParamError, read_hparams, set_hparams
+from automodel.agents.base import Decision, Pipeline
 
 # Knobs that make training cheaper, per module, with the factor applied on repair.
 CHEAPER = {"model": {"WIDTH": 0.5}, "train": {"BATCH_SIZE": 0.5}, "data": {"INPUT_SIZE": 0.75}}

@@ -6,7 +6,7 @@ flips are safe, the compute available); `choose_recipe(facts)` returns a
 constants that open data.py, model.py and train.py (see templates/pipelines/).
 
 The numbers are tuned with benchmarks/recipes.py on a 2-core CPU with the real
-harness (automodel.runner); the docstring of architect.py lists every knob and
+harness (automodel.sandbox.iteration); the docstring of architect.py lists every knob and
 what changing it does.
 """
 
@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import Brief
+from automodel.agents.base import Brief
 
 # ---------------------------------------------------------------- recipe parts
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from ...hparams import hparam_comments, read_hparams
-from ..base import MODULES, Pipeline
+from automodel.hparams import hparam_comments, read_hparams
+from automodel.agents.base import MODULES, Pipeline
 
 
 def _definitions(source: str) -> list[str]:

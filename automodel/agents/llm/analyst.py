@@ -1,6 +1,6 @@
 """The Performance Analyst: one instruction for one engineer, as JSON in plain text.
 
-The history comes from the loop already bounded (automodel.history); the
+The history comes from the loop already bounded (automodel.search.history); the
 prompt is bounded again here with a hard character cap, so the Analyst's
 context cannot grow with the number of iterations whatever the caller passes.
 A reply that is not a usable decision is sent back once with the parse error;
@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ...errors import BrainError
-from ..base import Brief, Decision
-from . import prompts
-from .client import ChatClient
-from .config import LLMConfig
-from .decision import ReplyFormatError, parse_decision
+from automodel.errors import BrainError
+from automodel.agents.base import Brief, Decision
+from automodel.agents.llm import prompts
+from automodel.agents.llm.client import ChatClient
+from automodel.agents.llm.config import LLMConfig
+from automodel.agents.llm.decision import ReplyFormatError, parse_decision
 
 log = logging.getLogger("automodel.llm")
 

@@ -9,11 +9,11 @@ no expert knowledge, no profile beyond the class count and image size.
 
 from __future__ import annotations
 
-from ..base import MODULES, Brief, Pipeline
-from . import prompts
-from .client import ChatClient
-from .code_reply import ask_for_modules
-from .config import LLMConfig
+from automodel.agents.base import MODULES, Brief, Pipeline
+from automodel.agents.llm import prompts
+from automodel.agents.llm.client import ChatClient
+from automodel.agents.llm.code_reply import ask_for_modules
+from automodel.agents.llm.config import LLMConfig
 
 
 def write_pipeline(chat: ChatClient, config: LLMConfig, brief: Brief) -> Pipeline:

@@ -13,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..base import Brief, CallRecord, Decision, Pipeline
-from .analyst import decide
-from .architect import write_pipeline, write_pipeline_sequential
-from .calls import usage_totals
-from .client import ChatClient
-from .config import LLMConfig, resolve_config
-from .engineer import rewrite_module
-from .summarizer import Summarizer
+from automodel.agents.base import Brief, CallRecord, Decision, Pipeline
+from automodel.agents.llm.analyst import decide
+from automodel.agents.llm.architect import write_pipeline, write_pipeline_sequential
+from automodel.agents.llm.calls import usage_totals
+from automodel.agents.llm.client import ChatClient
+from automodel.agents.llm.config import LLMConfig, resolve_config
+from automodel.agents.llm.engineer import rewrite_module
+from automodel.agents.llm.summarizer import Summarizer
 
 
 class LLMBrain:

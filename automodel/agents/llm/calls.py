@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..base import CallRecord
+from automodel.agents.base import CallRecord
 
 
 @dataclass(frozen=True)

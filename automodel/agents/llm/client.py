@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import openai
 
-from ...errors import LLMConfigError, LLMServiceError
-from ...pricing import cost_usd
-from .cache import CachedReply, ReplyCache, cache_key
-from .calls import LLMCallRecord, render_messages
-from .config import PLACEHOLDER_KEY, LLMConfig
+from automodel.errors import LLMConfigError, LLMServiceError
+from automodel.agents.llm.pricing import cost_usd
+from automodel.agents.llm.cache import CachedReply, ReplyCache, cache_key
+from automodel.agents.llm.calls import LLMCallRecord, render_messages
+from automodel.agents.llm.config import PLACEHOLDER_KEY, LLMConfig
 
 log = logging.getLogger("automodel.llm")
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from ...errors import BrainError, LLMServiceError
-from . import prompts
-from .client import ChatClient
-from .extract import Extraction, extract_modules
+from automodel.errors import BrainError, LLMServiceError
+from automodel.agents.llm import prompts
+from automodel.agents.llm.client import ChatClient
+from automodel.agents.llm.extract import Extraction, extract_modules
 
 log = logging.getLogger("automodel.llm")
 

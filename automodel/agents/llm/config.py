@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...errors import LLMConfigError
+from automodel.errors import LLMConfigError
 
 DEFAULT_MODEL = "gpt-4o-mini"
 PLACEHOLDER_KEY = "sk-no-key-needed"  # local servers ignore the key but the client wants one

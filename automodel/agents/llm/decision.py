@@ -13,8 +13,8 @@ import json
 import re
 from typing import Any
 
-from ..base import MODULES, Decision
-from .extract import strip_reasoning
+from automodel.agents.base import MODULES, Decision
+from automodel.agents.llm.extract import strip_reasoning
 
 MAX_INSTRUCTION = 2000
 

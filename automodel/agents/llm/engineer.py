@@ -8,11 +8,11 @@ taken from the reply, even if the model rewrote others too.
 
 from __future__ import annotations
 
-from ..base import ENGINEERS, MODULES, Brief, Decision, Pipeline
-from . import prompts
-from .client import ChatClient
-from .code_reply import ask_for_modules
-from .config import LLMConfig
+from automodel.agents.base import ENGINEERS, MODULES, Brief, Decision, Pipeline
+from automodel.agents.llm import prompts
+from automodel.agents.llm.client import ChatClient
+from automodel.agents.llm.code_reply import ask_for_modules
+from automodel.agents.llm.config import LLMConfig
 
 ERROR_CHARS = 6000  # the end of a traceback is what names the cause
 

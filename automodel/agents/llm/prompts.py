@@ -13,8 +13,8 @@ from typing import Any
 
 import jinja2
 
-from ...resources import interface_text, template_environment
-from ..base import MODULES, Brief
+from automodel.resources import interface_text, template_environment
+from automodel.agents.base import MODULES, Brief
 
 OMITTED = "… ({n} earlier items omitted)"
 

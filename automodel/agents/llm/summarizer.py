@@ -14,13 +14,13 @@ import logging
 import re
 from typing import Any
 
-from ...errors import AutomodelError
-from ...hparams import read_hparams
-from ..base import MODULES, Pipeline
-from . import prompts
-from .client import ChatClient
-from .config import LLMConfig
-from .decision import ReplyFormatError, parse_object
+from automodel.errors import AutomodelError
+from automodel.hparams import read_hparams
+from automodel.agents.base import MODULES, Pipeline
+from automodel.agents.llm import prompts
+from automodel.agents.llm.client import ChatClient
+from automodel.agents.llm.config import LLMConfig
+from automodel.agents.llm.decision import ReplyFormatError, parse_object
 
 log = logging.getLogger("automodel.llm")
 

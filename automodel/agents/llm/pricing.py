@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LLMConfigError
+from automodel.errors import LLMConfigError
 
 ENV_VAR = "AUTOMODEL_PRICES"
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AutomodelError, RunError
-from .workspace import BEST, RunDir, read_json
+from automodel.errors import AutomodelError, RunError
+from automodel.search.workspace import BEST, RunDir, read_json
 
 DATA_DIR = "data"
 PIPELINE_FILES = ("data.py", "model.py", "train.py")
@@ -82,7 +82,7 @@ def run_info(run_path: Path) -> dict[str, Any]:
         except ValueError:
             pass
     # data/ is regenerable and may have been deleted to save space.
-    from .intake import data_info
+    from automodel.intake import data_info
 
     held = HeldOut.load(run_path)
     images = held.dataset.decode()
@@ -100,7 +100,7 @@ class HeldOut:
 
     @classmethod
     def load(cls, run_path: Path) -> "HeldOut":
-        from .session import reopen
+        from automodel.session import reopen
 
         ds, split = reopen(RunDir.open(Path(run_path)))
         return cls(ds, split)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import scoring, toolrun
-from .bestmodel import BestModel, load_best, sample_images
-from .errors import DatasetError, RunError, UsageError
-from .intake.images import decode, is_image_name
+from automodel.sandbox import scoring, tools as toolrun
+from automodel.outputs.bestmodel import BestModel, load_best, sample_images
+from automodel.errors import DatasetError, RunError, UsageError
+from automodel.intake.images import decode, is_image_name
 
 NEW_SET = "new"
 CONTRACT_SAMPLES = 3      # training images the harness needs for its contract check

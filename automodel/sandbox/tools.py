@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import sandbox, scoring
-from .errors import RunError
+from automodel.sandbox import levels as sandbox, scoring
+from automodel.errors import RunError
 
 PACKAGE = Path(__file__).resolve().parent
-SANDBOX_CHILD = PACKAGE / "sandbox_child.py"
+SANDBOX_CHILD = PACKAGE / "child.py"
 EXPORT_CHILD = PACKAGE / "export_child.py"
 INSIDE_HARNESS = Path("/sandbox/harness.py")
-# export_child.py imports sandbox_child.py from its own folder (no automodel imports inside).
-INSIDE_SANDBOX_CHILD = Path("/sandbox/sandbox_child.py")
+# export_child.py imports child.py from its own folder (no automodel imports inside).
+INSIDE_SANDBOX_CHILD = Path("/sandbox/child.py")
 STDERR_TAIL = 3000   # characters of the child's stderr kept for error messages
 
 

@@ -1,6 +1,6 @@
 """A local OpenAI-compatible endpoint that replays scripted replies (tests and offline demos).
 
-    python -m automodel.agents.llm.replay_server --script tests/llm_scripts/demo.yaml --port 8765
+    python -m automodel.testing.replay_server --script tests/llm_scripts/demo.yaml --port 8765
     automodel fit ./dataset --agent llm --base-url http://127.0.0.1:8765/v1 --iters 4
 
 It serves POST /v1/chat/completions and GET /v1/models on 127.0.0.1 only, and
@@ -42,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from ...errors import UsageError
+from automodel.errors import UsageError
 
 HOST = "127.0.0.1"
 ROLE_MARKER = re.compile(r"ROLE:\s*([A-Za-z0-9_\-]+)")
@@ -353,7 +353,7 @@ class ReplayServer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m automodel.agents.llm.replay_server",
+        prog="python -m automodel.testing.replay_server",
         description="Serve scripted LLM replies on 127.0.0.1 as an OpenAI-compatible endpoint (offline demos and tests).",
     )
     parser.add_argument("--script", required=True, help="YAML or JSON replay script (see the module docstring)")

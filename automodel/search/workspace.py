@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .agents.base import MODULES, Pipeline
-from .errors import RunError
+from automodel.agents.base import MODULES, Pipeline
+from automodel.errors import RunError
 
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"

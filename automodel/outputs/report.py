@@ -24,12 +24,13 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from . import report_plots as plots
-from . import scoring, tb
-from .bestmodel import HeldOut, bundle_images, read_json_or, run_info
-from .errors import AutomodelError, RunError
-from .resources import template_environment
-from .workspace import BEST, RunDir, atomic_write_text, iter_name
+from automodel.outputs import plots
+from automodel.sandbox import scoring
+from automodel.outputs import tb
+from automodel.outputs.bestmodel import HeldOut, bundle_images, read_json_or, run_info
+from automodel.errors import AutomodelError, RunError
+from automodel.resources import template_environment
+from automodel.search.workspace import BEST, RunDir, atomic_write_text, iter_name
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -279,7 +280,7 @@ def _summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def write_outputs(run_path: Path) -> list[Path]:
     """Write report.html, report.md (+ report_files/), MODEL_CARD.md, tb/ and, when the
     dataset has unlabelled test images, submission.csv; return the paths written."""
-    from .model_card import write_model_card
+    from automodel.outputs.model_card import write_model_card
 
     data = collect(Path(run_path))
     run = data.run

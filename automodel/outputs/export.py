@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from . import toolrun
-from .bestmodel import BestModel, load_best, sample_images
-from .errors import AutomodelError, UsageError
-from .predict import check_writable
+from automodel.sandbox import tools as toolrun
+from automodel.outputs.bestmodel import BestModel, load_best, sample_images
+from automodel.errors import AutomodelError, UsageError
+from automodel.outputs.predict import check_writable
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 PARITY_SAMPLES = 16       # decoded run images the exported model is checked on

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from . import contracts, sandbox, scoring
-from .workspace import atomic_write_text
+from automodel.sandbox import contracts, levels as sandbox, scoring
+from automodel.search.workspace import atomic_write_text
 
 MODULES = contracts.MODULES
 # harness_error: automodel's own side failed (the sandbox, the staged data, the
@@ -42,7 +42,7 @@ MODULES = contracts.MODULES
 STATUSES = ("ok", "failed", "contract_error", "timeout", "oom", "harness_error")
 # The first event after which the child runs generated code (it imports the modules next).
 GENERATED_CODE_STARTS = "data_ready"
-CHILD_SCRIPT = Path(__file__).with_name("sandbox_child.py")
+CHILD_SCRIPT = Path(__file__).with_name("child.py")
 BUNDLE_MARKER = "bundle.json"
 MAX_CURVE_POINTS = 200        # per tag, after downsampling
 MAX_CURVE_TAGS = 32
@@ -81,7 +81,7 @@ def _labels(ds, indices: list[int]) -> np.ndarray:
 
 def _data_info(ds, split, images, train_indices: list[int]) -> dict[str, Any]:
     """DataInfo for generated code (intake's), with image_size as a plain list."""
-    from .intake import data_info
+    from automodel.intake import data_info
 
     info = dict(data_info(ds, images, train_indices))
     info["image_size"] = [int(s) for s in info["image_size"]]

@@ -1,4 +1,4 @@
-"""The registry of benchmark datasets (automodel/datasets.yaml) as typed entries.
+"""The registry of benchmark datasets (automodel/datasets/datasets.yaml) as typed entries.
 
     reg = load_registry()                 # the packaged datasets.yaml
     entry = reg.get("cifar10")            # UsageError naming the known names if unknown
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .errors import DatasetError, UsageError
+from automodel.errors import DatasetError, UsageError
 
 KINDS = ("network", "local", "shared")
 SPLIT_RULES = ("provided-test", "val-as-test", "seeded-80-20")
@@ -88,7 +88,7 @@ class DatasetEntry:
     source: Source
     split: Split
     published: Published
-    writer: str                   # which writer in automodel.fetch builds the folder
+    writer: str                   # which writer in automodel.datasets.fetch builds the folder
     image: str = ""
     images: dict[str, int | None] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # writer-specific keys (severity, csv, folders, ...)
@@ -125,7 +125,7 @@ def registry_path() -> Path:
     override = os.environ.get(REGISTRY_ENV)
     if override:
         return Path(override).expanduser()
-    return Path(str(resources.files("automodel").joinpath("datasets.yaml")))
+    return Path(str(resources.files("automodel.datasets").joinpath("datasets.yaml")))
 
 
 def load_registry(path: str | Path | None = None) -> Registry:
@@ -135,7 +135,7 @@ def load_registry(path: str | Path | None = None) -> Registry:
     except FileNotFoundError:
         raise DatasetError(
             f"The dataset registry {path} does not exist. Reinstall automodel (the file ships as "
-            f"automodel/datasets.yaml), or unset {REGISTRY_ENV} if it points elsewhere."
+            f"automodel/datasets/datasets.yaml), or unset {REGISTRY_ENV} if it points elsewhere."
         ) from None
     except yaml.YAMLError as err:
         raise DatasetError(f"The dataset registry {path} is not valid YAML ({err}). Fix the file or restore it from the repository.") from None

@@ -36,7 +36,7 @@ LATENCY_MAX_RUNS = 200
 
 
 def _sandbox_child():
-    path = Path(__file__).with_name("sandbox_child.py")
+    path = Path(__file__).with_name("child.py")
     spec = importlib.util.spec_from_file_location("automodel_sandbox_child", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

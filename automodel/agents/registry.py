@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from .agents.base import Brain, Brief
-from .errors import UsageError
+from automodel.agents.base import Brain, Brief
+from automodel.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,13 @@ def make_brain(cfg: BrainConfig, brief: Brief) -> Brain:
     if cfg.agent not in ("expert", "llm", "auto"):
         raise UsageError(f"--agent must be expert, llm or auto, not {cfg.agent!r}.")
     if cfg.agent == "expert":
-        from .agents.expert.brain import ExpertBrain
+        from automodel.agents.expert.brain import ExpertBrain
 
         return ExpertBrain()
-    from .agents import llm
+    from automodel.agents import llm
 
     if cfg.agent == "auto" and not llm.llm_configured(base_url=cfg.base_url):
-        from .agents.expert.brain import ExpertBrain
+        from automodel.agents.expert.brain import ExpertBrain
 
         return ExpertBrain()
     brain = llm.make_llm_brain(model=cfg.model, base_url=cfg.base_url, init=cfg.init, cache_dir=cfg.cache_dir)

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .workspace import RunDir, iter_name, read_json
+from automodel.search.workspace import RunDir, iter_name, read_json
 
 TB_DIR = "tb"
 RUN_TB = "run"

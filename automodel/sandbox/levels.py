@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import AutomodelError
+from automodel.errors import AutomodelError
 
 LEVELS = ("bwrap", "unshare", "none")
 ENV_FORCE = "AUTOMODEL_SANDBOX"

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .workspace import atomic_write_text
+from automodel.search.workspace import atomic_write_text
 
 MODEL_CARD = "MODEL_CARD.md"
 WEAKEST = 3          # classes listed as the weakest
@@ -54,7 +54,7 @@ def card_facts(data) -> dict[str, Any]:
 
 def write_model_card(data, context: dict[str, Any]) -> Path:
     """Render MODEL_CARD.md into the run directory and return its path."""
-    from .report import environment
+    from automodel.outputs.report import environment
 
     text = environment().get_template("model_card.md.j2").render(**context, card=card_facts(data))
     path = Path(data.run) / MODEL_CARD

@@ -42,8 +42,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import DatasetError, UsageError
-from .registry import DatasetEntry, shared_dir
+from automodel.errors import DatasetError, UsageError
+from automodel.datasets.registry import DatasetEntry, shared_dir
 
 LAYOUTS = ("imagefolder", "flat", "csv")
 OFFLINE_ENV = "AUTOMODEL_OFFLINE"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .hparams import read_hparams
-from .workspace import RunDir
+from automodel.hparams import read_hparams
+from automodel.search.workspace import RunDir
 
 RECENT = 5          # attempts shown in full
 CURVE_POINTS = 12   # points per training curve shown for the best attempt

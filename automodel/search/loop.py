@@ -16,13 +16,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import tb
-from .acceptance import is_improvement, paired_evidence, standard_error
-from .agents.base import ENGINEERS, MODULES, Brain, Brief, CallRecord, Decision, Pipeline
-from .errors import AutomodelError, HarnessError, LLMConfigError, LLMServiceError
-from .history import build_history, tail_mean
-from .progress import Progress
-from .workspace import RunDir, atomic_write_json
+from automodel.outputs import tb
+from automodel.search.acceptance import is_improvement, paired_evidence, standard_error
+from automodel.agents.base import ENGINEERS, MODULES, Brain, Brief, CallRecord, Decision, Pipeline
+from automodel.errors import AutomodelError, HarnessError, LLMConfigError, LLMServiceError
+from automodel.search.history import build_history, tail_mean
+from automodel.search.progress import Progress
+from automodel.search.workspace import RunDir, atomic_write_json
 
 # Brain failures that would repeat on every iteration: stop the run (resume later).
 FATAL = (LLMConfigError, LLMServiceError)
@@ -34,7 +34,7 @@ class FitConfig:
     time_per_iter: float = 60.0       # training seconds each iteration gets
     time_budget: float | None = None  # wall-clock seconds for the whole run (None: no limit)
     min_delta: float = 0.002          # validation accuracy an edit must add to be kept
-    min_z: float = 0.0                # ...and its paired gain over the best, in standard errors (automodel.acceptance; 0 = off)
+    min_z: float = 0.0                # ...and its paired gain over the best, in standard errors (automodel.search.acceptance; 0 = off)
     max_repairs: int = 2              # repair attempts by the owning engineer per iteration
     seed: int = 0                     # seeds splits, training and the brain
     device: str = "cpu"               # "cpu" or "cuda"
