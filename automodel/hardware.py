@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from automodel.agents.base import Hardware
+from automodel.core import Hardware
 from automodel.errors import UsageError
 
 

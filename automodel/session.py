@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from automodel import __version__
-from automodel.sandbox import levels as sandbox
-from automodel.agents.base import Brief
+from automodel.outputs import report, tb
+from automodel.sandbox.probe import choose_level, warn_if_weak
+from automodel.core import Brief
 from automodel.agents.registry import BrainConfig, describe, make_brain
-from automodel.errors import AutomodelError, RunError
+from automodel.errors import AutomodelError
 from automodel.hardware import detect
 from automodel.search.acceptance import noise_note
 from automodel.search.loop import FitConfig, Loop, summarize_run
 from automodel.search.progress import Progress
 from automodel.weights import find_cached
-from automodel.search.workspace import RunDir
+from automodel.search.workspace import RunDir, reopen
 
 DATA_DIR = "data"
 
@@ -58,39 +59,26 @@ def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, br
     return run
 
 
-def reopen(run: RunDir, dataset_override: Path | None = None):
-    """Load the run's dataset and split again, refusing a dataset that changed."""
-    from automodel.intake import Split, load_dataset
-
-    info = run.info
-    path = Path(dataset_override or info["dataset"]["path"])
-    ds = load_dataset(path, describe=info["dataset"].get("description") or None)
-    if ds.fingerprint != info["dataset"]["fingerprint"]:
-        raise RunError(f"The dataset at {path} is not the one this run was trained on (its files changed since "
-                       f"{info['created']}): resuming would mix two datasets. Start a new run with `automodel fit {path}`, "
-                       f"or restore the original files.")
-    split = Split.from_json(info["split"], ds)
-    return ds, split
-
-
 def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress,
           dataset_override: Path | None = None) -> dict[str, Any]:
     """Prepare data and brain for `run`, then run the loop to cfg.iters."""
-    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
+    from automodel.sandbox.iteration import RunConfig, run_iteration
+    from automodel.sandbox.bundle import prepare_data
 
     ds, split = reopen(run, dataset_override)
     if run.info["config"] != dataclasses.asdict(cfg):
         run.update_info(config=dataclasses.asdict(cfg))  # e.g. resume --iters N
     hardware = detect(cfg.device)
-    level = sandbox.choose_level()  # a tiny real child: stops here, before iteration 1, when no level works
-    sandbox.warn_if_weak(level)
+    level = choose_level()  # a tiny real child: stops here, before iteration 1, when no level works
+    warn_if_weak(level)
     images = ds.decode()
     bundle = prepare_data(ds, split, images, run.path / DATA_DIR, device=cfg.device)
     info = dict(bundle.info)
     weights = find_cached()
     brief = Brief(profile=run.info["dataset"]["profile"], info=info, description=ds.description, hardware=hardware,
                   time_per_iter=cfg.time_per_iter, pretrained_cache=list(weights.names))
-    brain = make_brain(brain_cfg, brief)
+    brain = make_brain(brain_cfg)
+    brain.start(brief)
     progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; sandbox: {level}; "
                   f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
                   f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}")
@@ -104,7 +92,8 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
                                                          threads=hardware.cpu_cores, cache_dir=weights.hub_dir,
                                                          pretrained_available=bool(weights.names)))
 
-    loop = Loop(run, brain, execute, cfg, brief, facts, progress, val_labels=bundle.val_y)
+    loop = Loop(run, brain, execute, cfg, brief, facts, progress, val_labels=bundle.val_y,
+                on_iteration=lambda n: tb.update_after_iteration(run.path, n))
     try:
         outcome = loop.fit()
     finally:
@@ -131,10 +120,6 @@ def drive_command(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress:
 
 def finish(run: RunDir, progress: Progress) -> None:
     """End-of-run outputs: report and submission. A failure here never loses the run."""
-    try:
-        from automodel.outputs import report
-    except ImportError:
-        return
     try:
         paths = report.write_outputs(run.path)
         for p in paths:

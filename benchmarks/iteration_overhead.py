@@ -29,9 +29,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import machine_details, machine_markdown, markdown_table, write_text  # noqa: E402
 
-from automodel import sandbox  # noqa: E402
+from automodel.sandbox import levels, probe  # noqa: E402
+from automodel.sandbox.limits import Slot  # noqa: E402
+from automodel.sandbox.supervisor import run_child  # noqa: E402
 from automodel.intake import load_dataset  # noqa: E402
-from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration  # noqa: E402
+from automodel.sandbox.iteration import RunConfig, run_iteration  # noqa: E402
+from automodel.sandbox.bundle import prepare_data
 
 MATERIALIZE = REPO.parent / "shared" / "tools" / "materialize.py"
 RESULTS = REPO / "benchmarks" / "results" / "iteration_overhead.md"
@@ -43,15 +46,13 @@ LEVELS = ("bwrap", "none")
 def bare_start(level: str, reps: int, tmp: Path) -> float:
     """Median seconds to start and finish `python -c pass` at `level` (no torch)."""
     times = []
-    mounts = tuple(sandbox.python_mounts(())) if level == "bwrap" else ()
+    mounts = tuple(levels.python_mounts(())) if level == "bwrap" else ()
     for _ in range(reps):
-        req = sandbox.Request(argv=(sys.executable, "-I", "-c", "pass"), cwd=Path("/tmp") if level == "bwrap" else tmp,
-                              stdout=tmp / "bare.out", stderr=tmp / "bare.err", mounts=mounts, env=sandbox.base_env(1))
+        req = levels.Request(argv=(sys.executable, "-I", "-c", "pass"), cwd=Path("/tmp") if level == "bwrap" else tmp,
+                             stdout=tmp / "bare.out", stderr=tmp / "bare.err", mounts=mounts, env=levels.base_env(1))
         t0 = time.perf_counter()
-        proc = sandbox.start(req, level)
-        proc.popen.wait()
+        run_child(req, level, Slot(threads=1), deadline=lambda now, launched: ("run", launched + 60))
         times.append(time.perf_counter() - t0)
-        proc.kill()
     return statistics.median(times)
 
 
@@ -62,8 +63,8 @@ def main() -> int:
     parser.add_argument("--time-limit", type=float, default=1.0, help="training seconds per iteration (default 1)")
     args = parser.parse_args()
 
-    levels = [lv for lv in LEVELS if sandbox.probe(lv)]
-    if "bwrap" not in levels:
+    levels_here = [lv for lv in LEVELS if probe.probe(lv)]
+    if "bwrap" not in levels_here:
         print("warning: bubblewrap does not work here; only the unsandboxed level is measured", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="automodel-overhead-") as tmpdir:
         tmp = Path(tmpdir)
@@ -73,11 +74,11 @@ def main() -> int:
         ds = load_dataset(data)
         split = ds.split(seed=0)
         bundle = prepare_data(ds, split, ds.decode(cache_dir=tmp / "cache"), tmp / "run" / "data")
-        bare = {lv: bare_start(lv, max(5, args.reps), tmp) for lv in levels}
+        bare = {lv: bare_start(lv, max(5, args.reps), tmp) for lv in levels_here}
 
-        samples: dict[str, list[dict[str, float]]] = {lv: [] for lv in levels}
+        samples: dict[str, list[dict[str, float]]] = {lv: [] for lv in levels_here}
         for rep in range(args.reps):
-            for lv in levels:  # interleaved: both levels see the same background load
+            for lv in levels_here:  # interleaved: both levels see the same background load
                 it = tmp / "run" / f"{lv}_{rep}"
                 it.mkdir()
                 for module in ("data", "model", "train"):
@@ -92,19 +93,19 @@ def main() -> int:
                 print(f"  {lv:<6} rep {rep + 1}: fixed {t['fixed']:.2f} s, total {t['total']:.2f} s", file=sys.stderr)
 
     med = {lv: {k: statistics.median(s[k] for s in samples[lv]) for k in (*PHASES, "fixed", "training", "prediction", "total")}
-           for lv in levels}
+           for lv in levels_here}
     rows = []
     for key in ("bare start (python -c pass)", *PHASES, "fixed", "training", "prediction", "total"):
         if key.startswith("bare"):
-            values = [bare[lv] for lv in levels]
+            values = [bare[lv] for lv in levels_here]
         else:
-            values = [med[lv][key] for lv in levels]
+            values = [med[lv][key] for lv in levels_here]
         ratio = f"{values[0] / values[1]:.2f}" if len(values) == 2 and values[1] > 0 else "-"
         rows.append([key.replace("_", " ")] + [f"{v:.3f}" for v in values] + [ratio])
-    header = ["phase (median s)"] + list(levels) + (["ratio bwrap/none"] if len(levels) == 2 else [""])
+    header = ["phase (median s)"] + list(levels_here) + (["ratio bwrap/none"] if len(levels_here) == 2 else [""])
     table = markdown_table(header, rows)
     details = machine_details()
-    fixed_share = {lv: med[lv]["fixed"] / med[lv]["total"] for lv in levels}
+    fixed_share = {lv: med[lv]["fixed"] / med[lv]["total"] for lv in levels_here}
     text = "\n".join([
         "# Iteration overhead: fixed cost of one iteration, with and without bubblewrap",
         "",
@@ -114,9 +115,9 @@ def main() -> int:
         "",
         table,
         "",
-        "Fixed share of the iteration: " + ", ".join(f"{lv} {100 * fixed_share[lv]:.0f}%" for lv in levels)
+        "Fixed share of the iteration: " + ", ".join(f"{lv} {100 * fixed_share[lv]:.0f}%" for lv in levels_here)
         + f" (at a {args.time_limit:g} s budget; at 60 s it is about "
-        + ", ".join(f"{lv} {100 * med[lv]['fixed'] / (med[lv]['fixed'] + 60 + med[lv]['prediction']):.0f}%" for lv in levels) + ").",
+        + ", ".join(f"{lv} {100 * med[lv]['fixed'] / (med[lv]['fixed'] + 60 + med[lv]['prediction']):.0f}%" for lv in levels_here) + ").",
         "",
         machine_markdown(details),
         "",

@@ -76,36 +76,14 @@ def apply_sets(pipeline, changes: dict[str, object]):
     return pipeline
 
 
-def passive_omp_threads() -> None:
-    """Make the sandboxed child's OpenMP threads sleep instead of spin while idle.
-
-    On this shared 2-core machine other work keeps the cores busy, and spinning
-    OMP threads then slow a 2-thread training run 5-9x (measured: a CIFAR
-    step 1.8 s instead of 0.2 s); OMP_WAIT_POLICY=PASSIVE removes that. The
-    sandbox's environment is built by automodel.sandbox.base_env, so wrap it.
-    """
-    from automodel.sandbox import levels as sandbox
-
-    original = sandbox.base_env
-    if getattr(original, "_passive", False):
-        return
-
-    def base_env(*args, **kwargs):
-        env = original(*args, **kwargs)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        return env
-
-    base_env._passive = True
-    sandbox.base_env = base_env
-
-
 def run_one(name: str, per_class: int | None, budget: float, seed: int, changes: dict, describe: str | None,
             device: str = "cpu", threads: int = 0, train_per_class: int | None = None) -> dict:
-    from automodel.agents.base import Brief
+    from automodel.core import Brief
     from automodel.agents.expert.architect import plan, render
     from automodel.hardware import detect
     from automodel.intake import load_dataset
-    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
+    from automodel.sandbox.iteration import RunConfig, run_iteration
+    from automodel.sandbox.bundle import prepare_data
 
     ds = load_dataset(dataset_dir(name, per_class, train_per_class), describe=describe)
     split = ds.split(seed=0)
@@ -149,11 +127,11 @@ def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: 
     import torch
 
     import automodel.sandbox.child as child
-    from automodel.agents.base import Brief
+    from automodel.core import Brief
     from automodel.agents.expert.architect import plan, render
     from automodel.hardware import detect
     from automodel.intake import load_dataset
-    from automodel.sandbox.iteration import prepare_data
+    from automodel.sandbox.bundle import prepare_data
 
     torch.set_num_threads(threads)
     ds = load_dataset(dataset_dir(name, per_class), describe=describe)
@@ -294,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     changes = parse_sets(args.set)
     if not args.spin:
-        passive_omp_threads()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     machine = machine_details()
     for name in args.datasets:
         for seed in args.seeds:

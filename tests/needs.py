@@ -29,8 +29,8 @@ def missing(what: str, reason: str) -> None:
 
 def need_level(level: str) -> None:
     """The sandbox level must work here (bwrap counts as `bwrap`, unshare as `unshare`)."""
-    from automodel.sandbox import levels as sandbox
+    from automodel.sandbox.probe import probe_level
 
-    result = sandbox.probe_level(level)
+    result = probe_level(level)
     if not result.works:
         missing(level, f"sandbox level {level} does not work here: {result.reason}")

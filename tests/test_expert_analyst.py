@@ -2,7 +2,7 @@
 
 import pytest
 
-from automodel.agents.base import Decision, Pipeline
+from automodel.core import Decision, History, Pipeline
 from automodel.agents.expert.analyst import AnalystExhausted, decide, diagnose
 from automodel.agents.expert.engineers import CannotRepair, apply_edit, repair
 from automodel.hparams import read_hparams
@@ -13,16 +13,16 @@ TRAIN = ("BATCH_SIZE = 128  # images\nOPTIMIZER = 'sgd'  # opt\nLR = 0.05  # pea
          "LABEL_SMOOTHING = 0.0  # ls\nEMA_DECAY = 0  # off\nGRAD_CLIP = 0  # off\nWARMUP_FRACTION = 0.1  # frac\n")
 
 
-def history(val, train, tried=(), interrupted=False, flips=False):
+def history(val, train, tried=(), interrupted=False):
     summary = {m: {"hparams": read_hparams(src)} for m, src in (("data", DATA), ("model", MODEL), ("train", TRAIN))}
-    return {
-        "dataset": {"num_classes": 10, "flips_allowed": flips, "channels": 1, "image_size": [28, 28]},
+    return History.from_json({
+        "dataset": {"num_classes": 10, "channels": 1, "image_size": [28, 28]},
         "best": {"iteration": 3, "val_accuracy": val, "train_accuracy": train, "interrupted": interrupted,
                  "summary": summary, "train_steps": 400},
         "tried_on_best": [{"key": k} for k in tried],
         "chance_accuracy": 0.1,
         "parent_iteration": 3,
-    }
+    })
 
 
 @pytest.mark.parametrize("val,train,regime", [
@@ -56,16 +56,16 @@ def test_divergence_lowers_lr():
 
 def test_never_flips_when_the_architect_ruled_them_out():
     seen = set()
-    h = history(0.80, 0.99, flips=False)
+    h = history(0.80, 0.99)
     for _ in range(40):
         try:
-            d = decide(h)
+            d = decide(h, flips_allowed=False)
         except AnalystExhausted:
             break
         assert "HFLIP" not in (d.edit.get("set") or {})
         assert d.key() not in seen, "an edit already tried on this parent was proposed again"
         seen.add(d.key())
-        h["tried_on_best"].append({"key": d.key()})
+        h.tried_on_best.append({"key": d.key()})
     else:
         pytest.fail("the analyst never ran out of moves")
     assert len(seen) >= 10
@@ -88,23 +88,23 @@ def test_engineer_applies_edit_and_repairs_resource_failures():
 
 
 def test_no_best_yet_rescues_cheaper():
-    h = {"best": None, "failures": [{"cause": "timeout in train"}], "tried_on_best": [], "dataset": {}}
+    h = History.from_json({"best": None, "failures": [{"cause": "timeout in train"}], "tried_on_best": []})
     d = decide(h)
     assert d.edit["set_scale"] == {"WIDTH": 0.5}
-    h["tried_on_best"] = [{"key": d.key()}]
+    h.tried_on_best.append({"key": d.key()})
     assert decide(h).target == "train"
-    h["tried_on_best"].append({"key": decide(h).key()})
+    h.tried_on_best.append({"key": decide(h).key()})
     with pytest.raises(AnalystExhausted):
         decide(h)
 
 
 def test_other_regimes_get_a_turn_after_two_moves():
-    h = history(0.80, 0.99, flips=True)
+    h = history(0.80, 0.99)
     reasons = []
     for _ in range(4):
-        d = decide(h)
+        d = decide(h, flips_allowed=True)
         reasons.append(d.reason)
-        h["tried_on_best"].append({"key": d.key()})
+        h.tried_on_best.append({"key": d.key()})
     assert "also trying" not in reasons[0] and "also trying" not in reasons[1]
     assert "also trying a move against a plateau" in reasons[2]
 
@@ -112,7 +112,7 @@ def test_other_regimes_get_a_turn_after_two_moves():
 def test_moves_rejected_on_an_earlier_best_come_after_fresh_ones():
     h = history(0.80, 0.99)
     first = decide(h)
-    h["rejected_on_earlier_best"] = [{"key": first.key()}]
+    h.rejected_on_earlier_best.append({"key": first.key()})
     second = decide(h)
     assert second.key() != first.key(), "a move that failed on an earlier best must not be the first proposal"
     # Once every fresh move has been tried on this parent, the earlier rejection gets its second chance.
@@ -123,5 +123,5 @@ def test_moves_rejected_on_an_earlier_best_come_after_fresh_ones():
         except AnalystExhausted:
             break
         seen.append(d.key())
-        h["tried_on_best"].append({"key": d.key()})
+        h.tried_on_best.append({"key": d.key()})
     assert seen[-1] == first.key() and seen.count(first.key()) == 1

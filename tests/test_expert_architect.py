@@ -8,7 +8,6 @@ import importlib
 import ast
 import dataclasses
 import importlib.util
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,8 +16,7 @@ import pytest
 import torch
 
 from automodel.sandbox import contracts
-from automodel.agents.base import Brief, Hardware, Pipeline
-from automodel.agents.expert import recipes
+from automodel.core import Brief, Hardware, Pipeline
 from automodel.agents.expert.architect import plan, recipe_constants, write_pipeline
 from automodel.hparams import hparam_comments, read_hparams, set_hparams
 
@@ -391,7 +389,8 @@ def test_gpu_photo_pipeline_is_the_same_code_and_runs_on_a_cpu(tasks, tmp_path):
 @pytest.mark.slow
 def test_rendered_pipeline_trains_through_the_runner(tasks, materialize, tmp_path):
     from automodel.intake import load_dataset
-    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
+    from automodel.sandbox.iteration import RunConfig, run_iteration
+    from automodel.sandbox.bundle import prepare_data
 
     ds = load_dataset(materialize("fashion-mnist", "imagefolder", 40))
     split = ds.split(seed=0)

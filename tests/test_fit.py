@@ -14,7 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from automodel.sandbox.bundle import train_sample_indices
+from scores import accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +104,8 @@ def test_run_directory_records_everything(finished, fmnist):
         # The Analyst judges the fit from training images predicted like validation, not from augmented batches.
         metrics = json.loads((d / "metrics.json").read_text())
         if metrics["status"] == "ok":
-            assert 0.0 <= metrics["train_eval_accuracy"] <= 1.0
+            sample = np.load(run / "data" / "train_y.npy")[train_sample_indices(len(np.load(run / "data" / "train_y.npy")))]
+            assert metrics["train_eval_accuracy"] == pytest.approx(accuracy(d / "probs_train_sample.npy", sample), abs=1e-6)
             assert finals[n - 1]["train_accuracy"] == round(metrics["train_eval_accuracy"], 4)
     # The sandbox never got labels of the held-out splits.
     data_files = {p.name for p in (run / "data").iterdir()}

@@ -1,7 +1,9 @@
 """The Analyst's history separates edits tried on the best from those rejected on earlier bests."""
 
 from automodel.search.history import build_history, lineage
-from automodel.search.workspace import RunDir, atomic_write_json
+from automodel.search.workspace import RunDir
+from automodel.core import JournalRecord
+from automodel.files import atomic_write_json
 
 MODULE = "X = 1  # a knob\n"
 
@@ -13,8 +15,8 @@ def _run(tmp_path, records):
         for m in ("data", "model", "train"):
             (d / f"{m}.py").write_text(MODULE)
         atomic_write_json(d / "metrics.json", {"curves": {}})
-        run.append({"final": True, "status": "ok", "target": "train", "instruction": f"edit {rec['iteration']}",
-                    "train_accuracy": 0.9, **rec})
+        run.append(JournalRecord(final=True, status="ok", target="train", instruction=f"edit {rec['iteration']}",
+                                 train_accuracy=0.9, **rec))
     return run
 
 
@@ -27,11 +29,11 @@ def test_rejections_on_earlier_bests_are_listed_apart_from_those_on_the_best(tmp
         {"iteration": 5, "parent": 3, "decision_key": "D", "accepted": True, "val_accuracy": 0.85},
         {"iteration": 6, "parent": 5, "decision_key": "E", "accepted": False, "val_accuracy": 0.84},
     ])
-    by_iter = {r["iteration"]: r for r in run.iterations()}
+    by_iter = {r.iteration: r for r in run.iterations()}
     assert lineage(by_iter, 5) == [5, 3, 1]
     history = build_history(run, {"num_classes": 10}, {})
-    assert history["parent_iteration"] == 5
-    assert [t["key"] for t in history["tried_on_best"]] == ["E"]
+    assert history.parent_iteration == 5
+    assert [t["key"] for t in history.tried_on_best] == ["E"]
     # A was rejected on iteration 1 and C on iteration 3, both ancestors of the best;
     # the accepted edits B and D are part of the best, not rejections.
-    assert [t["key"] for t in history["rejected_on_earlier_best"]] == ["A", "C"]
+    assert [t["key"] for t in history.rejected_on_earlier_best] == ["A", "C"]

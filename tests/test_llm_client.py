@@ -11,7 +11,8 @@ import time
 import openai
 import pytest
 
-from automodel.agents.llm import llm_configured, make_llm_brain, resolve_config, save_calls
+from automodel.agents.llm import llm_configured, make_llm_brain, resolve_config
+from automodel.search.calls import save_calls
 from automodel.agents.llm.client import ChatClient, retry_after_seconds
 from automodel.testing.replay_server import ReplayServer, ScriptError, load_script
 from automodel.errors import LLMConfigError, LLMServiceError
@@ -132,16 +133,20 @@ def test_save_calls_writes_prompts_replies_and_an_index(tmp_path):
     with ReplayServer([{"reply": "one"}, {"reply": "two"}]) as server:
         brain = make_llm_brain(base_url=server.base_url, env=NOENV)
         brain.chat.complete("analyst", ASK)
-        save_calls(brain.take_calls(), tmp_path)
+        first = save_calls(brain.take_calls(), tmp_path, "analyst")
         brain.chat.complete("model_engineer", ASK)
-        save_calls(brain.take_calls(), tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "001_analyst.prompt.md", "001_analyst.reply.md", "002_model_engineer.prompt.md", "002_model_engineer.reply.md", "calls.jsonl"]
-    assert (tmp_path / "002_model_engineer.reply.md").read_text() == "two"
-    assert "## system\n\nROLE: analyst" in (tmp_path / "001_analyst.prompt.md").read_text()
-    lines = [json.loads(x) for x in (tmp_path / "calls.jsonl").read_text().splitlines()]
-    assert [x["n"] for x in lines] == [1, 2] and lines[0]["prompt_tokens"] > 0 and lines[0]["attempts"] == 1
-    assert brain.usage()["calls"] == 2
+        second = save_calls(brain.take_calls(), tmp_path, "engineer")
+    folder = tmp_path / "llm"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "01_analyst_analyst.prompt.md", "01_analyst_analyst.reply.md", "02_engineer_model_engineer.prompt.md",
+        "02_engineer_model_engineer.reply.md", "calls.jsonl"]
+    assert (folder / "02_engineer_model_engineer.reply.md").read_text() == "two"
+    assert "## system\n\nROLE: analyst" in (folder / "01_analyst_analyst.prompt.md").read_text()
+    lines = [json.loads(x) for x in (folder / "calls.jsonl").read_text().splitlines()]
+    assert [x["file"] for x in lines] == ["01_analyst_analyst", "02_engineer_model_engineer"]
+    assert lines[0]["prompt_tokens"] > 0 and lines[0]["attempts"] == 1
+    assert first.calls == second.calls == 1 and brain.usage().calls == 2
+    assert brain.usage().prompt_tokens == first.prompt_tokens + second.prompt_tokens
 
 
 def test_retry_after_header_forms():

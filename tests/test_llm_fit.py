@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from automodel.testing.replay_server import ReplayServer
+from scores import run_accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +115,8 @@ def test_zero_shot_baseline_is_run_once_and_recorded(digits, tmp_path):
         assert len(server.requests) == 1
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
-    assert out["status"] == "ok" and 0 <= out["val_accuracy"] <= 1 and out["tokens"] > 0
+    assert out["status"] == "ok" and out["tokens"] > 0
+    assert out["val_accuracy"] == pytest.approx(run_accuracy(Path(out["run"]), 1, "val"), abs=1e-4)
     assert "with 10 classes of 28x28 grayscale images" in prompt and "ConvNeXt" not in prompt
     run = Path(out["run"])
     record = json.loads((run / "journal.jsonl").read_text().splitlines()[-1])

@@ -8,7 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from automodel.sandbox.iteration import IterationResult, prepare_data, run_iteration, train_eval_indices
+from automodel.core import IterationResult
+from automodel.sandbox.bundle import prepare_data, train_sample_indices
+from automodel.sandbox.iteration import run_iteration
 from hostile.kit import fashion_bundle, fast_config, make_iter, scored_accuracy
 
 
@@ -20,8 +22,12 @@ def fm(materialize, tmp_path_factory):
 def test_prepare_data_keeps_heldout_labels_in_the_parent(fm):
     ds, bundle = fm
     files = sorted(p.name for p in bundle.dir.iterdir())
-    assert files == ["bundle.json", "info.json", "test_x.npy", "train_x.npy", "train_y.npy", "val_x.npy"]
+    assert files == ["bundle.json", "info.json", "test_x.npy", "train_sample_x.npy", "train_x.npy", "train_y.npy",
+                     "val_x.npy"]
     assert not any("val_y" in f or "test_y" in f for f in files)
+    # The training sample predicted after training: training images, their labels left behind.
+    sample = train_sample_indices(bundle.counts["train"])
+    assert np.array_equal(np.load(bundle.dir / "train_sample_x.npy"), np.load(bundle.dir / "train_x.npy")[sample])
     info = json.loads((bundle.dir / "info.json").read_text())
     assert info["num_classes"] == 10 and info["channels"] == 1 and info["image_size"] == [28, 28]
     assert info["device"] == "cpu" and info["pretrained_available"] is False
@@ -59,10 +65,10 @@ def test_reference_pipeline_trains_and_is_scored_honestly(fm, tmp_path):
     assert result.timings["training"] >= 8.0
     assert (it / "model.pt").stat().st_size > 0
     # The fit diagnostic: a fixed sample of training images, predicted like validation, scored here.
-    sample = train_eval_indices(bundle.counts["train"])
-    assert len(sample) == min(bundle.counts["train"], 500) and len(np.load(it / "probs_train.npy")) == len(sample)
+    sample = train_sample_indices(bundle.counts["train"])
+    assert len(sample) == min(bundle.counts["train"], 500) and len(np.load(it / "probs_train_sample.npy")) == len(sample)
     train_y = np.load(bundle.dir / "train_y.npy")[sample]
-    assert result.train_eval_accuracy == pytest.approx(scored_accuracy(it / "probs_train.npy", train_y), abs=1e-6)
+    assert result.train_eval_accuracy == pytest.approx(scored_accuracy(it / "probs_train_sample.npy", train_y), abs=1e-6)
     saved = IterationResult.load(it / "metrics.json")
     assert saved == result
 

@@ -8,7 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from automodel.sandbox import iteration as runner, scoring
+from automodel.core import ErrorInfo, IterationResult, SandboxInfo
+from automodel.files import atomic_write_text
+from automodel.sandbox import scoring
+from automodel.sandbox.child_files import read_curves
 
 
 def _probs(labels, num_classes=3, right=True):
@@ -66,7 +69,7 @@ def test_curves_are_train_only_bounded_and_downsampled(tmp_path):
     lines += [{"tag": "x" * 100, "value": 1.0, "step": 0, "phase": "train"}, {"tag": "lr", "value": float("nan"), "step": 1, "phase": "train"}]
     text = "\n".join(json.dumps(l) for l in lines) + "\nnot json\n"
     (tmp_path / "curves.jsonl").write_text(text)
-    curves = runner.read_curves(tmp_path / "curves.jsonl")
+    curves = read_curves(tmp_path / "curves.jsonl")
     assert list(curves) == ["train/loss"]
     points = curves["train/loss"]
     assert len(points) == 200 and points[0] == [0, 1.0] and points[-1][0] == 999
@@ -79,17 +82,21 @@ def test_metrics_json_is_written_atomically_and_not_through_a_planted_link(tmp_p
     it = tmp_path / "iter"
     it.mkdir()
     os.symlink(target, it / "metrics.json")
-    runner.atomic_write_text(it / "metrics.json", "{}")
+    atomic_write_text(it / "metrics.json", "{}")
     assert target.read_text() == "keep me"
     assert not (it / "metrics.json").is_symlink() and (it / "metrics.json").read_text() == "{}"
 
 
 def test_iteration_result_round_trips_through_json():
-    result = runner.IterationResult(
+    result = IterationResult(
         status="failed", val_accuracy=None, test_accuracy=None,
-        error=runner.ErrorInfo("train", "train", "ValueError", "boom", "Traceback ..."),
-        curves={"lr": [[1, 0.1]]}, timings={"total": 1.0}, sandbox=runner.SandboxInfo("none", ("network isolation",)),
+        error=ErrorInfo("train", "train", "ValueError", "boom", "Traceback ..."),
+        curves={"lr": [[1, 0.1]]}, timings={"total": 1.0}, sandbox=SandboxInfo("none", ("network isolation",)),
     )
-    again = runner.IterationResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    again = IterationResult.from_json(json.loads(json.dumps(result.to_json())))
     assert again == result
+    # A record written before the result gained fields still loads, with their defaults.
+    old = {k: v for k, v in result.to_json().items() if k not in ("peak_processes", "disk_mb", "logs_truncated")}
+    old["sandbox"] = {"kind": "none", "missing": ["network isolation"]}
+    assert IterationResult.from_json(old) == result
     assert "train.py failed in phase 'train' with ValueError: boom" in again.error.text()

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from automodel.sandbox import levels as sandbox
+from automodel.sandbox import levels, probe
+from automodel.sandbox.limits import Slot
+from automodel.sandbox.supervisor import run_child
 from automodel.sandbox.iteration import run_iteration
 from needs import need_level
 from hostile.kit import fashion_bundle, fast_config, make_iter, processes_with, report, require_bwrap, scored_accuracy
@@ -24,9 +26,9 @@ def fm(materialize, tmp_path_factory):
 
 
 def test_bwrap_command_drops_capabilities_and_clears_the_environment(tmp_path):
-    req = sandbox.Request(argv=("python", "x.py"), cwd=Path("/sandbox/iter"), stdout=tmp_path / "o", stderr=tmp_path / "e",
+    req = levels.Request(argv=("python", "x.py"), cwd=Path("/sandbox/iter"), stdout=tmp_path / "o", stderr=tmp_path / "e",
                           env={"PATH": "/usr/bin"})
-    cmd = sandbox.build_command("bwrap", req)
+    cmd = levels.build_command("bwrap", req)
     for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"):
         assert flag in cmd
     assert cmd[cmd.index("--cap-drop") + 1] == "ALL"
@@ -34,9 +36,9 @@ def test_bwrap_command_drops_capabilities_and_clears_the_environment(tmp_path):
 
 
 def test_forcing_an_unknown_level_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv(sandbox.ENV_FORCE, "docker")
-    with pytest.raises(sandbox.SandboxError, match="bwrap, unshare, none"):
-        sandbox.choose_level()
+    monkeypatch.setenv(levels.ENV_FORCE, "docker")
+    with pytest.raises(levels.SandboxError, match="bwrap, unshare, none"):
+        probe.choose_level()
 
 
 @pytest.mark.parametrize("level", ["bwrap", "unshare", "none"])
@@ -46,14 +48,14 @@ def test_child_gets_a_minimal_environment(level, tmp_path, monkeypatch):
     out = tmp_path / "out.txt"
     script = "import os, sys; print(sorted(os.environ)); print(os.environ.get('OPENAI_API_KEY'))"
     if level == "bwrap":
-        mounts = tuple(sandbox.python_mounts(()))
+        mounts = tuple(levels.python_mounts(()))
         cwd = Path("/tmp")
     else:
         mounts, cwd = (), tmp_path
-    req = sandbox.Request(argv=(sys.executable, "-c", script), cwd=cwd, stdout=out, stderr=tmp_path / "err.txt",
-                          mounts=mounts, env=sandbox.base_env(1))
-    proc = sandbox.start(req, level)
-    assert proc.popen.wait(timeout=60) == 0, (tmp_path / "err.txt").read_text()
+    req = levels.Request(argv=(sys.executable, "-c", script), cwd=cwd, stdout=out, stderr=tmp_path / "err.txt",
+                          mounts=mounts, env=levels.base_env(1))
+    outcome = run_child(req, level, Slot(threads=1), deadline=lambda now, launched: ("run", launched + 60))
+    assert outcome.exit_code == 0, (tmp_path / "err.txt").read_text()
     text = out.read_text()
     assert "sk-secret" not in text and "OPENAI_API_KEY" not in text
     assert "OMP_NUM_THREADS" in text
@@ -87,7 +89,7 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     targets = [str(ds.root / f"pwned-{token}.txt"), str(outside), f"/tmp/pwned-{token}",
                str(Path.home() / f"pwned-{token}"), str(bundle.dir / f"pwned-{token}")]
     # Paths that exist inside the sandbox read-only: the system, the data bundle, its own sources.
-    readonly = [f"/usr/pwned-{token}", f"{sandbox.INSIDE_DATA}/pwned-{token}", f"{sandbox.INSIDE_DATA}/train_y.npy", "train.py"]
+    readonly = [f"/usr/pwned-{token}", f"{levels.INSIDE_DATA}/pwned-{token}", f"{levels.INSIDE_DATA}/train_y.npy", "train.py"]
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(5)
@@ -109,7 +111,7 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     thread.start()
     it = make_iter(tmp_path / "iter", {"train": "train_escape.py"},
                    hostile={"write_targets": targets + readonly, "local_port": listener.getsockname()[1],
-                            "remount_targets": ["/", "/usr", str(sandbox.INSIDE_DATA)]})
+                            "remount_targets": ["/", "/usr", str(levels.INSIDE_DATA)]})
     source = (it / "train.py").read_bytes()
     try:
         result = run_iteration(it, bundle, fast_config(sandbox="bwrap"))
@@ -158,8 +160,8 @@ def test_endless_loop_is_killed_with_its_whole_process_tree(fm, tmp_path, capfd,
         assert result.sandbox.missing == ()
     else:
         assert "filesystem isolation" in result.sandbox.missing
-        sandbox._warned.discard(level)
-        sandbox.warn_if_weak(level)
+        probe._warned.discard(level)
+        probe.warn_if_weak(level)
         assert "WITHOUT filesystem isolation" in capfd.readouterr().err
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from needs import need_level
 
-from automodel.sandbox import levels as sandbox
+from automodel.sandbox.probe import probe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_fit_predict_export_from_a_relative_workspace(level, fm30, tmp_path):
 @pytest.mark.slow
 def test_run_from_a_relative_pipeline_and_a_workspace_with_spaces_through_a_link(fm30, tmp_path):
     """`run` with relative paths, and `fit` into a workspace whose path has spaces and a symlink."""
-    level = "bwrap" if sandbox.probe("bwrap") else "none"
+    level = "bwrap" if probe("bwrap") else "none"
     env = {"AUTOMODEL_SANDBOX": level}
     pipe = tmp_path / "my pipeline"
     pipe.mkdir()

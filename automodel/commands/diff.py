@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from automodel.agents.base import MODULES
+from automodel.core import MODULES
 from automodel.errors import RunError
 from automodel.search.workspace import RunDir
 

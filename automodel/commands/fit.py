@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from automodel.agents.registry import BrainConfig
+from automodel.agents.registry import AGENT_CHOICES, BRAINS, BrainConfig
 from automodel.errors import UsageError
 from automodel.hardware import resolve_device
 from automodel.search.loop import FitConfig
@@ -15,9 +15,9 @@ from automodel.search.workspace import default_run_name
 
 def add_brain_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("brain (who plays the agent roles)")
-    g.add_argument("--agent", choices=("auto", "expert", "llm"), default="auto",
-                   help="expert: the built-in rules, no network; llm: an LLM through the openai client; "
-                        "auto (default): the LLM when OPENAI_API_KEY or --base-url/OPENAI_BASE_URL is set, else the expert")
+    g.add_argument("--agent", choices=AGENT_CHOICES, default="auto",
+                   help="; ".join(f"{name}: {about}" for name, (_, about) in BRAINS.items())
+                        + "; auto (default): the LLM when OPENAI_API_KEY or --base-url/OPENAI_BASE_URL is set, else the expert")
     g.add_argument("--model", help="LLM model name (default: $AUTOMODEL_LLM_MODEL or gpt-4o-mini)")
     g.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI)")
     g.add_argument("--init", choices=("single", "sequential"), default="single",
@@ -75,7 +75,7 @@ def brain_config(args) -> BrainConfig:
 
 
 def run(args) -> int:
-    from automodel.sandbox.levels import choose_level
+    from automodel.sandbox.probe import choose_level
     from automodel.session import drive_command, start_run
 
     if not args.dataset.exists():

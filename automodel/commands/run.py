@@ -66,8 +66,9 @@ def prepare_iteration(pipeline: Path, iter_dir: Path) -> None:
 def run(args) -> int:
     from automodel.hardware import cpu_cores, resolve_device
     from automodel.intake import load_dataset
-    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
-    from automodel.sandbox.levels import choose_level
+    from automodel.sandbox.iteration import RunConfig, run_iteration
+    from automodel.sandbox.bundle import prepare_data
+    from automodel.sandbox.probe import choose_level
     from automodel.weights import find_cached
 
     _check_args(args)

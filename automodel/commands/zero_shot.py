@@ -39,15 +39,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from automodel.agents.llm import make_llm_brain, usage_totals
+    from automodel.agents.llm import make_llm_brain
+    from automodel.core import JournalRecord, Usage
     from automodel.agents.llm.architect import zero_shot_pipeline
     from automodel.agents.registry import BrainConfig
     from automodel.errors import BrainError, LLMConfigError
     from automodel.hardware import detect, resolve_device
-    from automodel.search.loop import FitConfig, save_calls
+    from automodel.search.calls import save_calls
+    from automodel.search.loop import FitConfig
     from automodel.search.progress import Progress
-    from automodel.sandbox.iteration import RunConfig, prepare_data, run_iteration
-    from automodel.session import DATA_DIR, reopen, start_run
+    from automodel.sandbox.iteration import RunConfig, run_iteration
+    from automodel.sandbox.bundle import prepare_data
+    from automodel.search.workspace import reopen
+    from automodel.session import DATA_DIR, start_run
 
     if not args.dataset.exists():
         raise UsageError(f"The dataset folder {args.dataset} does not exist. Give the folder that holds your images "
@@ -78,9 +82,7 @@ def run(args) -> int:
         raise
     except BrainError as err:  # the baseline's reply was unusable: that is its result
         pipeline, error = None, err
-    calls = brain.take_calls()
-    save_calls(calls, iter_dir, "zero_shot")
-    usage = usage_totals(calls)
+    usage: Usage = save_calls(brain.take_calls(), iter_dir, "zero_shot")
 
     if pipeline is not None:
         for module, source in pipeline.as_dict().items():
@@ -92,19 +94,17 @@ def run(args) -> int:
                   "error": {"phase": "write", "module": None, "type": type(error).__name__, "message": str(error)}}
     ok = result.get("status") == "ok" and result.get("val_accuracy") is not None
     err = result.get("error")
-    record = {
-        "iteration": 1, "final": True, "attempt": 1, "parent": None, "target": "architect",
-        "instruction": "zero-shot baseline: one plain request, no expert knowledge", "reason": "baseline",
-        "decision_key": None, "edit": None, "status": result.get("status"), "accepted": ok,
-        "val_accuracy": result.get("val_accuracy"), "test_accuracy": result.get("test_accuracy"), "train_accuracy": None,
-        "seconds": round(time.monotonic() - started, 2), "repairs": 0,
-        "error": {k: err.get(k) for k in ("phase", "module", "type", "message")} if err else None,
-        "tokens": usage["prompt_tokens"] + usage["completion_tokens"], "cost_usd": usage["cost_usd"],
-        "brain": f"zero-shot:{brain.name}", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    record = JournalRecord(
+        iteration=1, target="architect", instruction="zero-shot baseline: one plain request, no expert knowledge",
+        reason="baseline", status=result.get("status"), accepted=ok, val_accuracy=result.get("val_accuracy"),
+        test_accuracy=result.get("test_accuracy"), seconds=round(time.monotonic() - started, 2),
+        error={k: err.get(k) for k in ("phase", "module", "type", "message")} if err else None,
+        tokens=usage.tokens, cost_usd=usage.cost_or_none(), brain=f"zero-shot:{brain.name}",
+        time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    ).to_json()
     if ok:
         run_dir.promote(1)
-    run_dir.append(record)
+    run_dir.append(JournalRecord.from_json(record))
     brain.close()
 
     out = {"run": str(run_dir.path), "model": brain.config.model, "status": record["status"],

@@ -44,6 +44,7 @@ import numpy as np
 
 from automodel.errors import DatasetError, UsageError
 from automodel.datasets.registry import DatasetEntry, shared_dir
+from automodel.intake.splits import stratified_holdout
 
 LAYOUTS = ("imagefolder", "flat", "csv")
 OFFLINE_ENV = "AUTOMODEL_OFFLINE"
@@ -139,18 +140,9 @@ def _safe_name(label: str) -> str:
 
 
 def stratified_split(labels: np.ndarray, seed: int, test_fraction: float = TEST_FRACTION) -> dict[str, np.ndarray]:
-    """Indices of a stratified train/test split, each class shuffled with `seed`; order within a split is that shuffle."""
-    rng = np.random.default_rng(seed)
-    train: list[np.ndarray] = []
-    test: list[np.ndarray] = []
-    for label in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == label))
-        n_test = int(round(len(idx) * test_fraction))
-        if len(idx) >= 2:
-            n_test = min(max(n_test, 1), len(idx) - 1)  # both splits see every class
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return {"train": np.concatenate(train), "test": np.concatenate(test)}
+    """Indices of a stratified train/test split, carved the way intake carves its own (both see every class)."""
+    test, train = stratified_holdout(list(np.asarray(labels).tolist()), test_fraction, seed)
+    return {"train": np.asarray(train, dtype=np.int64), "test": np.asarray(test, dtype=np.int64)}
 
 
 class _Tree:

@@ -19,7 +19,7 @@ import numpy as np
 from automodel.errors import DatasetError
 from automodel.intake import cache
 from automodel.intake.images import GRAYSCALE_MODES, decode
-from automodel.intake.parallel import Progress, chunked, run_chunks, use_pool, worker_count
+from automodel.intake.parallel import ProgressLine, chunked, run_chunks, use_pool, worker_count
 
 KEEP_SIZE_UP_TO = 64      # px: a dataset of one size this small is used as is (MNIST, CIFAR)
 MIN_SIDE, MAX_SIDE = 32, 128  # px: clamp of the square working size otherwise
@@ -90,7 +90,7 @@ def decode_all(paths: Sequence[str], size: tuple[int, int], channels: int, cache
         workers = worker_count()
         ranges = chunked(len(paths), workers)
         jobs = [(str(tmp), a, list(paths[a:b]), size, channels) for a, b in ranges]
-        bar = Progress("decoding images", len(paths), enabled=progress)
+        bar = ProgressLine("decoding images", len(paths), enabled=progress)
         errors: list[tuple[int, str]] = []
         parallel = use_pool(len(paths), _total_bytes(paths), workers)
         for _, errs in run_chunks(_decode_chunk, jobs, [b - a for a, b in ranges], bar, workers, parallel):

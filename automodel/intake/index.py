@@ -11,7 +11,7 @@ from typing import NamedTuple, Sequence
 
 from automodel.intake import cache
 from automodel.intake.images import probe
-from automodel.intake.parallel import Progress, chunked, run_chunks, use_pool, worker_count
+from automodel.intake.parallel import ProgressLine, chunked, run_chunks, use_pool, worker_count
 
 INDEX_VERSION = 1
 
@@ -34,7 +34,7 @@ def probe_files(paths: Sequence[str], total_bytes: int = 0, progress: bool = Tru
     ranges = chunked(len(paths), workers, max_chunk=128)
     jobs = [(list(paths[a:b]),) for a, b in ranges]
     out: list[ImageMeta | None] = [None] * len(paths)
-    bar = Progress("reading images", len(paths), enabled=progress)
+    bar = ProgressLine("reading images", len(paths), enabled=progress)
     for j, results in run_chunks(_probe_chunk, jobs, [b - a for a, b in ranges], bar, workers,
                                  use_pool(len(paths), total_bytes, workers)):
         start = ranges[j][0]

@@ -52,7 +52,7 @@ def _context():
     return multiprocessing.get_context(method)
 
 
-class Progress:
+class ProgressLine:
     """One updating stderr line, shown only once a job has taken > PROGRESS_AFTER_S."""
 
     def __init__(self, label: str, total: int, enabled: bool = True, stream=None):
@@ -100,7 +100,7 @@ def run_chunks(
     fn: Callable[..., Any],
     jobs: Sequence[tuple],
     sizes: Sequence[int],
-    progress: Progress,
+    progress: ProgressLine,
     workers: int,
     parallel: bool,
 ) -> Iterator[tuple[int, Any]]:

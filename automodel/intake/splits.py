@@ -132,6 +132,24 @@ def make_split(labels: Sequence[int | None], sources: Sequence[str | None], relp
                  provided, tuple(relpaths))
 
 
+def stratified_holdout(labels: Sequence, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(held out, rest): `fraction` of each class's indices held out, seeded per class as `make_split`
+    carves; a class with two images or more keeps at least one on each side."""
+    by_class: dict[str, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(str(y), []).append(i)
+    held: list[int] = []
+    rest: list[int] = []
+    for name, idx in by_class.items():
+        if len(idx) < 2:
+            rest += idx
+            continue
+        h, r = _carve(idx, fraction, keep=1, seed=(seed, _key(name), 1))
+        held += h
+        rest += r
+    return sorted(held), sorted(rest)
+
+
 def _key(name: str) -> int:
     return zlib.crc32(name.encode("utf-8"))
 

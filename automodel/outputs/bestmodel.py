@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from automodel.errors import AutomodelError, RunError
-from automodel.search.workspace import BEST, RunDir, read_json
+from automodel.search.workspace import BEST, RunDir
+from automodel.files import read_json
 
 DATA_DIR = "data"
 PIPELINE_FILES = ("data.py", "model.py", "train.py")
@@ -29,7 +30,7 @@ class BestModel:
     run: Path
     iteration: int
     dir: Path                    # RUN/best: data.py model.py train.py model.pt
-    record: dict[str, Any]       # its final journal record
+    record: JournalRecord        # its final journal record
     info: dict[str, Any]         # DataInfo (num_classes, class_names, channels, image_size, mean, std, ...)
 
     @property
@@ -63,12 +64,12 @@ def load_best(run_path: Path) -> BestModel:
     best = run.path / BEST
     on_disk = run.best_iteration_on_disk()
     missing = [name for name in (*PIPELINE_FILES, "model.pt") if not (best / name).is_file()]
-    if on_disk != record["iteration"] or missing:
+    if on_disk != record.iteration or missing:
         raise RunError(
-            f"{best} does not hold iteration {record['iteration']}, the best one in the journal "
+            f"{best} does not hold iteration {record.iteration}, the best one in the journal "
             f"({'missing: ' + ', '.join(missing) if missing else f'it holds iteration {on_disk}'}). The run was "
             f"interrupted while saving it: run `automodel resume {run.path}` once to repair it.")
-    return BestModel(run.path, int(record["iteration"]), best, record, run_info(run.path))
+    return BestModel(run.path, record.iteration, best, record, run_info(run.path))
 
 
 def run_info(run_path: Path) -> dict[str, Any]:
@@ -100,7 +101,7 @@ class HeldOut:
 
     @classmethod
     def load(cls, run_path: Path) -> "HeldOut":
-        from automodel.session import reopen
+        from automodel.search.workspace import reopen
 
         ds, split = reopen(RunDir.open(Path(run_path)))
         return cls(ds, split)

@@ -12,9 +12,6 @@ output tensors, and the class names in output order.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ import numpy as np
 from automodel.sandbox import tools as toolrun
 from automodel.outputs.bestmodel import BestModel, load_best, sample_images
 from automodel.errors import AutomodelError, UsageError
+from automodel.files import atomic_write_json, read_untrusted_json, remove_tree
 from automodel.outputs.predict import check_writable
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -112,13 +110,13 @@ def export_best(run_path: Path, fmt: str = "onnx", out: Path | None = None, *, t
                 f"Exporting the best model of {best.run} (iteration {best.iteration}) to {fmt} failed in the sandbox: "
                 f"{result.describe()}. Models with data-dependent Python control flow may not export to ONNX; "
                 f"try --format {'torchscript' if fmt == 'onnx' else 'onnx'}.")
-        report = toolrun.read_child_json(pipe / "export.json")
+        report = read_untrusted_json(pipe / "export.json")
         if not report or report.get("file") != spec["out_name"]:
             raise ExportError(f"The sandboxed export of {best.run} finished without a readable export.json; "
                               f"its last output was:\n{result.stderr_tail}")
         size = toolrun.copy_child_file(pipe / spec["out_name"], out)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
     diff = float(report.get("max_abs_diff", float("inf")))
     if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
@@ -182,10 +180,7 @@ def preprocessing_spec(best: BestModel, report: dict[str, Any], model_path: Path
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(path, data)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"Cannot write {path} ({err.strerror or err}). Choose another path with --out.") from None

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from automodel.search.workspace import atomic_write_text
+from automodel.files import atomic_write_text
 
 MODEL_CARD = "MODEL_CARD.md"
 WEAKEST = 3          # classes listed as the weakest

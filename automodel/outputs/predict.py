@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from automodel.sandbox import scoring, tools as toolrun
 from automodel.outputs.bestmodel import BestModel, load_best, sample_images
 from automodel.errors import DatasetError, RunError, UsageError
+from automodel.files import atomic_write_text, remove_tree
 from automodel.intake.images import decode, is_image_name
 
 NEW_SET = "new"
@@ -107,11 +107,11 @@ def predict_arrays(best: BestModel, images: np.ndarray, *, timeout: float | None
     try:
         # The harness checks the contract on a few training-like images first.
         sample = sample_images(best.run, CONTRACT_SAMPLES) if _has_bundle(best) else np.asarray(images[:CONTRACT_SAMPLES])
-        np.save(data / "train_x.npy", np.ascontiguousarray(sample), allow_pickle=False)
-        np.save(data / "train_y.npy", np.zeros(len(sample), dtype=np.int64), allow_pickle=False)
+        np.save(data / "contract_x.npy", np.ascontiguousarray(sample), allow_pickle=False)
         np.save(data / f"{NEW_SET}_x.npy", np.ascontiguousarray(images), allow_pickle=False)
         info = dict(best.info, device="cpu")
-        spec = {"mode": "predict", "info": info, "seed": 0, "device": "cpu", "predict_sets": [NEW_SET]}
+        spec = {"mode": "predict", "info": info, "seed": 0, "device": "cpu", "predict_sets": [NEW_SET],
+                "contract_set": "contract"}
         limit = timeout if timeout is not None else BASE_TIMEOUT + PER_IMAGE_TIMEOUT * len(images)
         result = toolrun.run_tool(toolrun.SANDBOX_CHILD, pipe, data, spec, timeout=limit, threads=threads,
                                   hidden=(best.run, *hidden), level=level)
@@ -125,7 +125,7 @@ def predict_arrays(best: BestModel, images: np.ndarray, *, timeout: float | None
             raise RunError(f"The best pipeline of {best.run} wrote unusable predictions: {err}") from None
         return probs, result.sandbox
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 def _has_bundle(best: BestModel) -> bool:
@@ -165,11 +165,8 @@ def csv_text(pred: Predictions, top_k: int = 1) -> str:
 def write_csv(text: str, out: Path) -> Path:
     out = Path(out)
     check_writable(out)
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
+        atomic_write_text(out, text)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"Cannot write {out} ({err.strerror or err}). Choose another path with --out.") from None
     return out

@@ -30,7 +30,10 @@ from automodel.outputs import tb
 from automodel.outputs.bestmodel import HeldOut, bundle_images, read_json_or, run_info
 from automodel.errors import AutomodelError, RunError
 from automodel.resources import template_environment
-from automodel.search.workspace import BEST, RunDir, atomic_write_text, iter_name
+from automodel.core import JournalRecord
+from automodel.search.loop import run_usage
+from automodel.search.workspace import BEST, RunDir, iter_name
+from automodel.files import atomic_write_text
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -88,8 +91,8 @@ class Evaluation:
 class ReportData:
     run: Path
     info: dict[str, Any]                       # run.json
-    records: list[dict[str, Any]]              # final journal records
-    best: dict[str, Any] | None
+    records: list[JournalRecord]               # final journal records
+    best: JournalRecord | None
     points: list[plots.IterationPoint]
     timings: list[dict[str, Any]]              # per iteration: training, harness, other seconds
     summary: dict[str, Any]                    # best/summary.json
@@ -109,16 +112,16 @@ class ReportData:
 
     @property
     def tokens(self) -> int:
-        return sum(int(r.get("tokens") or 0) for r in self.records)
+        return run_usage(self.records)[0]
 
     @property
     def cost(self) -> float | None:
-        costs = [r["cost_usd"] for r in self.records if r.get("cost_usd") is not None]
-        return round(sum(costs), 6) if costs else None
+        """None when no call was priced, or when one call's price is unknown (as in `show`)."""
+        return run_usage(self.records)[1]
 
     @property
     def failed_share(self) -> float | None:
-        return sum(r.get("status") != "ok" for r in self.records) / len(self.records) if self.records else None
+        return sum(not r.ok for r in self.records) / len(self.records) if self.records else None
 
 
 def collect(run_path: Path) -> ReportData:
@@ -131,8 +134,8 @@ def collect(run_path: Path) -> ReportData:
     best = run.best_record()
     data = ReportData(
         run=run.path, info=run.info, records=records, best=best,
-        points=[plots.IterationPoint(int(r["iteration"]), r.get("target"), r.get("instruction") or "", r.get("status") or "?",
-                                     bool(r.get("accepted")), r.get("val_accuracy"), r.get("test_accuracy")) for r in records],
+        points=[plots.IterationPoint(r.iteration, r.target, r.instruction or "", r.status or "?", r.accepted,
+                                     r.val_accuracy, r.test_accuracy) for r in records],
         timings=[_timing(run.path, r) for r in records],
         summary=read_json_or(run.path / BEST / "summary.json", {}) if best else {},
         best_metrics=read_json_or(run.path / BEST / "metrics.json", {}) if best else {},
@@ -151,33 +154,33 @@ def collect(run_path: Path) -> ReportData:
     return data
 
 
-def _timing(run_path: Path, record: dict[str, Any]) -> dict[str, Any]:
-    metrics = read_json_or(run_path / iter_name(int(record["iteration"])) / "metrics.json", {})
+def _timing(run_path: Path, record: JournalRecord) -> dict[str, Any]:
+    metrics = read_json_or(run_path / iter_name(record.iteration) / "metrics.json", {})
     t = metrics.get("timings") or {}
     training = float(t.get("training") or 0.0)
     total = float(t.get("total") or 0.0)
     harness = max(0.0, total - training)
-    other = max(0.0, float(record.get("seconds") or 0.0) - total)
-    return {"iteration": int(record["iteration"]), "training": round(training, 2), "harness": round(harness, 2),
-            "other": round(other, 2), "total": round(float(record.get("seconds") or total), 2),
+    other = max(0.0, float(record.seconds or 0.0) - total)
+    return {"iteration": record.iteration, "training": round(training, 2), "harness": round(harness, 2),
+            "other": round(other, 2), "total": round(float(record.seconds or total), 2),
             "sandbox": (metrics.get("sandbox") or {}).get("kind")}
 
 
-def _evaluate(data: ReportData, best: dict[str, Any]) -> Evaluation | None:
+def _evaluate(data: ReportData, best: JournalRecord) -> Evaluation | None:
     held = data.held
     labels = held.labels("test")
     if not len(labels):
         data.notes.append("This dataset has no labelled test images, so there is no confusion matrix.")
         return None
     classes = list(held.dataset.classes)
-    path = data.run / iter_name(int(best["iteration"])) / "probs_test.npy"
+    path = data.run / iter_name(best.iteration) / "probs_test.npy"
     try:
         probs = scoring.load_probs(path, len(labels), len(classes))
     except scoring.ScoringError as err:
         data.notes.append(f"The best iteration's test predictions cannot be used: {err}")
         return None
     ev = Evaluation(classes, labels, probs, held.relpaths("test"))
-    recorded = best.get("test_accuracy")
+    recorded = best.test_accuracy
     if recorded is not None and abs(ev.accuracy - recorded) > 1e-4:
         data.notes.append(f"The test accuracy recomputed here ({ev.accuracy:.4f}) differs from the journal's ({recorded:.4f}); "
                           f"the dataset or the prediction files changed after the run.")
@@ -203,7 +206,7 @@ def figures(data: ReportData) -> dict[str, bytes]:
     figs["time"] = plots.time_plot([r["iteration"] for r in t], [r["training"] for r in t], [r["harness"] for r in t],
                                    [r["other"] for r in t])
     if data.tokens:
-        figs["tokens"] = plots.tokens_plot([int(r["iteration"]) for r in data.records], [int(r.get("tokens") or 0) for r in data.records])
+        figs["tokens"] = plots.tokens_plot([r.iteration for r in data.records], [r.tokens for r in data.records])
     return figs
 
 
@@ -251,8 +254,8 @@ def context(data: ReportData) -> dict[str, Any]:
         "brain": info.get("brain") or {},
         "versions": info.get("versions") or {},
         "data_info": data.data_info,
-        "records": data.records,
-        "best": data.best,
+        "records": [r.to_json() for r in data.records],
+        "best": data.best.to_json() if data.best else None,
         "best_metrics": data.best_metrics,
         "summary": _summary_rows(data.summary),
         "timings": data.timings,
@@ -323,7 +326,7 @@ def write_submission(data: ReportData) -> Path | None:
         return None
     relpaths = data.held.relpaths("predict")
     classes = list(data.held.dataset.classes)
-    path = data.run / iter_name(int(data.best["iteration"])) / "probs_predict.npy"
+    path = data.run / iter_name(data.best.iteration) / "probs_predict.npy"
     try:
         probs = scoring.load_probs(path, len(relpaths), len(classes))
     except scoring.ScoringError as err:

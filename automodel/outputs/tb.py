@@ -22,7 +22,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from automodel.search.workspace import RunDir, iter_name, read_json
+from automodel.core import JournalRecord
+from automodel.search.workspace import RunDir, iter_name
+from automodel.files import read_json
 
 TB_DIR = "tb"
 RUN_TB = "run"
@@ -45,8 +47,8 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _records(run_path: Path) -> dict[int, dict[str, Any]]:
-    return {int(r["iteration"]): r for r in RunDir(Path(run_path)).iterations() if "iteration" in r}
+def _records(run_path: Path) -> dict[int, JournalRecord]:
+    return {r.iteration: r for r in RunDir(Path(run_path)).iterations()}
 
 
 def log_iteration(run_path: Path, n: int) -> Path | None:
@@ -90,11 +92,10 @@ def log_iteration(run_path: Path, n: int) -> Path | None:
     return folder
 
 
-def _describe(record: dict[str, Any]) -> str:
-    who = record.get("target") or "-"
-    kept = "kept" if record.get("accepted") else "not kept"
-    return (f"iteration {record.get('iteration')} ({who}, {record.get('status')}, {kept}): "
-            f"{record.get('instruction') or ''}")
+def _describe(record: JournalRecord) -> str:
+    who = record.target or "-"
+    kept = "kept" if record.accepted else "not kept"
+    return f"iteration {record.iteration} ({who}, {record.status}, {kept}): {record.instruction or ''}"
 
 
 def log_run(run_path: Path) -> Path:
@@ -104,22 +105,22 @@ def log_run(run_path: Path) -> Path:
     best: float | None = None
     try:
         for n, record in sorted(_records(run_path).items()):
-            val = _finite(record.get("val_accuracy"))
-            test = _finite(record.get("test_accuracy"))
+            val = _finite(record.val_accuracy)
+            test = _finite(record.test_accuracy)
             if val is not None:
                 writer.add_scalar("run/val_accuracy", val, n)
             if test is not None:
                 writer.add_scalar("run/test_accuracy", test, n)
-            if record.get("accepted") and val is not None:
+            if record.accepted and val is not None:
                 best = val if best is None else max(best, val)
             if best is not None:
                 writer.add_scalar("run/best_val_accuracy", best, n)
-            writer.add_scalar("run/accepted", 1.0 if record.get("accepted") else 0.0, n)
-            seconds = _finite(record.get("seconds"))
+            writer.add_scalar("run/accepted", 1.0 if record.accepted else 0.0, n)
+            seconds = _finite(record.seconds)
             if seconds is not None:
                 writer.add_scalar("run/seconds", seconds, n)
-            writer.add_scalar("run/tokens", float(record.get("tokens") or 0), n)
-            cost = _finite(record.get("cost_usd"))
+            writer.add_scalar("run/tokens", float(record.tokens or 0), n)
+            cost = _finite(record.cost_usd)
             if cost is not None:
                 writer.add_scalar("run/cost_usd", cost, n)
     finally:

@@ -8,10 +8,12 @@ scores itself against labels this process never sees.
     python sandbox_child.py SPEC.json
 
 SPEC.json (written by the parent, paths as seen inside the sandbox):
-    mode            "fit" (contract check, preflight, train, predict) or
-                    "predict" (load weights, predict only)
+    mode            "train" (contract check, preflight, training, model.pt) or
+                    "predict" (load weights, predict each set); an iteration
+                    runs one of each, in two processes, so that the parent,
+                    not a claim of this one, ends the training
     pipeline_dir    folder with data.py, model.py, train.py
-    data_dir        train_x.npy, train_y.npy and <set>_x.npy for predict sets
+    data_dir        train: train_x.npy, train_y.npy; predict: <set>_x.npy only (no labels)
     out_dir         where everything below is written
     info            the DataInfo fields given to generated code
     seed, device, threads, time_budget (training seconds)
@@ -19,22 +21,21 @@ SPEC.json (written by the parent, paths as seen inside the sandbox):
                     (time_budget counts from the script's start; train() is
                     interrupted and blamed when the preflight is still running then)
     interrupt_grace seconds past time_budget before a train() that ignores
-                    should_stop() is interrupted (then scored from its checkpoint)
+                    should_stop() is interrupted (then saved from its checkpoint)
     loader_workers  DataLoader workers for data.loader()
-    predict_sets    names of the sets to predict, e.g. ["val", "test"]
-    train_eval_indices  training images to predict after training (fit mode; may be empty)
-    weights         (predict mode) path of a saved state dict
+    predict_sets    (predict) names of the sets to predict, e.g. ["val", "test", "train_sample"]
+    weights         (predict) path of a saved state dict
 
 Outputs in out_dir:
     events.jsonl    one {"phase", "wall": time.time(), ...} per line, in order:
                     start (with t0, the script's first instant), imports_done,
                     data_ready, contract_ok, preflight_first_batch, preflight_ok,
-                    train_start, train_first_batch, train_done, predict_done, done;
-                    or failed (with stage) after error.json was written
+                    train_start, train_first_batch, train_done, saved (train) or
+                    predict_done (predict), done; or failed (with stage) after
+                    error.json was written
     curves.jsonl    {"tag", "value", "step", "t", "phase"} per ctx.log() call
-    probs_<set>.npy float32 softmax (N, num_classes) for each predict set
-    probs_train.npy float32 softmax for the training images train_eval_indices lists
-    model.pt        the trained state dict
+    model.pt        (train) the trained state dict
+    probs_<set>.npy (predict) float32 softmax (N, num_classes) for each set
     error.json      on failure: {phase, module, type, message, traceback}
     child.json      {"interrupted": bool, "used_checkpoint": bool}
 Exit status: 0 done, 3 import/contract failure, 4 any later failure.
@@ -80,6 +81,7 @@ class Recorder:
         self._events = open(out_dir / "events.jsonl", "a", encoding="utf-8")
         self._curves = open(out_dir / "curves.jsonl", "a", encoding="utf-8")
         self._flushed = time.time()
+        self.phase = "start"     # the harness's own stage, for blaming a failure
 
     def event(self, phase: str, **extra) -> None:
         self._events.write(json.dumps({"phase": phase, "wall": time.time(), **extra}) + "\n")
@@ -310,116 +312,133 @@ def seed_all(torch, np, seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _load_pipeline(torch, np, spec: dict, rec: Recorder, sample_images) -> tuple:
+    """Import the three modules and check them on a few images (phases import, contract)."""
+    pipeline = Path(spec["pipeline_dir"])
+    info = SimpleNamespace(**spec["info"])
+    info.image_size = tuple(info.image_size)
+    sys.path.insert(0, str(pipeline))
+    mods = {name: load_module(name, pipeline / f"{name}.py") for name in MODULES}
+    rec.phase = "contract"
+    seed_all(torch, np, int(spec.get("seed", 0)))
+    train_tf, eval_tf, mix = check_contract(torch, mods, info, sample_images)
+    rec.event("contract_ok")
+    return mods, info, train_tf, eval_tf, mix
+
+
+def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
+    """Mode "train": contract check, preflight, training; saves model.pt. Predicts nothing:
+    the parent ends this process when its time is up and predicts in a separate one."""
+    device = torch.device(spec.get("device", "cpu"))
+    data_dir = Path(spec["data_dir"])
+    out_dir = Path(spec["out_dir"])
+    seed = int(spec.get("seed", 0))
+    train_x = np.load(data_dir / "train_x.npy", mmap_mode="r")
+    train_y = np.load(data_dir / "train_y.npy")
+    rec.event("data_ready")
+    report: dict = {"interrupted": False, "used_checkpoint": False}
+    rec.phase = "import"
+    sample = [np.asarray(train_x[i]) for i in range(min(3, len(train_x)))]
+    mods, info, train_tf, eval_tf, mix = _load_pipeline(torch, np, spec, rec, sample)
+
+    pf = spec.get("preflight", {})
+    if pf.get("enabled", True):
+        rec.phase = "preflight"
+        idx = np.linspace(0, len(train_y) - 1, num=min(int(pf.get("subset", 64)), len(train_y))).astype(int)
+        sub = TrainData(torch, np.asarray(train_x[idx]), train_y[idx], train_tf, eval_tf, mix, info, 0)
+        # time_budget counts from this script's start (imports included), like the parent's limit.
+        budget = max(1.0, T0 + float(pf.get("time_budget", 20)) - time.time())
+        steps = int(pf.get("max_steps", 3))
+        ctx = Context(torch, device, seed, budget, rec, "preflight", max_steps=steps)
+        model = mods["model"].build_model(info).to(device)
+        # A train() that ignores should_stop() is stopped here with a traceback
+        # showing where it was, instead of being killed blind by the parent.
+        signal.signal(signal.SIGALRM, _overran)
+        signal.setitimer(signal.ITIMER_REAL, budget)
+        try:
+            model = mods["train"].train(model, sub, ctx)
+        except TrainingOverran as exc:
+            raise HarnessFailure("train", f"train.py: the preflight ({steps} batches on {len(idx)} images) did not return within {budget:.0f} s. "
+                                          "train() must call ctx.should_stop() at every batch and return as soon as it is True; the traceback shows where it was.") from exc
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if not isinstance(model, torch.nn.Module):
+            raise HarnessFailure("train", f"train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned {type(model).__name__}.")
+        probs = predict(torch, model, np.asarray(train_x[idx[:8]]), eval_tf, device)
+        if probs.shape != (len(idx[:8]), info.num_classes) or not np.isfinite(probs).all():
+            raise HarnessFailure("train", f"train.py: after the preflight the model's predictions have shape {probs.shape} or contain NaN; expected ({len(idx[:8])}, {info.num_classes}) finite values.")
+        rec.event("preflight_ok")
+
+    rec.phase = "train"
+    seed_all(torch, np, seed)
+    workers = int(spec.get("loader_workers", 0))
+    data = TrainData(torch, train_x, train_y, train_tf, eval_tf, mix, info, workers)
+    rec.event("train_start")
+    ctx = Context(torch, device, seed, spec["time_budget"], rec, "train")
+    model = mods["model"].build_model(info).to(device)
+    trained = None
+    # Code that ignores should_stop() is interrupted a little after its
+    # deadline and saved from its last checkpoint (or current weights).
+    grace = float(spec.get("interrupt_grace", 5.0 + 0.1 * float(spec["time_budget"])))
+    signal.signal(signal.SIGALRM, _overran)
+    signal.setitimer(signal.ITIMER_REAL, float(spec["time_budget"]) + grace)
+    try:
+        trained = mods["train"].train(model, data, ctx)
+    except TrainingOverran:
+        report["interrupted"] = True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if report["interrupted"] or trained is None:
+        if ctx.checkpoint_state is not None:
+            model.load_state_dict(ctx.checkpoint_state)
+            report["used_checkpoint"] = True
+        trained = model
+    if not isinstance(trained, torch.nn.Module):
+        raise HarnessFailure("train", f"train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned {type(trained).__name__}.")
+    rec.event("train_done", first_batch_wall=ctx.first_batch_at)
+    rec.phase = "save"
+    torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, out_dir / "model.pt")
+    rec.event("saved")
+    return report
+
+
+def run_predict(spec: dict, rec: Recorder, torch, np) -> dict:
+    """Mode "predict": load model.pt and write probs_<set>.npy for each set. Sees images only."""
+    device = torch.device(spec.get("device", "cpu"))
+    data_dir = Path(spec["data_dir"])
+    out_dir = Path(spec["out_dir"])
+    sets = {name: np.load(data_dir / f"{name}_x.npy", mmap_mode="r") for name in spec.get("predict_sets", [])}
+    # The contract is checked on training-like images where the caller gives some.
+    contract = spec.get("contract_set")
+    first = np.load(data_dir / f"{contract}_x.npy", mmap_mode="r") if contract else next(iter(sets.values()), None)
+    rec.event("data_ready")
+    rec.phase = "import"
+    sample = [np.asarray(first[i]) for i in range(min(3, len(first)))] if first is not None else []
+    mods, info, _, eval_tf, _ = _load_pipeline(torch, np, spec, rec, sample)
+    rec.phase = "predict"
+    model = mods["model"].build_model(info).to(device)
+    model.load_state_dict(torch.load(spec["weights"], map_location=device, weights_only=True))
+    for name, images in sets.items():
+        np.save(out_dir / f"probs_{name}.npy", predict(torch, model, images, eval_tf, device).astype(np.float32))
+    rec.event("predict_done")
+    return {}
+
+
 def run(spec: dict, rec: Recorder) -> dict:
     import numpy as np
     import torch
 
     rec.event("imports_done")
     torch.set_num_threads(max(1, int(spec.get("threads", 1))))
-    device = torch.device(spec.get("device", "cpu"))
-    pipeline = Path(spec["pipeline_dir"])
-    data_dir = Path(spec["data_dir"])
-    out_dir = Path(spec["out_dir"])
-    info = SimpleNamespace(**spec["info"])
-    info.image_size = tuple(info.image_size)
-    seed = int(spec.get("seed", 0))
-    sys.path.insert(0, str(pipeline))
-
-    train_x = np.load(data_dir / "train_x.npy", mmap_mode="r")
-    train_y = np.load(data_dir / "train_y.npy")
-    rec.event("data_ready")
-    report: dict = {"interrupted": False, "used_checkpoint": False}
-
-    phase = "import"
+    rec.phase = "data"
     try:
-        mods = {name: load_module(name, pipeline / f"{name}.py") for name in MODULES}
-        phase = "contract"
-        seed_all(torch, np, seed)
-        sample = [np.asarray(train_x[i]) for i in range(min(3, len(train_x)))]
-        train_tf, eval_tf, mix = check_contract(torch, mods, info, sample)
-        rec.event("contract_ok")
-
-        if spec["mode"] == "predict":
-            phase = "predict"
-            model = mods["model"].build_model(info).to(device)
-            model.load_state_dict(torch.load(spec["weights"], map_location=device, weights_only=True))
-            for name in spec.get("predict_sets", []):
-                images = np.load(data_dir / f"{name}_x.npy", mmap_mode="r")
-                np.save(out_dir / f"probs_{name}.npy", predict(torch, model, images, eval_tf, device).astype(np.float32))
-            rec.event("predict_done")
-            return report
-
-        pf = spec.get("preflight", {})
-        if pf.get("enabled", True):
-            phase = "preflight"
-            idx = np.linspace(0, len(train_y) - 1, num=min(int(pf.get("subset", 64)), len(train_y))).astype(int)
-            sub = TrainData(torch, np.asarray(train_x[idx]), train_y[idx], train_tf, eval_tf, mix, info, 0)
-            # time_budget counts from this script's start (imports included), like the parent's limit.
-            budget = max(1.0, T0 + float(pf.get("time_budget", 20)) - time.time())
-            steps = int(pf.get("max_steps", 3))
-            ctx = Context(torch, device, seed, budget, rec, "preflight", max_steps=steps)
-            model = mods["model"].build_model(info).to(device)
-            # A train() that ignores should_stop() is stopped here with a traceback
-            # showing where it was, instead of being killed blind by the parent.
-            signal.signal(signal.SIGALRM, _overran)
-            signal.setitimer(signal.ITIMER_REAL, budget)
-            try:
-                model = mods["train"].train(model, sub, ctx)
-            except TrainingOverran as exc:
-                raise HarnessFailure("train", f"train.py: the preflight ({steps} batches on {len(idx)} images) did not return within {budget:.0f} s. "
-                                              "train() must call ctx.should_stop() at every batch and return as soon as it is True; the traceback shows where it was.") from exc
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            if not isinstance(model, torch.nn.Module):
-                raise HarnessFailure("train", f"train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned {type(model).__name__}.")
-            probs = predict(torch, model, np.asarray(train_x[idx[:8]]), eval_tf, device)
-            if probs.shape != (len(idx[:8]), info.num_classes) or not np.isfinite(probs).all():
-                raise HarnessFailure("train", f"train.py: after the preflight the model's predictions have shape {probs.shape} or contain NaN; expected ({len(idx[:8])}, {info.num_classes}) finite values.")
-            rec.event("preflight_ok")
-
-        phase = "train"
-        seed_all(torch, np, seed)
-        workers = int(spec.get("loader_workers", 0))
-        data = TrainData(torch, train_x, train_y, train_tf, eval_tf, mix, info, workers)
-        rec.event("train_start")
-        ctx = Context(torch, device, seed, spec["time_budget"], rec, "train")
-        model = mods["model"].build_model(info).to(device)
-        trained = None
-        # Code that ignores should_stop() is interrupted a little after its
-        # deadline and scored with its last checkpoint (or current weights).
-        grace = float(spec.get("interrupt_grace", 5.0 + 0.1 * float(spec["time_budget"])))
-        signal.signal(signal.SIGALRM, _overran)
-        signal.setitimer(signal.ITIMER_REAL, float(spec["time_budget"]) + grace)
-        try:
-            trained = mods["train"].train(model, data, ctx)
-        except TrainingOverran:
-            report["interrupted"] = True
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        if report["interrupted"] or trained is None:
-            if ctx.checkpoint_state is not None:
-                model.load_state_dict(ctx.checkpoint_state)
-                report["used_checkpoint"] = True
-            trained = model
-        if not isinstance(trained, torch.nn.Module):
-            raise HarnessFailure("train", f"train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned {type(trained).__name__}.")
-        rec.event("train_done", first_batch_wall=ctx.first_batch_at)
-
-        phase = "predict"
-        for name in spec.get("predict_sets", []):
-            images = np.load(data_dir / f"{name}_x.npy", mmap_mode="r")
-            np.save(out_dir / f"probs_{name}.npy", predict(torch, trained, images, eval_tf, device).astype(np.float32))
-        fit_sample = [int(i) for i in spec.get("train_eval_indices") or []]
-        if fit_sample:  # training images predicted like validation: how well the training set is fit
-            np.save(out_dir / "probs_train.npy",
-                    predict(torch, trained, np.asarray(train_x[fit_sample]), eval_tf, device).astype(np.float32))
-        torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, out_dir / "model.pt")
-        rec.event("predict_done")
-        return report
+        return (run_predict if spec["mode"] == "predict" else run_train)(spec, rec, torch, np)
     except BaseException as exc:  # noqa: BLE001 - everything is reported, then re-raised as exit code
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(exc, SystemExit):
+        if isinstance(exc, KeyboardInterrupt):
             raise
-        default = {"import": "data", "contract": "model", "preflight": "train", "train": "train", "predict": "model"}[phase]
+        phase = rec.phase
+        default = {"data": None, "import": "data", "contract": "model", "preflight": "train", "train": "train",
+                   "save": "train", "predict": "model"}[phase]
         err = {
             "phase": phase,
             "module": blame(exc, default),
@@ -427,7 +446,7 @@ def run(spec: dict, rec: Recorder) -> dict:
             "message": str(exc)[:2000],
             "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-6000:],
         }
-        (out_dir / "error.json").write_text(json.dumps(err, indent=2), encoding="utf-8")
+        (Path(spec["out_dir"]) / "error.json").write_text(json.dumps(err, indent=2), encoding="utf-8")
         rec.event("failed", stage=phase)
         raise SystemExit(EXIT_CONTRACT if phase in ("import", "contract") else EXIT_ERROR)
 

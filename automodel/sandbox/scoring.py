@@ -10,11 +10,11 @@ claimed is used: the labels never left this process.
 from __future__ import annotations
 
 import io
-import os
-import stat
 from pathlib import Path
 
 import numpy as np
+
+from automodel import files
 
 MAX_FILE_BYTES = 2 * 2**30   # a prediction file larger than this is refused
 
@@ -24,27 +24,12 @@ class ScoringError(Exception):
 
 
 def read_untrusted(path: Path, max_bytes: int = MAX_FILE_BYTES, truncate: bool = False) -> bytes:
-    """Bytes of a regular file written by the child, without following links.
-
-    A file over `max_bytes` is refused, or with `truncate` read only that far."""
+    """Bytes of a regular file written by the child (automodel.files.read_untrusted), as a ScoringError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise ScoringError(f"{path.name} is missing: the pipeline did not produce predictions for this split.") from None
-    except OSError as err:
-        raise ScoringError(f"{path.name} cannot be opened ({err.strerror}); it must be a regular file, not a link.") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ScoringError(f"{path.name} is not a regular file.")
-        if info.st_size > max_bytes and not truncate:
-            raise ScoringError(f"{path.name} is {info.st_size} bytes, more than the {max_bytes} allowed.")
-        with os.fdopen(fd, "rb") as fh:
-            fd = -1
-            return fh.read(max_bytes)
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        return files.read_untrusted(path, max_bytes, truncate)
+    except files.UntrustedFileError as err:
+        missing = " The pipeline did not produce predictions for this split." if not Path(path).exists() else ""
+        raise ScoringError(f"{err}{missing}") from None
 
 
 def load_probs(path: Path, num_rows: int, num_classes: int) -> np.ndarray:

@@ -14,17 +14,21 @@ kills its whole process tree when it ends.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from automodel.sandbox import levels as sandbox, scoring
 from automodel.errors import RunError
+from automodel.files import (UntrustedFileError, atomic_write_bytes, atomic_write_json, read_untrusted,
+                             read_untrusted_text)
+from automodel.sandbox import scoring
+from automodel.sandbox.levels import MISSING, Mount, Request, SandboxError, base_env, layout, python_mounts
+from automodel.sandbox.limits import Slot
+from automodel.sandbox.probe import choose_level, warn_if_weak
+from automodel.sandbox.supervisor import run_child
 
 PACKAGE = Path(__file__).resolve().parent
 SANDBOX_CHILD = PACKAGE / "child.py"
@@ -92,86 +96,48 @@ def run_tool(script: Path, work: Path, data: Path, spec: dict[str, Any], *, time
     """
     work, data = Path(work).resolve(), Path(data).resolve()
     try:
-        level = sandbox.choose_level(level)
-    except sandbox.SandboxError as err:
+        level = choose_level(level)
+    except SandboxError as err:
         raise RunError(f"Cannot start the sandbox: {err}") from None
-    sandbox.warn_if_weak(level)
-    threads = threads or os.cpu_count() or 1
-    lay = sandbox.layout(level, work, data, None)
+    warn_if_weak(level)
+    slot = Slot(threads=threads, memory=memory_limit)
+    lay = layout(level, work, data, None)
     full = dict(spec, pipeline_dir=str(lay.iter_dir), out_dir=str(lay.iter_dir), data_dir=str(lay.data_dir),
-                weights=str(lay.iter_dir / "model.pt"), threads=threads)
-    (work / "spec.json").write_text(json.dumps(full, indent=2), encoding="utf-8")
+                weights=str(lay.iter_dir / "model.pt"), threads=slot.cores())
+    atomic_write_json(work / "spec.json", full)
     for name in ("stdout.txt", "stderr.txt"):
         (work / name).write_bytes(b"")
 
     if level == "bwrap":
-        env = sandbox.base_env(threads)
+        env = base_env(slot.cores())
         harness = INSIDE_HARNESS
-        mounts = list(sandbox.python_mounts(tuple(hidden)))
-        mounts += [sandbox.Mount(data, lay.data_dir), sandbox.Mount(work, lay.iter_dir, writable=True)]
+        mounts = [*python_mounts(tuple(hidden)), Mount(data, lay.data_dir), Mount(work, lay.iter_dir, writable=True)]
         # The harness, the pipeline and the weights are laid read-only over the writable folder.
-        ro_files = [sandbox.Mount(Path(script).resolve(), INSIDE_HARNESS),
-                    sandbox.Mount(SANDBOX_CHILD, INSIDE_SANDBOX_CHILD)]
-        ro_files += [sandbox.Mount(work / name, lay.iter_dir / name)
+        ro_files = [Mount(Path(script).resolve(), INSIDE_HARNESS), Mount(SANDBOX_CHILD, INSIDE_SANDBOX_CHILD)]
+        ro_files += [Mount(work / name, lay.iter_dir / name)
                      for name in ("data.py", "model.py", "train.py", "model.pt", "spec.json")]
     else:
         scratch = work / ".tmp"
         scratch.mkdir(exist_ok=True)
-        env = sandbox.base_env(threads, home=str(scratch), tmp=str(scratch))
+        env = base_env(slot.cores(), home=str(scratch), tmp=str(scratch))
         harness = Path(script).resolve()
         mounts, ro_files = [], []
-    request = sandbox.Request(
+    request = Request(
         argv=(sys.executable, "-I", "-B", str(harness), str(lay.iter_dir / "spec.json")),
         cwd=lay.iter_dir, stdout=work / "stdout.txt", stderr=work / "stderr.txt",
         mounts=tuple(mounts), ro_files=tuple(ro_files), env=env, hidden=tuple(hidden),
         gpu=str(spec.get("device", "cpu")).startswith("cuda"), marker=uuid.uuid4().hex,
     )
-    limit = memory_limit or _default_memory_limit()
-    proc = sandbox.start(request, level)
-    timed_out = oom = False
-    code = None
-    next_mem = 0.0
-    try:
-        while True:
-            try:
-                code = proc.popen.wait(timeout=0.1)
-                break
-            except Exception:  # subprocess.TimeoutExpired: still running
-                pass
-            now = time.time()
-            if now - proc.started > timeout:
-                timed_out = True
-                break
-            if now >= next_mem:
-                next_mem = now + 0.5
-                if proc.memory_bytes() > limit:
-                    oom = True
-                    break
-    finally:
-        proc.kill()  # also strays left behind after a normal exit
-    seconds = time.time() - proc.started
+    outcome = run_child(request, level, slot, deadline=lambda now, launched: ("run", launched + timeout), work=work)
     error = _read_error(work / "error.json")
-    tail = _text(work / "stderr.txt")[-STDERR_TAIL:]
-    ok = code == 0 and not timed_out and not oom and error is None
-    return ToolResult(ok, code, timed_out, oom, error, tail, seconds, level, sandbox.MISSING.get(level, ()))
-
-
-def _default_memory_limit() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.75)
-    except (ValueError, OSError):
-        return 8 * 2**30
-
-
-def _text(path: Path, limit: int = 1_000_000) -> str:
-    try:
-        return scoring.read_untrusted(path, max_bytes=limit, truncate=True).decode("utf-8", "replace")
-    except scoring.ScoringError:
-        return ""
+    tail = read_untrusted_text(work / "stderr.txt", 1_000_000)[-STDERR_TAIL:]
+    timed_out, oom = outcome.reason == "timeout", outcome.reason == "memory"
+    ok = outcome.reason == "exited" and outcome.exit_code == 0 and error is None
+    return ToolResult(ok, outcome.exit_code, timed_out, oom, error, tail, outcome.seconds, level, MISSING.get(level, ()))
 
 
 def _read_error(path: Path) -> dict[str, Any] | None:
-    text = _text(path, 100_000)
+    text = read_untrusted_text(path, 100_000)
     if not text:
         return None
     try:
@@ -184,22 +150,11 @@ def _read_error(path: Path) -> dict[str, Any] | None:
             for k in ("phase", "module", "type", "message", "traceback")}
 
 
-def read_child_json(path: Path, max_bytes: int = 1_000_000) -> dict[str, Any]:
-    """A small JSON file written by the child (untrusted: no links followed, size capped)."""
-    try:
-        raw = json.loads(scoring.read_untrusted(path, max_bytes=max_bytes))
-    except (scoring.ScoringError, ValueError):
-        return {}
-    return raw if isinstance(raw, dict) else {}
-
-
 def copy_child_file(src: Path, dest: Path, max_bytes: int = scoring.MAX_FILE_BYTES) -> int:
     """Copy a regular file the child wrote to `dest` without following links; returns its size."""
-    data = scoring.read_untrusted(src, max_bytes=max_bytes)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        data = read_untrusted(src, max_bytes=max_bytes)
+    except UntrustedFileError as err:
+        raise scoring.ScoringError(str(err)) from None
+    atomic_write_bytes(dest, data)
     return len(data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from automodel.hparams import read_hparams
+from automodel.core import History, JournalRecord
 from automodel.search.workspace import RunDir
 
 RECENT = 5          # attempts shown in full
@@ -44,50 +44,42 @@ def _short(text: str | None) -> str | None:
     return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
-def failure_cause(record: dict[str, Any]) -> str:
-    err = record.get("error") or {}
-    if record.get("status") in ("timeout", "oom"):
-        return f"{record['status']} in {err.get('module') or 'train'}"
-    return f"{err.get('type') or record.get('status')} in {err.get('module') or '?'}.py ({err.get('phase') or '?'})"
+def failure_cause(record: JournalRecord) -> str:
+    err = record.error or {}
+    if record.status in ("timeout", "oom"):
+        return f"{record.status} in {err.get('module') or 'train'}"
+    return f"{err.get('type') or record.status} in {err.get('module') or '?'}.py ({err.get('phase') or '?'})"
 
 
-def flips_allowed(run: RunDir) -> bool:
-    """The Architect judged whether flips are safe (not for digits, text, orientation): follow it."""
-    first = run.iter_dir(1) / "data.py"
-    return bool(first.exists() and read_hparams(first.read_text(encoding="utf-8")).get("HFLIP"))
-
-
-def lineage(by_iter: dict[int, dict[str, Any]], iteration: int | None) -> list[int]:
+def lineage(by_iter: dict[int, JournalRecord], iteration: int | None) -> list[int]:
     """`iteration`, its parent, its parent's parent, ... back to the Architect's pipeline."""
     chain: list[int] = []
     while iteration is not None and iteration in by_iter and iteration not in chain:
         chain.append(iteration)
-        iteration = by_iter[iteration].get("parent")
+        iteration = by_iter[iteration].parent
     return chain
 
 
-def _tried(record: dict[str, Any]) -> dict[str, Any]:
-    return {"key": record.get("decision_key"), "target": record.get("target"),
-            "instruction": _short(record.get("instruction")), "status": record.get("status"),
-            "val_accuracy": record.get("val_accuracy")}
+def _tried(record: JournalRecord) -> dict[str, Any]:
+    return {"key": record.decision_key, "target": record.target, "instruction": _short(record.instruction),
+            "status": record.status, "val_accuracy": record.val_accuracy}
 
 
-def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
-    dataset = {**dataset, "flips_allowed": flips_allowed(run)}
+def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) -> History:
     records = run.iterations()
-    by_iter = {r["iteration"]: r for r in records}
+    by_iter = {r.iteration: r for r in records}
     best = run.best_record()
 
     best_view = None
     if best is not None:
-        d = run.iter_dir(best["iteration"])
+        d = run.iter_dir(best.iteration)
         metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
         summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
         curves = metrics.get("curves", {})
         best_view = {
-            "iteration": best["iteration"],
-            "val_accuracy": best.get("val_accuracy"),
-            "train_accuracy": best.get("train_accuracy"),
+            "iteration": best.iteration,
+            "val_accuracy": best.val_accuracy,
+            "train_accuracy": best.train_accuracy,
             "train_steps": int(curves["train/loss"][-1][0]) if curves.get("train/loss") else None,
             "interrupted": metrics.get("interrupted", False),
             "summary": summary,
@@ -96,50 +88,41 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
 
     recent = []
     for r in records[-RECENT:]:
-        parent = by_iter.get(r.get("parent"))
+        parent = by_iter.get(r.parent) if r.parent is not None else None
         delta = None
-        if parent and r.get("val_accuracy") is not None and parent.get("val_accuracy") is not None:
-            delta = round(r["val_accuracy"] - parent["val_accuracy"], 4)
+        if parent and r.val_accuracy is not None and parent.val_accuracy is not None:
+            delta = round(r.val_accuracy - parent.val_accuracy, 4)
         recent.append({
-            "iteration": r["iteration"], "parent": r.get("parent"), "target": r.get("target"),
-            "instruction": _short(r.get("instruction")), "status": r.get("status"), "accepted": r.get("accepted"),
-            "val_accuracy": r.get("val_accuracy"), "delta_vs_parent": delta, "train_accuracy": r.get("train_accuracy"),
-            "error": _short((r.get("error") or {}).get("message")),
+            "iteration": r.iteration, "parent": r.parent, "target": r.target, "instruction": _short(r.instruction),
+            "status": r.status, "accepted": r.accepted, "val_accuracy": r.val_accuracy, "delta_vs_parent": delta,
+            "train_accuracy": r.train_accuracy, "error": _short((r.error or {}).get("message")),
         })
 
     failures: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.get("status") != "ok":
+        if not r.ok:
             cause = failure_cause(r)
             f = failures.setdefault(cause, {"cause": cause, "count": 0, "iterations": [], "last_message": None})
             f["count"] += 1
-            f["iterations"] = (f["iterations"] + [r["iteration"]])[-3:]
-            f["last_message"] = _short((r.get("error") or {}).get("message"))
+            f["iterations"] = (f["iterations"] + [r.iteration])[-3:]
+            f["last_message"] = _short((r.error or {}).get("message"))
 
     # Edits already tried on the pipeline the next edit will start from: the
     # best one, or while nothing has succeeded yet, the last attempt.
-    parent = best["iteration"] if best is not None else (records[-1]["iteration"] if records else None)
+    parent = best.iteration if best is not None else (records[-1].iteration if records else None)
     if best is not None:
-        tried = [_tried(r) for r in records if r.get("parent") == parent]
+        tried = [_tried(r) for r in records if r.parent == parent]
     else:
         # Nothing has trained yet: each edit builds on the last failure, so every
         # edit made so far counts as tried (a rescue move is never sent twice).
-        tried = [_tried(r) for r in records if r.get("decision_key")]
+        tried = [_tried(r) for r in records if r.decision_key]
     # Edits rejected on the earlier best pipelines this one grew from. The best
     # differs from them by a few accepted edits only, so an edit that did not
     # help there rarely helps here: worth retrying only when nothing fresher is left.
     ancestors = set(lineage(by_iter, parent)[1:]) if best is not None else set()
-    rejected_earlier = [_tried(r) for r in records if r.get("parent") in ancestors and not r.get("accepted")
-                        and r.get("decision_key")]
-    return {
-        "dataset": dataset,
-        "budget": budget,
-        "best": best_view,
-        "recent": recent,
-        "failures": list(failures.values())[-10:],
-        "parent_iteration": parent,
-        "tried_on_best": tried[-TRIED_MAX:],
-        "rejected_on_earlier_best": rejected_earlier[-TRIED_MAX:],
-        "num_iterations": len(records),
-        "chance_accuracy": round(1.0 / max(1, int(dataset.get("num_classes", 2))), 4),
-    }
+    rejected_earlier = [_tried(r) for r in records if r.parent in ancestors and not r.accepted and r.decision_key]
+    return History(
+        dataset=dataset, budget=budget, best=best_view, recent=recent, failures=list(failures.values())[-10:],
+        parent_iteration=parent, tried_on_best=tried[-TRIED_MAX:], rejected_on_earlier_best=rejected_earlier[-TRIED_MAX:],
+        num_iterations=len(records), chance_accuracy=round(1.0 / max(1, int(dataset.get("num_classes", 2))), 4),
+    )

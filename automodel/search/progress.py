@@ -8,7 +8,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import Any, TextIO
+from typing import TextIO
+
+from automodel.core import IterationResult, JournalRecord
 
 
 def clock(seconds: float) -> str:
@@ -43,26 +45,26 @@ class Progress:
             self._print(f"        why: {why}")
         self._start_ticker(n)
 
-    def repair(self, n: int, engineer: str, res: dict[str, Any]) -> None:
-        err = res.get("error") or {}
-        msg = (err.get("message") or res.get("status") or "").splitlines()[0][:160] if (err.get("message") or res.get("status")) else ""
-        self._print(f"        {res.get('status')}: {msg}")
+    def repair(self, n: int, engineer: str, res: IterationResult) -> None:
+        text = (res.error.message if res.error else "") or res.status
+        self._print(f"        {res.status}: {text.splitlines()[0][:160] if text else ''}")
         self._print(f"        {engineer} repairs it")
         self._start_ticker(n)
 
-    def finish(self, record: dict[str, Any], best: dict[str, Any] | None, elapsed: float) -> None:
+    def finish(self, record: JournalRecord, best: JournalRecord | None, elapsed: float) -> None:
         self._stop_ticker()
-        mark = "kept" if record.get("accepted") else ("failed" if record.get("status") != "ok" else "discarded")
-        line = (f"        {record.get('status')}: val {pct(record.get('val_accuracy'))}  test {pct(record.get('test_accuracy'))}"
-                f"  -> {mark} | {record.get('seconds', 0):.0f}s | best val {pct(best and best.get('val_accuracy'))}"
-                f" (iter {best['iteration'] if best else '-'}) | elapsed {clock(elapsed)}")
-        ev = record.get("evidence")
+        mark = "kept" if record.accepted else ("failed" if not record.ok else "discarded")
+        line = (f"        {record.status}: val {pct(record.val_accuracy)}  test {pct(record.test_accuracy)}"
+                f"  -> {mark} | {record.seconds:.0f}s | best val {pct(best.val_accuracy if best else None)}"
+                f" (iter {best.iteration if best else '-'}) | elapsed {clock(elapsed)}")
+        ev = record.evidence
         if ev:
-            chance = not record.get("accepted") and (record.get("val_accuracy") or 0) > (best or {}).get("val_accuracy", 1)
+            chance = not record.accepted and (record.val_accuracy or 0) > (best.val_accuracy if best else 1)
             line += (f"\n        vs the best: {ev['gained']} validation images gained, {ev['lost']} lost (z {ev['z']:.1f})"
                      + ("; higher, but within what chance gives: not kept" if chance else ""))
-        if record.get("status") != "ok" and record.get("error"):
-            line += f"\n        error: {(record['error'].get('message') or '').splitlines()[0][:200] if record['error'].get('message') else ''}"
+        message = (record.error or {}).get("message") if not record.ok else None
+        if message:
+            line += f"\n        error: {message.splitlines()[0][:200]}"
         self._print(line)
 
     # ---- ticker (terminals only)

@@ -12,41 +12,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from automodel.agents.base import MODULES, Pipeline
+from automodel.core import MODULES, JournalRecord, Pipeline
 from automodel.errors import RunError
+from automodel.files import atomic_write_json, read_json, remove_tree
 
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
 BEST = "best"
 BEST_FILES = ("data.py", "model.py", "train.py", "model.pt", "metrics.json", "summary.json")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def iter_name(n: int) -> str:
@@ -91,7 +69,8 @@ class RunDir:
         atomic_write_json(self.path / RUN_FILE, info)
 
     # ---- journal
-    def journal(self) -> list[dict[str, Any]]:
+    def journal(self) -> list[JournalRecord]:
+        """Every record, failed attempts that were repaired included, in order."""
         path = self.path / JOURNAL
         if not path.exists():
             return []
@@ -100,16 +79,21 @@ class RunDir:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                data = json.loads(line)
             except json.JSONDecodeError:
                 break  # a torn last line from a kill: ignored, the iteration is redone
+            try:
+                records.append(JournalRecord.from_json(data))
+            except TypeError:
+                raise RunError(f"{path} holds a record this version of automodel cannot read ({line[:120]}…): the run was "
+                               "made by an incompatible version. Start a new run with `automodel fit`.") from None
         return records
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: JournalRecord) -> None:
         path = self.path / JOURNAL
         self._drop_torn_tail(path)
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+            fh.write(json.dumps(record.to_json(), default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -121,19 +105,16 @@ class RunDir:
         if data and not data.endswith(b"\n"):
             path.write_bytes(data[: data.rfind(b"\n") + 1])
 
-    def iterations(self) -> list[dict[str, Any]]:
+    def iterations(self) -> list[JournalRecord]:
         """Final records, one per completed iteration, in order."""
-        return [r for r in self.journal() if r.get("final")]
-
-    def attempts(self) -> list[dict[str, Any]]:
-        return self.journal()
+        return [r for r in self.journal() if r.final]
 
     def next_iteration(self) -> int:
         done = self.iterations()
-        return (done[-1]["iteration"] + 1) if done else 1
+        return (done[-1].iteration + 1) if done else 1
 
-    def best_record(self) -> dict[str, Any] | None:
-        accepted = [r for r in self.iterations() if r.get("accepted")]
+    def best_record(self) -> JournalRecord | None:
+        accepted = [r for r in self.iterations() if r.accepted]
         return accepted[-1] if accepted else None
 
     # ---- iteration folders
@@ -143,8 +124,7 @@ class RunDir:
     def fresh_iter_dir(self, n: int) -> Path:
         """An empty folder for iteration n (a leftover from a killed attempt is removed)."""
         d = self.iter_dir(n)
-        if d.exists():
-            shutil.rmtree(d)
+        remove_tree(d)  # whatever a killed child left there, however deep
         d.mkdir(parents=True)
         return d
 
@@ -154,12 +134,12 @@ class RunDir:
 
     def remove_incomplete(self) -> list[int]:
         """Delete folders of iterations without a final record; return their numbers."""
-        done = {r["iteration"] for r in self.iterations()}
+        done = {r.iteration for r in self.iterations()}
         removed = []
         for d in sorted(self.path.glob("iter_[0-9][0-9][0-9]")):
             n = int(d.name[5:])
             if n not in done:
-                shutil.rmtree(d)
+                remove_tree(d)
                 removed.append(n)
         return removed
 
@@ -169,10 +149,10 @@ class RunDir:
         src = self.iter_dir(n)
         tmp = self.path / ".best.tmp"
         if tmp.exists():
-            shutil.rmtree(tmp)
+            remove_tree(tmp)
         tmp.mkdir()
         for name in BEST_FILES:
-            if (src / name).exists():
+            if (src / name).is_file() and not (src / name).is_symlink():
                 shutil.copy2(src / name, tmp / name)
         info = self.path / "data" / "info.json"  # what the model expects as input
         if info.exists():
@@ -181,12 +161,12 @@ class RunDir:
         best = self.path / BEST
         old = self.path / ".best.old"
         if old.exists():
-            shutil.rmtree(old)
+            remove_tree(old)
         if best.exists():
             os.replace(best, old)
         os.replace(tmp, best)
         if old.exists():
-            shutil.rmtree(old)
+            remove_tree(old)
 
     def best_iteration_on_disk(self) -> int | None:
         marker = self.path / BEST / "ITERATION"
@@ -197,12 +177,12 @@ class RunDir:
         best = self.best_record()
         if best is None:
             if (self.path / BEST).exists():
-                shutil.rmtree(self.path / BEST)
-        elif self.best_iteration_on_disk() != best["iteration"]:
-            self.promote(best["iteration"])
+                remove_tree(self.path / BEST)
+        elif self.best_iteration_on_disk() != best.iteration:
+            self.promote(best.iteration)
         for leftover in (".best.tmp", ".best.old"):
             if (self.path / leftover).exists():
-                shutil.rmtree(self.path / leftover)
+                remove_tree(self.path / leftover)
 
 
 def runs_in(workspace: Path) -> Iterator[Path]:
@@ -213,3 +193,17 @@ def runs_in(workspace: Path) -> Iterator[Path]:
 
 def default_run_name(dataset: Path) -> str:
     return f"{dataset.resolve().name or 'dataset'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def reopen(run: RunDir, dataset_override: Path | None = None):
+    """Load the run's dataset and split again, refusing a dataset that changed."""
+    from automodel.intake import Split, load_dataset
+
+    info = run.info
+    path = Path(dataset_override or info["dataset"]["path"])
+    ds = load_dataset(path, describe=info["dataset"].get("description") or None)
+    if ds.fingerprint != info["dataset"]["fingerprint"]:
+        raise RunError(f"The dataset at {path} is not the one this run was trained on (its files changed since "
+                       f"{info['created']}): resuming would mix two datasets. Start a new run with `automodel fit {path}`, "
+                       f"or restore the original files.")
+    return ds, Split.from_json(info["split"], ds)

@@ -7,12 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 
 from needs import need_level
 
-from automodel.sandbox import levels as sandbox
-from automodel.sandbox.iteration import RunConfig, prepare_data
+from automodel.sandbox.iteration import RunConfig
+from automodel.sandbox.bundle import prepare_data
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "pipelines" / "reference"
@@ -36,9 +35,10 @@ def make_iter(iter_dir: Path, replace: dict[str, str] | None = None, hostile: di
     for module in MODULES:
         shutil.copyfile(REFERENCE / f"{module}.py", iter_dir / f"{module}.py")
     for module, filename in (replace or {}).items():
-        shutil.copyfile(HERE / filename, iter_dir / f"{module}.py")
-    if hostile is not None:
-        (iter_dir / "hostile.json").write_text(json.dumps(hostile))
+        source = (HERE / filename).read_text()
+        if hostile is not None:  # the module reads its instructions from HOSTILE_CONFIG
+            source = f"HOSTILE_CONFIG = {hostile!r}\n" + source
+        (iter_dir / f"{module}.py").write_text(source)
     return iter_dir
 
 
@@ -51,7 +51,11 @@ def fast_config(**overrides) -> RunConfig:
 
 
 def report(iter_dir: Path) -> dict:
-    return json.loads((iter_dir / "hostile_report.json").read_text())
+    """What a hostile module found, from the HOSTILE_REPORT line it printed (its own files are deleted)."""
+    for line in reversed((iter_dir / "stdout.txt").read_text().splitlines()):
+        if line.startswith("HOSTILE_REPORT "):
+            return json.loads(line[len("HOSTILE_REPORT "):])
+    raise AssertionError(f"no HOSTILE_REPORT line in {iter_dir / 'stdout.txt'}")
 
 
 def processes_with(*needles: str) -> list[tuple[int, str]]:

@@ -16,7 +16,7 @@ import torch
 
 
 def train(model, data, ctx):
-    cfg = json.loads(Path("hostile.json").read_text())
+    cfg = HOSTILE_CONFIG  # noqa: F821 - set by tests/hostile/kit.py
     if ctx.preflight and not cfg.get("in_preflight"):
         return model  # behave during the preflight, misbehave in the real run
     signal.signal(signal.SIGALRM, signal.SIG_IGN)
@@ -24,7 +24,7 @@ def train(model, data, ctx):
     sleeper = [sys.executable, "-c", "import time; time.sleep(1000)", token]
     subprocess.Popen(sleeper)
     subprocess.Popen(sleeper, start_new_session=True)  # escapes the process group
-    Path("hostile_report.json").write_text(json.dumps({"marker": os.environ.get("AUTOMODEL_SANDBOX_ID"), "pid": os.getpid()}))
+    print("HOSTILE_REPORT", json.dumps({"marker": os.environ.get("AUTOMODEL_SANDBOX_ID"), "pid": os.getpid()}), flush=True)
     dataset = torch.utils.data.TensorDataset(torch.zeros(64, 1))
     while True:
         try:

@@ -1,5 +1,5 @@
 """Tries to write outside its iteration directory and to reach the network;
-records the outcome of every attempt in hostile_report.json."""
+records the outcome of every attempt in a HOSTILE_REPORT line on stdout."""
 
 import json
 import os
@@ -35,7 +35,7 @@ def _remount(target: str) -> str:
 
 
 def train(model, data, ctx):
-    cfg = json.loads(Path("hostile.json").read_text())
+    cfg = HOSTILE_CONFIG  # noqa: F821 - set by tests/hostile/kit.py
     report = {"writes": {}, "connects": {}, "remounts": {}}
     # As root, a sandbox that kept its capabilities could make the read-only views writable.
     status = Path("/proc/self/status").read_text()
@@ -47,5 +47,5 @@ def train(model, data, ctx):
     report["connects"]["local"] = _connect("127.0.0.1", int(cfg["local_port"]))
     report["connects"]["public"] = _connect(cfg.get("public_ip", "1.1.1.1"), 53)
     report["uid"] = os.getuid()
-    Path("hostile_report.json").write_text(json.dumps(report, indent=1))
+    print("HOSTILE_REPORT", json.dumps(report), flush=True)
     return model

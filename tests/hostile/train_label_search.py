@@ -1,7 +1,7 @@
 """Looks everywhere for validation/test labels: the filesystem from /, the data
 bundle and its parents, environment variables, other processes, and the dataset
-and run folders whose host paths it was told (hostile.json). Whatever it finds
-goes into hostile_report.json; the model then predicts class 0 for everything,
+and run folders whose host paths it was told (HOSTILE_CONFIG, set by the test). Whatever it finds
+goes into a HOSTILE_REPORT line on stdout; the model then predicts class 0 for everything,
 unless it found labels, in which case it would cheat."""
 
 SCAN_SECONDS = 20.0   # seconds allowed for the filesystem walk
@@ -35,7 +35,7 @@ def _scan_tree(root: str, class_names, deadline: float, found: list, scanned: li
 
 
 def train(model, data, ctx):
-    cfg = json.loads(Path("hostile.json").read_text())
+    cfg = HOSTILE_CONFIG  # noqa: F821 - set by tests/hostile/kit.py
     class_names = set(data.info.class_names)
     found, scanned, attempts = [], [], {}
     deadline = time.monotonic() + SCAN_SECONDS
@@ -84,7 +84,7 @@ def train(model, data, ctx):
                 found.append(f"proc:{pid}:{what}")
     report = {"found": found, "attempts": attempts, "dirs_scanned": len(scanned),
               "saw_python": any("site-packages" in d for d in scanned)}
-    Path("hostile_report.json").write_text(json.dumps(report, indent=1))
+    print("HOSTILE_REPORT", json.dumps(report), flush=True)
     with __import__("torch").no_grad():
         for p in model.parameters():
             p.zero_()  # constant output: class 0 everywhere, i.e. chance level

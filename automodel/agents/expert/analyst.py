@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from automodel.errors import AutomodelError
-from automodel.agents.base import Decision
+from automodel.agents.base import BrainExhausted
+from automodel.core import Decision, History
 
 # Train minus validation accuracy above which we call it over-fitting. Training
 # accuracy is the harness's prediction of training images in eval mode (the
@@ -34,7 +34,7 @@ OVERFIT_GAP = 0.03
 TURN = 2
 
 
-class AnalystExhausted(AutomodelError):
+class AnalystExhausted(BrainExhausted):
     """Every move the expert knows has been tried on the current best."""
 
 
@@ -209,12 +209,12 @@ def merged_hparams(summary: dict) -> dict[str, dict]:
     return {m: dict((summary.get(m) or {}).get("hparams") or {}) for m in ("data", "model", "train")}
 
 
-def facts_from(history: dict) -> dict:
-    ds = history.get("dataset", {})
-    best = history.get("best") or {}
+def facts_from(history: History, flips_allowed: bool = False) -> dict:
+    ds = history.dataset
+    best = history.best or {}
     hp = merged_hparams(best.get("summary") or {})
     return {
-        "flips_allowed": ds.get("flips_allowed", False),
+        "flips_allowed": flips_allowed,
         "channels": ds.get("channels"),
         "image_size": ds.get("image_size"),
         "input_size": hp["data"].get("INPUT_SIZE"),
@@ -222,15 +222,16 @@ def facts_from(history: dict) -> dict:
     }
 
 
-def decide(history: dict) -> Decision:
-    best = history.get("best")
+def decide(history: History, flips_allowed: bool = False) -> Decision:
+    """The next move; `flips_allowed` is the Architect's judgment of the task (no flips for digits, text, ...)."""
+    best = history.best
     if best is None:
         return _without_best(history)
-    regime, why = diagnose(best, history.get("chance_accuracy", 0.1))
+    regime, why = diagnose(best, history.chance_accuracy)
     hp = merged_hparams(best.get("summary") or {})
-    facts = facts_from(history)
-    tried = {t.get("key") for t in history.get("tried_on_best", [])}
-    earlier = {t.get("key") for t in history.get("rejected_on_earlier_best", [])}
+    facts = facts_from(history, flips_allowed)
+    tried = history.tried_keys()
+    earlier = {t.get("key") for t in history.rejected_on_earlier_best}
     candidates = [d for d in _ordered([regime] + FALLBACK[regime], hp, facts, why, regime) if d.key() not in tried]
     # Moves that already failed on an earlier best go last: fresh ones first.
     candidates.sort(key=lambda d: d.key() in earlier)
@@ -240,11 +241,11 @@ def decide(history: dict) -> Decision:
                            "Use --agent llm for open-ended edits, or edit best/ by hand.")
 
 
-def _without_best(history: dict) -> Decision:
+def _without_best(history: History) -> Decision:
     """No iteration has succeeded yet: make the last failed pipeline cheaper and calmer."""
-    failures = history.get("failures") or []
+    failures = history.failures
     cause = failures[-1]["cause"] if failures else "unknown failure"
-    tried = {t.get("key") for t in history.get("tried_on_best", [])}
+    tried = history.tried_keys()
     candidates = [
         Decision("model", "Nothing has trained successfully yet: halve the width", f"every attempt failed ({cause})",
                  {"set_scale": {"WIDTH": 0.5}, "move": "rescue_narrower"}),

@@ -93,7 +93,7 @@ from typing import Any
 import jinja2
 
 from automodel.resources import template_environment
-from automodel.agents.base import Brief, Pipeline
+from automodel.core import Brief, Pipeline
 from automodel.agents.expert.recipes import Recipe, TaskFacts, choose_recipe, read_task
 
 MODULES = ("data", "model", "train")

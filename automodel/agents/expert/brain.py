@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from automodel.agents.base import Brief, CallRecord, Decision, Pipeline
+from automodel.core import Brief, CallRecord, Decision, History, Pipeline
 from automodel.agents.expert import analyst, engineers, summarizer
-from automodel.agents.expert.architect import write_pipeline
+from automodel.agents.expert.architect import plan, write_pipeline
 
 
 class ExpertBrain:
     name = "expert"
 
+    def __init__(self):
+        self.flips_allowed = False  # until start(): no move that could change a label
+
+    def start(self, brief: Brief) -> None:
+        """Judge the task once, as the Architect does: whether flips could change a label."""
+        facts, _ = plan(brief)
+        self.flips_allowed = facts.flips_allowed
+
     def architect(self, brief: Brief) -> Pipeline:
         return write_pipeline(brief)
 
-    def analyst(self, history: dict[str, Any]) -> Decision:
-        return analyst.decide(history)
+    def analyst(self, history: History) -> Decision:
+        return analyst.decide(history, self.flips_allowed)
 
     def engineer(self, module: str, pipeline: Pipeline, decision: Decision | None, error: str | None = None) -> str:
         if error is not None:

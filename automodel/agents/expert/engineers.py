@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from automodel.errors import AutomodelError
 from automodel.hparams import HParamError, read_hparams, set_hparams
-from automodel.agents.base import Decision, Pipeline
+from automodel.core import Decision, Pipeline
 
 # Knobs that make training cheaper, per module, with the factor applied on repair.
 CHEAPER = {"model": {"WIDTH": 0.5}, "train": {"BATCH_SIZE": 0.5}, "data": {"INPUT_SIZE": 0.75}}

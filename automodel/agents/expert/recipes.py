@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from automodel.agents.base import Brief
+from automodel.core import Brief
 
 # ---------------------------------------------------------------- recipe parts
 

@@ -11,7 +11,7 @@ import ast
 from typing import Any
 
 from automodel.hparams import hparam_comments, read_hparams
-from automodel.agents.base import MODULES, Pipeline
+from automodel.core import MODULES, Pipeline
 
 
 def _definitions(source: str) -> list[str]:

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from automodel.errors import BrainError
-from automodel.agents.base import Brief, Decision
+from automodel.core import Brief, Decision
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig

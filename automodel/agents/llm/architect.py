@@ -9,7 +9,7 @@ no expert knowledge, no profile beyond the class count and image size.
 
 from __future__ import annotations
 
-from automodel.agents.base import MODULES, Brief, Pipeline
+from automodel.core import MODULES, Brief, Pipeline
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.code_reply import ask_for_modules

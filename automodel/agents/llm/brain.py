@@ -5,7 +5,7 @@
 
 The loop talks to it only through the Brain protocol (automodel.agents.base);
 after each role call it takes the call records (`take_calls`) and saves them
-with the iteration (`save_calls`).
+with the iteration (automodel.search.calls).
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from automodel.agents.base import Brief, CallRecord, Decision, Pipeline
+from automodel.core import Brief, CallRecord, Decision, History, Pipeline, Usage
 from automodel.agents.llm.analyst import decide
 from automodel.agents.llm.architect import write_pipeline, write_pipeline_sequential
-from automodel.agents.llm.calls import usage_totals
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig, resolve_config
 from automodel.agents.llm.engineer import rewrite_module
@@ -29,20 +28,23 @@ class LLMBrain:
         self.name = f"llm:{config.model}"
         self.chat = ChatClient(config)
         # The Architect's brief also informs the engineers and the Analyst; on
-        # resume the loop sets it again (brain.brief = ...) before any role runs.
+        # resume `start(brief)` gives it again before any role runs.
         self.brief = brief
         self._summarizer = Summarizer(self.chat, config)
         self._taken: list[CallRecord] = []
 
     # ---- Brain protocol
+    def start(self, brief: Brief) -> None:
+        self.brief = brief
+
     def architect(self, brief: Brief) -> Pipeline:
         self.brief = brief
         if self.config.init == "sequential":
             return write_pipeline_sequential(self.chat, self.config, brief)
         return write_pipeline(self.chat, self.config, brief)
 
-    def analyst(self, history: dict[str, Any]) -> Decision:
-        return decide(self.chat, self.config, history, self.brief)
+    def analyst(self, history: History) -> Decision:
+        return decide(self.chat, self.config, history.to_json(), self.brief)
 
     def engineer(self, module: str, pipeline: Pipeline, decision: Decision | None, error: str | None = None) -> str:
         return rewrite_module(self.chat, self.config, module, pipeline, decision, error, self.brief)
@@ -56,9 +58,9 @@ class LLMBrain:
         return list(calls)
 
     # ---- extras for the CLI and reports
-    def usage(self) -> dict[str, Any]:
+    def usage(self) -> Usage:
         """Tokens and cost of every call this brain made (taken or not)."""
-        return usage_totals(self._taken + self.chat.calls)
+        return Usage.of(self._taken + self.chat.calls)
 
     def close(self) -> None:
         self.chat.close()

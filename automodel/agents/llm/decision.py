@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from automodel.agents.base import MODULES, Decision
+from automodel.core import MODULES, Decision
 from automodel.agents.llm.extract import strip_reasoning
 
 MAX_INSTRUCTION = 2000

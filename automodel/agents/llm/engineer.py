@@ -8,7 +8,7 @@ taken from the reply, even if the model rewrote others too.
 
 from __future__ import annotations
 
-from automodel.agents.base import ENGINEERS, MODULES, Brief, Decision, Pipeline
+from automodel.core import ENGINEERS, MODULES, Brief, Decision, Pipeline
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.code_reply import ask_for_modules

@@ -13,7 +13,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from automodel.agents.base import MODULES
+from automodel.core import MODULES
 
 REQUIRED_DEF = {"data": "build_transforms", "model": "build_model", "train": "train"}
 PYTHON_TAGS = {"", "python", "python3", "py", "py3", "ipython", "python-code"}

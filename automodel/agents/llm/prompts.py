@@ -14,7 +14,7 @@ from typing import Any
 import jinja2
 
 from automodel.resources import interface_text, template_environment
-from automodel.agents.base import MODULES, Brief
+from automodel.core import MODULES, Brief
 
 OMITTED = "… ({n} earlier items omitted)"
 

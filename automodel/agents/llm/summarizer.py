@@ -16,7 +16,7 @@ from typing import Any
 
 from automodel.errors import AutomodelError
 from automodel.hparams import read_hparams
-from automodel.agents.base import MODULES, Pipeline
+from automodel.core import MODULES, Pipeline
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig

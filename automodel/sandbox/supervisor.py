@@ -1,0 +1,244 @@
+"""The one process supervisor: start a sandboxed child in its slot, watch it, kill all of it.
+
+Every child automodel starts (an iteration's training and prediction, predict,
+export, the sandbox probe) goes through `run_child`:
+
+    outcome = run_child(request, level, slot, work=folder, deadline=lambda now, launched: ("run", launched + 60))
+
+It enforces, from this process's own clock and measurements only (nothing the
+child writes is believed): the deadline the caller's `deadline(now)` returns
+(the caller may move it as the child reports progress; see iteration.py),
+the slot's memory (processes plus their RAM-backed files), process count,
+work-folder size and file count, and a size cap on each log that keeps its
+head and tail. When the child ends or a limit is hit, the whole process tree
+is killed. The `ChildOutcome` says honestly why it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from automodel.files import walk_entries
+from automodel.sandbox.levels import Request, build_command
+from automodel.sandbox.limits import Cgroup, Slot, kernel_oom_kills, rlimits
+from automodel.sandbox.proctree import ProcessTree
+
+POLL = 0.1               # s between checks of exit, deadline and logs
+MEMORY_EVERY = 0.25      # s between scans of the process tree (memory, process count)
+DISK_EVERY = 1.0         # s between walks of the work folder
+REASONS = ("exited", "timeout", "memory", "processes", "disk", "files")
+
+
+def signal_name(code: int | None) -> str | None:
+    """SIGKILL for an exit status of -9 (or 137 from a shell), None for a normal exit."""
+    if code is None:
+        return None
+    sig = -code if code < 0 else code - 128 if 128 < code < 160 else None
+    if sig is None:
+        return None
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """How a supervised child ended, measured by the parent."""
+
+    reason: str                      # exited | timeout | memory | processes | disk | files
+    exit_code: int | None
+    stage: str                       # the caller's stage name when it ended
+    started: float                   # time.time() at launch
+    seconds: float                   # launch to end, parent clock
+    peak_memory: int                 # bytes: processes plus RAM-backed files, highest seen
+    peak_processes: int
+    disk_used: int                   # bytes in the work folder at the last walk
+    oom_kills: int                   # kernel OOM kills during the run (in its cgroup, else machine-wide)
+    forks_refused: int               # forks the kernel refused at the cgroup's process cap
+    limits: str                      # how the limits were enforced (cgroup or watchdog)
+    logs_dropped: dict[str, int] = field(default_factory=dict)   # log file name -> bytes cut out of its middle
+    message: str = ""                # why a limit stopped it, for people and repair prompts
+
+    @property
+    def signal(self) -> str | None:
+        return signal_name(self.exit_code)
+
+
+class LogCap:
+    """Keeps a log the child appends to under `limit` bytes: its head and its tail.
+
+    The child's descriptor is in append mode, so after this truncates the file
+    the child goes on writing at its (new) end; `finish` writes head, a line
+    saying how much was cut, and tail."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit = path, max(1024, limit)
+        self.head = b""
+        self.tail = b""
+        self.dropped = 0
+
+    def enforce(self) -> None:
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            return
+        if size <= self.limit:
+            return
+        half = self.limit // 2
+        with open(self.path, "rb") as fh:
+            if not self.head and not self.dropped:
+                self.head = fh.read(half)
+            fh.seek(max(0, size - half))
+            recent = fh.read(half)
+        # What the child wrote while we read is dropped too: count it.
+        size = max(size, os.stat(self.path).st_size)
+        os.truncate(self.path, 0)
+        kept = len(self.head) if not self.dropped else 0
+        self.dropped += size - kept - len(recent) + len(self.tail)
+        self.tail = recent
+
+    def finish(self) -> None:
+        self.enforce()
+        if not self.dropped:
+            return
+        half = self.limit // 2
+        try:
+            size = os.stat(self.path).st_size
+            with open(self.path, "rb") as fh:
+                fh.seek(max(0, size - half))
+                current = fh.read(half)
+        except OSError:
+            size, current = 0, b""
+        tail = (self.tail + current)[-half:]
+        self.dropped += len(self.tail) + size - len(tail)
+        note = f"\n[... automodel cut {self.dropped} bytes here: a log keeps its first and last {half} bytes ...]\n"
+        with open(self.path, "wb") as fh:
+            fh.write(self.head + note.encode() + tail)
+
+
+def _work_usage(work: Path | None, max_files: int) -> tuple[int, int]:
+    """(bytes, entries) in the work folder, counting at most max_files + 1 entries."""
+    if work is None:
+        return 0, 0
+    total = entries = 0
+    for _path, info in walk_entries(work, max_files + 1):
+        entries += 1
+        total += getattr(info, "st_blocks", 0) * 512
+    return total, entries
+
+
+def start(request: Request, level: str, slot: Slot, cgroup: Cgroup | None = None) -> tuple[subprocess.Popen, float]:
+    """Start `request` at isolation `level` in its own session, output to files."""
+    cmd = build_command(level, request)
+    env = dict(request.env)
+    if request.marker:
+        env["AUTOMODEL_SANDBOX_ID"] = request.marker
+        if level == "bwrap":
+            i = cmd.index("--clearenv") + 1
+            cmd = cmd[:i] + ["--setenv", "AUTOMODEL_SANDBOX_ID", request.marker] + cmd[i:]
+    cwd = request.cwd if level != "bwrap" else "/"
+    limits = rlimits(slot)
+
+    def preexec() -> None:  # in the forked child, before exec: no allocation-heavy work here
+        if cgroup is not None and cgroup.kind:
+            cgroup.preexec()
+        for res, value in limits:
+            resource.setrlimit(res, (value, value))
+
+    with open(request.stdout, "ab") as out, open(request.stderr, "ab") as err:
+        started = time.time()
+        popen = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
+            env=env if level != "bwrap" else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            start_new_session=True, preexec_fn=preexec, close_fds=True,
+        )
+    return popen, started
+
+
+def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[float, float], tuple[str, float]],
+              work: Path | None = None, on_poll: Callable[[], None] | None = None) -> ChildOutcome:
+    """Run `request` to its end under the slot's limits; never raises for what the child does.
+
+    `deadline(now, launched)` returns (stage name, absolute time.time() deadline)
+    and is asked at every poll; `on_poll` lets the caller read the child's progress."""
+    cgroup = Cgroup(slot)
+    oom_before = cgroup.oom_kills() if cgroup.kind else kernel_oom_kills()
+    logs = [LogCap(request.stdout, slot.log_bytes), LogCap(request.stderr, slot.log_bytes)]
+    popen, started = start(request, level, slot, cgroup)
+    tree = ProcessTree(popen.pid)
+    limit = slot.memory_bytes()
+    peak = peak_procs = disk = 0
+    next_mem = next_disk = 0.0
+    reason, message, code, stage = "exited", "", None, ""
+    try:
+        while True:
+            try:
+                code = popen.wait(timeout=POLL)
+            except subprocess.TimeoutExpired:
+                code = None
+            if on_poll:
+                on_poll()
+            now = time.time()
+            stage, end = deadline(now, started)
+            for log in logs:
+                log.enforce()
+            if code is not None:
+                break
+            if now >= next_mem:
+                next_mem = now + MEMORY_EVERY
+                used, procs = tree.usage()
+                peak, peak_procs = max(peak, used), max(peak_procs, procs)
+                if used > limit:
+                    reason, message = "memory", (f"the pipeline's processes held {used / 2**30:.1f} GiB (RAM-backed files in /tmp "
+                                                 f"and /dev/shm included), more than the limit of {limit / 2**30:.1f} GiB, and were "
+                                                 "killed. Use a smaller batch size, model or number of DataLoader workers.")
+                    break
+                if procs > slot.max_processes:
+                    reason, message = "processes", (f"the pipeline started {procs} processes, more than the {slot.max_processes} "
+                                                    "allowed, and was killed. Do not start processes in a loop; use at most a "
+                                                    "few DataLoader workers.")
+                    break
+            if work is not None and now >= next_disk:
+                next_disk = now + DISK_EVERY
+                disk, entries = _work_usage(work, slot.max_files)
+                if entries > slot.max_files:
+                    reason, message = "files", (f"the pipeline created more than {slot.max_files} files or folders in its "
+                                                "working folder and was killed. Write a few checkpoint files at most.")
+                    break
+                if disk > slot.disk:
+                    reason, message = "disk", (f"the pipeline wrote {disk / 2**30:.1f} GiB into its working folder, more than "
+                                               f"the limit of {slot.disk / 2**30:.1f} GiB, and was killed. Save fewer or "
+                                               "smaller checkpoints.")
+                    break
+            if now >= end:
+                reason = "timeout"
+                break
+    finally:
+        tree.kill()  # strays (a background `sleep`, workers) go too, also after a normal exit
+        try:
+            code = popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for log in logs:
+            log.finish()
+        oom_after = cgroup.oom_kills() if cgroup.kind else kernel_oom_kills()
+        refused = cgroup.pids_refused()
+        cgroup.close()
+    ended = time.time()
+    if work is not None:
+        disk = _work_usage(work, slot.max_files)[0] if reason == "exited" else disk
+    return ChildOutcome(
+        reason=reason, exit_code=code, stage=stage, started=started, seconds=round(ended - started, 4), peak_memory=peak,
+        peak_processes=peak_procs, disk_used=disk, oom_kills=max(0, oom_after - oom_before), forks_refused=refused,
+        limits=f"{cgroup.describe()}; watchdog: memory, processes, disk, logs",
+        logs_dropped={log.path.name: log.dropped for log in logs if log.dropped}, message=message,
+    )
+
