@@ -80,6 +80,7 @@ def build_profile(ds, split) -> dict[str, Any]:
         "duplicates": _duplicates(items, metas, role, classes),
         "skipped": {"count": len(ds.skipped), "examples": ds.skipped[:_EXAMPLES]},
         "has_description": bool(ds.description),
+        "problems": list(getattr(ds, "problems", [])),
     }
 
 
