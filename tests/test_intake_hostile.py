@@ -1,4 +1,4 @@
-"""Hostile dataset folders (issue 18) through the real CLI: symlink loops.
+"""Hostile dataset folders (issue 18) through the real CLI: symlink loops, missing folders.
 
 Every dataset is real Fashion-MNIST written by the `materialize` fixture, copied before it is changed.
 """
@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_intake_errors import assert_dataset_error
 
 # Seconds an `inspect` of a few hundred images may take here; a symlink loop that is
 # followed either hangs or takes far longer, and the subprocess timeout then fails the test.
@@ -97,3 +98,27 @@ def test_fit_prints_the_problems_when_it_starts(materialize, tmp_path):
                     Progress(stream=stream, quiet=True))  # warnings are shown even with --quiet
     assert "automodel: warning: 1 folder link(s) not followed" in stream.getvalue()
     assert run.info["dataset"]["profile"]["problems"]
+
+
+# ---- a missing dataset folder: exit 3 (DatasetError) from every command that takes one
+
+def _command_line(command: str, dataset: Path, tmp_path: Path) -> list:
+    if command == "fit":
+        return ["fit", dataset, "--agent", "expert", "--workspace", tmp_path / "ws"]
+    if command == "run":
+        return ["run", dataset, "--pipeline", Path(__file__).parents[1] / "pipelines" / "reference", "--out", tmp_path / "out"]
+    if command == "resume":
+        # resume checks --dataset before it reads or changes anything in the run folder.
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "run.json").write_text("{}")
+        return ["resume", run, "--dataset", dataset]
+    return [command, dataset]
+
+
+@pytest.mark.parametrize("command", ["inspect", "fit", "run", "resume"])
+def test_missing_dataset_folder_is_exit_3_everywhere(tmp_path, cli, command):
+    missing = tmp_path / "no_such_dataset"
+    proc = cli(*_command_line(command, missing, tmp_path), timeout=120)
+    assert_dataset_error(proc, str(missing), "does not exist", "pass the folder that holds your images")
+    assert not (tmp_path / "ws").exists() and not (tmp_path / "out").exists()  # refused before any work

@@ -219,10 +219,10 @@ def check_folder(path: Path) -> Path:
     """The dataset root as an absolute path, or a DatasetError saying what is wrong with it."""
     path = Path(path).expanduser()
     if not path.exists():
+        relative = "" if path.is_absolute() else f" (it is resolved relative to {Path.cwd()})"
         raise DatasetError(
-            f"Dataset folder {path} does not exist. Check the path (it is resolved relative to "
-            f"{Path.cwd()}) and pass the folder that holds your images, e.g. one with train/<class>/ "
-            f"or <class>/ sub-folders, or an image folder plus a labels CSV."
+            f"Dataset folder {path} does not exist. Check the path{relative} and pass the folder that holds "
+            f"your images, e.g. one with train/<class>/ or <class>/ sub-folders, or an image folder plus a labels CSV."
         )
     if path.is_file():
         hint = (" It looks like a CSV file: pass the folder that contains it and its images instead."
