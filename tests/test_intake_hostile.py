@@ -1,4 +1,4 @@
-"""Hostile dataset folders (issue 18) through the real CLI: symlink loops, missing folders.
+"""Hostile dataset folders (issue 18) through the real CLI: symlink loops, missing folders, thin val/test splits.
 
 Every dataset is real Fashion-MNIST written by the `materialize` fixture, copied before it is changed.
 """
@@ -122,3 +122,36 @@ def test_missing_dataset_folder_is_exit_3_everywhere(tmp_path, cli, command):
     proc = cli(*_command_line(command, missing, tmp_path), timeout=120)
     assert_dataset_error(proc, str(missing), "does not exist", "pass the folder that holds your images")
     assert not (tmp_path / "ws").exists() and not (tmp_path / "out").exists()  # refused before any work
+
+
+# ---- provided val/ and test/ splits that cannot measure much
+
+def _move_images(src: Path, dest: Path, n: int) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.iterdir())[:n]:
+        shutil.move(path, dest / path.name)
+
+
+def test_val_folder_with_two_of_ten_classes_is_flagged(materialize, tmp_path, cli):
+    root = copy_of(materialize, tmp_path, "imagefolder")
+    for cls in ("Bag", "Coat"):
+        _move_images(root / "train" / cls, root / "val" / cls, 5)
+    out = inspect_json(cli, root)
+    assert out["splits"]["val"] == 10
+    (problem,) = out["problems"]
+    assert problem == out["profile"]["problems"][0]
+    for fragment in ("validation split val/", "no images of 8 of the 10 classes", "holds 10 image(s) for 10 classes",
+                     "Remove val/ to let automodel carve a stratified validation split", "add images of every class"):
+        assert fragment in problem, (fragment, problem)
+    assert f"Warning   {problem}" in cli("inspect", root, timeout=INSPECT_TIMEOUT).stdout
+
+
+def test_tiny_test_folder_is_flagged_and_a_sound_one_is_not(materialize, tmp_path, cli):
+    root = copy_of(materialize, tmp_path, "imagefolder")
+    assert inspect_json(cli, root)["problems"] == []  # 30 test images per class
+    for cls_dir in (root / "test").iterdir():
+        for path in sorted(cls_dir.iterdir())[1:]:
+            path.unlink()
+    (problem,) = inspect_json(cli, root)["problems"]
+    assert "test split test/ holds 10 image(s) for 10 classes" in problem and "no images of" not in problem
+    assert "Remove test/ to let automodel hold out a stratified test split" in problem
