@@ -56,6 +56,8 @@ def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, br
     }
     run = RunDir.create(workspace, name, run_info)
     progress.note(f"automodel: run {run.path}")
+    for problem in run_info["dataset"]["profile"]["problems"]:
+        progress.warn(problem)
     return run
 
 

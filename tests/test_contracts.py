@@ -76,3 +76,14 @@ def test_check_sources_matches_files():
     assert contracts.check_sources(sources) == []
     sources["train"] = "def train(model, data, ctx)\n    return model\n"
     assert [i.kind for i in contracts.check_sources(sources)] == ["syntax"]
+
+
+def test_missing_module_hint_lists_what_is_installed():
+    # The hint is added inside the sandbox (sandbox_child.py) to any ModuleNotFoundError of generated code.
+    from automodel.sandbox.child import missing_module_hint
+
+    hint = missing_module_hint(ModuleNotFoundError("No module named 'torch.nosuchthing'", name="torch.nosuchthing"))
+    assert "torch itself is installed, but has no module torch.nosuchthing" in hint
+    assert "torch, torchvision" in hint and "no network access" in hint
+    plain = missing_module_hint(ModuleNotFoundError("No module named 'notapackage_xyz'", name="notapackage_xyz"))
+    assert "itself is installed" not in plain and plain.startswith(". Generated code can import torch")

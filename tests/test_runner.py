@@ -128,6 +128,20 @@ def test_wrong_output_shape_fails_the_contract_check_in_seconds(fm, tmp_path):
     assert "training" not in result.timings  # never got to train
 
 
+def test_missing_package_names_the_packages_that_can_be_imported(fm, tmp_path):
+    _, bundle = fm
+    it = make_iter(tmp_path / "iter")
+    with open(it / "data.py", "a") as fh:
+        fh.write("\nimport notapackage_xyz  # installed nowhere, and the sandbox has no network\n")
+    result = run_iteration(it, bundle, fast_config())
+    assert result.status == "contract_error"
+    err = result.error
+    assert (err.module, err.phase, err.type) == ("data", "import", "ModuleNotFoundError")
+    assert err.message.startswith("No module named 'notapackage_xyz'. Generated code can import torch, torchvision")
+    assert "numpy" in err.message and "Python standard library" in err.message
+    assert "no network access, so no other package can be installed" in err.message
+
+
 def test_nan_predictions_fail_with_a_clear_error(fm, tmp_path):
     ds, bundle = fm
     it = make_iter(tmp_path / "iter", {"train": "train_nan.py"})

@@ -75,12 +75,11 @@ def brain_config(args) -> BrainConfig:
 
 
 def run(args) -> int:
+    from automodel.intake.layouts import check_folder
     from automodel.sandbox.probe import choose_level
     from automodel.session import drive_command, start_run
 
-    if not args.dataset.exists():
-        raise UsageError(f"The dataset folder {args.dataset} does not exist. Give the folder that holds your images "
-                         f"(train/<class>/..., <class>/..., or images + labels.csv).")
+    check_folder(args.dataset)  # a missing dataset is a DatasetError (exit 3), as in inspect, run and resume
     if args.workspace.exists() and not args.workspace.is_dir():
         raise UsageError(f"--workspace {args.workspace} is a file. Give a folder (it is created if missing).")
     if args.min_delta < 0 or args.min_z < 0 or args.max_repairs < 0:

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
             "classes": list(ds.classes),
             "splits": profile["splits"],
             "skipped": ds.skipped,
+            "problems": profile["problems"],
             "description": ds.description,
             "fingerprint": ds.fingerprint,
             "profile": profile,
@@ -97,6 +98,8 @@ def format_profile(p: dict[str, Any], skipped: list[dict], description: str) -> 
             lines.append(f"  {item['path']}: {item['reason']}")
         if len(skipped) > _MAX_SKIPPED_ROWS:
             lines.append(f"  ... and {len(skipped) - _MAX_SKIPPED_ROWS} more (see --json)")
+    for problem in p.get("problems", []):
+        lines.append(f"Warning   {problem}")
     if description:
         first = description.strip().splitlines()[0]
         lines.append(f"Description {first[:100]}{' ...' if len(first) > 100 or len(description.strip().splitlines()) > 1 else ''}")

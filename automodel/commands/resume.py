@@ -27,6 +27,10 @@ def run(args) -> int:
     from automodel.session import drive_command
 
     run_dir = RunDir.open(args.run_dir)
+    if args.dataset is not None:
+        from automodel.intake.layouts import check_folder
+
+        check_folder(args.dataset)  # before the run folder is touched; exit 3 as in fit and inspect
     info = run_dir.info
     cfg = FitConfig(**info["config"])
     if args.iters:

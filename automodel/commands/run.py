@@ -37,6 +37,9 @@ def register(sub) -> None:
 
 
 def _check_args(args) -> None:
+    from automodel.intake.layouts import check_folder
+
+    check_folder(args.dataset)  # before the sandbox probe, and the same error (exit 3) as fit and inspect
     pipeline = args.pipeline
     if not pipeline.is_dir():
         raise UsageError(f"--pipeline {pipeline} is not a folder. Point it at a folder holding data.py, model.py and train.py "

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from automodel.errors import DatasetError
 from automodel.intake.images import IMAGE_EXTENSIONS
-from automodel.intake.layouts import Candidate, LayoutScan, image_entries, list_dir, split_of
+from automodel.intake.layouts import Candidate, LayoutScan, Walk, image_entries, list_dir, split_of
 
 # Normalised header names, best first.
 FILE_COLUMNS = ("filename", "file_name", "file", "fname", "image", "image_name", "imagename", "image_file",
@@ -106,7 +106,8 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
         )
     if not table.rows:
         raise DatasetError(f"{table.path} has a header ({header_text}) but no rows. Add one row per image: file name, label.")
-    entries = image_entries(root, root)
+    walk = Walk(root)
+    entries = image_entries(root, root, walk=walk)
     by_rel = {rel: (rel, size, mtime) for rel, size, mtime in entries}
     by_name: dict[str, list[str]] = {}
     by_stem: dict[str, list[str]] = {}
@@ -177,16 +178,17 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
     out = sorted(candidates.values(), key=lambda c: c.relpath)
     # Unlisted images in a test/ folder are the prediction set (Kaggle's test images).
     listed = set(candidates) | {s["path"] for s in preskipped}
+    # Taken from the one walk above: walking test/ again would find it already read.
     _, dirs = list_dir(root)
     for d in dirs:
         if split_of(d.name) == "test" and d.name != main_folder:
-            out += [Candidate(rel, size, mtime, None, "predict")
-                    for rel, size, mtime in image_entries(Path(d.path), root) if rel not in listed]
+            out += [Candidate(*by_rel[rel], None, "predict")
+                    for rel in sorted(by_rel) if rel.startswith(d.name + "/") and rel not in listed]
     listed |= {c.relpath for c in out}
     unlisted = sum(1 for rel in by_rel if rel not in listed)
     if unlisted:
         notes["unlisted_images_ignored"] = unlisted
-    return LayoutScan(root, "csv", out, preskipped, notes)
+    return LayoutScan(root, "csv", out, preskipped + walk.not_followed, notes, walk.problems())
 
 
 def _folder(relpath: str) -> str:

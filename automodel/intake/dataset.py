@@ -72,6 +72,7 @@ class Dataset:
     notes: dict = field(default_factory=dict, repr=False)
     cache_root: Path | None = field(default=None, repr=False)
     index_from_cache: bool = field(default=False, repr=False)
+    problems: list[str] = field(default_factory=list, repr=False)   # from the layout scan; see profile()
 
     def split(self, seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.2) -> Split:
         return make_split([it.label for it in self.items], [it.split for it in self.items],
@@ -147,7 +148,7 @@ def load_dataset(path: str | os.PathLike, describe: str | None = None, *,
             f"are real PNG/JPEG/BMP/GIF/WebP/TIFF images (not truncated downloads or Git LFS pointers) and run again."
         )
     ds = Dataset(root, scan.layout, class_names, items, skipped, _description(describe, given, root),
-                 fingerprint, item_meta, scan.notes, croot, warm)
+                 fingerprint, item_meta, scan.notes, croot, warm, list(scan.problems))
     ds.split()  # raises DatasetError now when a class is too small to split
     return ds
 

@@ -13,6 +13,12 @@ from automodel.intake.decode import working_channels, working_size
 from automodel.intake.images import GRAYSCALE_MODES
 
 _EXAMPLES = 5
+# A provided val/ or test/ split with fewer images per class than this, on average, is
+# flagged: one image then moves a class's accuracy by 20 points or more, too noisy to
+# choose between pipelines (val) or to report (test).
+_MIN_SPLIT_PER_CLASS = 5
+_SPLIT_WORDS = {"val": ("validation", "carve a stratified validation split from the training images"),
+                "test": ("test", "hold out a stratified test split from the labelled images")}
 
 
 def _stats(values: Sequence[int]) -> dict[str, float]:
@@ -80,7 +86,43 @@ def build_profile(ds, split) -> dict[str, Any]:
         "duplicates": _duplicates(items, metas, role, classes),
         "skipped": {"count": len(ds.skipped), "examples": ds.skipped[:_EXAMPLES]},
         "has_description": bool(ds.description),
+        "problems": list(getattr(ds, "problems", [])) + _split_problems(ds, split, class_counts),
     }
+
+
+def _split_problems(ds, split, class_counts: dict[str, dict[str, int]]) -> list[str]:
+    """Warnings for provided val/test splits that miss classes or are too small to measure anything."""
+    out = []
+    classes = list(ds.classes)
+    for name in ("val", "test"):
+        if name not in split.provided:
+            continue
+        counts = class_counts[name]
+        absent = [c for c in classes if counts.get(c, 0) == 0]
+        total = sum(counts.values())
+        tiny = total < _MIN_SPLIT_PER_CLASS * len(classes)
+        if not absent and not tiny:
+            continue
+        out.append(_split_problem(ds, name, absent, total, len(classes)))
+    return out
+
+
+def _split_problem(ds, name: str, absent: list[str], total: int, num_classes: int) -> str:
+    word, carve = _SPLIT_WORDS[name]
+    folder = ds.notes.get(f"{name}_dir")
+    what = []
+    if absent:
+        shown = ", ".join(absent[:_EXAMPLES]) + (f" and {len(absent) - _EXAMPLES} more" if len(absent) > _EXAMPLES else "")
+        what.append(f"has no images of {len(absent)} of the {num_classes} classes ({shown})")
+    what.append(f"holds {total} image(s) for {num_classes} classes")
+    if folder:
+        where, fix = f"{folder}/", f"Remove {folder}/ to let automodel {carve}, or add images of every class to it"
+    else:  # a labels CSV with a split column
+        where = f"(the '{name}' rows of {ds.notes.get('csv', 'the labels CSV')})"
+        fix = f"Clear the split value of those rows to let automodel {carve}, or add rows of every class"
+    why = "its accuracy ignores the missing classes" if absent else "a few images decide its accuracy"
+    return (f"The provided {word} split {where} {' and '.join(what)}: {why}. {fix} "
+            f"(at least {_MIN_SPLIT_PER_CLASS} per class).")
 
 
 def _duplicates(items, metas, role, classes) -> dict[str, Any]:

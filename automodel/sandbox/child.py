@@ -57,6 +57,8 @@ from types import SimpleNamespace
 
 T0 = time.time()
 MODULES = ("data", "model", "train")
+# The packages generated code is told it may use (templates/prompts/_rules.j2), by import name.
+MAIN_PACKAGES = ("torch", "torchvision", "timm", "numpy", "albumentations", "PIL")
 EXIT_CONTRACT = 3
 EXIT_ERROR = 4
 
@@ -111,6 +113,28 @@ def load_module(name: str, path: Path):
     except SyntaxError as err:
         raise HarnessFailure(name, f"{name}.py does not compile: {err.msg} at line {err.lineno}: {(err.text or '').strip()}") from err
     return module
+
+
+def missing_module_hint(exc: ModuleNotFoundError) -> str:
+    """What to say after "No module named X": which packages do exist here, and that no other can be added.
+
+    find_spec only looks a name up on sys.path (it imports nothing), so this costs milliseconds.
+    """
+    available = [name for name in MAIN_PACKAGES if _findable(name)]
+    wanted = exc.name or ""
+    top = wanted.split(".")[0]
+    inside = (f" {top} itself is installed, but has no module {wanted}: check that name against the installed "
+              f"version." if top in available and wanted != top else "")
+    can = f"{', '.join(available)} and the Python standard library" if available else "only the Python standard library"
+    return (f".{inside} Generated code can import {can}. There is no network access, so no other package can be "
+            f"installed: rewrite the code to use these.")
+
+
+def _findable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def require_function(module, module_name: str, func_name: str, nparams: int):
@@ -443,7 +467,7 @@ def run(spec: dict, rec: Recorder) -> dict:
             "phase": phase,
             "module": blame(exc, default),
             "type": type(exc).__name__,
-            "message": str(exc)[:2000],
+            "message": str(exc)[:2000] + (missing_module_hint(exc) if isinstance(exc, ModuleNotFoundError) else ""),
             "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-6000:],
         }
         (Path(spec["out_dir"]) / "error.json").write_text(json.dumps(err, indent=2), encoding="utf-8")

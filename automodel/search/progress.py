@@ -39,6 +39,11 @@ class Progress:
     def note(self, text: str) -> None:
         self._print(text)
 
+    def warn(self, text: str) -> None:
+        """A problem the person should act on: shown even with --quiet."""
+        self._clear_ticker()
+        print(f"automodel: warning: {text}", file=self.stream, flush=True)
+
     def start(self, n: int, total: int, who: str, what: str, why: str | None) -> None:
         self._print(f"[{n}/{total}] {who}: {what}")
         if why:
