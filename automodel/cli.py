@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print("automodel: interrupted.", file=sys.stderr)
         return 130
     except OSError as err:  # a full disk, a folder that cannot be written: say which, without a traceback
-        print(f"automodel: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr)
+        print(
+            f"automodel: error: {err.strerror or err}" + (f": {err.filename}" if err.filename else ""), file=sys.stderr
+        )
         return 1
 
 

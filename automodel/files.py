@@ -94,7 +94,9 @@ def read_untrusted(path: Path, max_bytes: int, truncate: bool = False) -> bytes:
     except FileNotFoundError:
         raise UntrustedFileError(f"{path.name} is missing.") from None
     except OSError as err:
-        raise UntrustedFileError(f"{path.name} cannot be opened ({err.strerror}); it must be a regular file, not a link.") from None
+        raise UntrustedFileError(
+            f"{path.name} cannot be opened ({err.strerror}); it must be a regular file, not a link."
+        ) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -127,6 +129,7 @@ def read_untrusted_json(path: Path, max_bytes: int = 1_000_000) -> dict[str, Any
 
 
 # ------------------------------------------------------- walking and deleting trees
+
 
 def walk_entries(top: Path, max_entries: int) -> Iterator[tuple[str, os.stat_result]]:
     """(path, lstat) of everything below `top`, breadth first, links not followed,
@@ -183,8 +186,8 @@ def remove_tree(path: Path) -> None:
             os.unlink(path)
             return
         raise
-    names: list[str] = []                       # the path from `path` down to `fd`
-    pending = [_unlink_all_but_folders(fd)]     # per level: subfolders still to delete
+    names: list[str] = []  # the path from `path` down to `fd`
+    pending = [_unlink_all_but_folders(fd)]  # per level: subfolders still to delete
     try:
         while True:
             if pending[-1]:

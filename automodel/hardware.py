@@ -37,7 +37,10 @@ def resolve_device(requested: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if requested == "cuda":
-        raise UsageError("--device cuda was given but torch sees no usable GPU (torch.cuda.is_available() is False). Use --device cpu or auto, or install a CUDA build of torch.")
+        raise UsageError(
+            "--device cuda was given but torch sees no usable GPU (torch.cuda.is_available() is False). Use "
+            "--device cpu or auto, or install a CUDA build of torch."
+        )
     return "cpu"
 
 
@@ -48,4 +51,6 @@ def detect(device: str) -> Hardware:
 
         props = torch.cuda.get_device_properties(0)
         gpu_name, gpu_mem = props.name, round(props.total_memory / 1024**3, 1)
-    return Hardware(cpu_cores=cpu_cores(), device=device, gpu_name=gpu_name, gpu_memory_gb=gpu_mem, memory_gb=memory_gb())
+    return Hardware(
+        cpu_cores=cpu_cores(), device=device, gpu_name=gpu_name, gpu_memory_gb=gpu_mem, memory_gb=memory_gb()
+    )

@@ -5,8 +5,6 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-MODULE_NAMES = ("data", "model", "train")
-
 
 def interface_path(module: str) -> Path:
     """Path of interfaces/<module>.py, the contract shown verbatim to engineers."""

@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from automodel import __version__
-from automodel.outputs import report, tb
-from automodel.sandbox.probe import choose_level, warn_if_weak
-from automodel.core import Brief
 from automodel.agents.registry import BrainConfig, describe, make_brain
+from automodel.core import Brief
 from automodel.errors import AutomodelError
 from automodel.hardware import detect
+from automodel.outputs import report, tb
+from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.search.acceptance import noise_note
 from automodel.search.loop import FitConfig, Loop, summarize_run
 from automodel.search.progress import Progress
-from automodel.weights import find_cached
 from automodel.search.workspace import RunDir, reopen
+from automodel.weights import find_cached
 
 DATA_DIR = "data"
 
@@ -33,12 +33,24 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    return {"automodel": __version__, "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "platform": platform.platform()}
+    return {
+        "automodel": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
 
 
-def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, brain_cfg: BrainConfig,
-              describe_text: str | None, progress: Progress) -> RunDir:
+def start_run(
+    dataset_path: Path,
+    workspace: Path,
+    name: str,
+    cfg: FitConfig,
+    brain_cfg: BrainConfig,
+    describe_text: str | None,
+    progress: Progress,
+) -> RunDir:
     from automodel.intake import load_dataset
 
     ds = load_dataset(dataset_path, describe=describe_text)
@@ -48,8 +60,14 @@ def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, br
         "config": dataclasses.asdict(cfg),
         "brain": dataclasses.asdict(brain_cfg),
         "seed": cfg.seed,
-        "dataset": {"path": str(Path(dataset_path).resolve()), "fingerprint": ds.fingerprint, "layout": ds.layout,
-                    "classes": ds.classes, "description": ds.description, "profile": ds.profile(split)},
+        "dataset": {
+            "path": str(Path(dataset_path).resolve()),
+            "fingerprint": ds.fingerprint,
+            "layout": ds.layout,
+            "classes": ds.classes,
+            "description": ds.description,
+            "profile": ds.profile(split),
+        },
         "split": split.to_json(),
         "versions": versions(),
         "command": sys.argv,
@@ -61,11 +79,12 @@ def start_run(dataset_path: Path, workspace: Path, name: str, cfg: FitConfig, br
     return run
 
 
-def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress,
-          dataset_override: Path | None = None) -> dict[str, Any]:
+def drive(
+    run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress, dataset_override: Path | None = None
+) -> dict[str, Any]:
     """Prepare data and brain for `run`, then run the loop to cfg.iters."""
-    from automodel.sandbox.iteration import RunConfig, run_iteration
     from automodel.sandbox.bundle import prepare_data
+    from automodel.sandbox.iteration import RunConfig, run_iteration
 
     ds, split = reopen(run, dataset_override)
     if run.info["config"] != dataclasses.asdict(cfg):
@@ -77,25 +96,57 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     bundle = prepare_data(ds, split, images, run.path / DATA_DIR, device=cfg.device)
     info = dict(bundle.info)
     weights = find_cached()
-    brief = Brief(profile=run.info["dataset"]["profile"], info=info, description=ds.description, hardware=hardware,
-                  time_per_iter=cfg.time_per_iter, pretrained_cache=list(weights.names))
+    brief = Brief(
+        profile=run.info["dataset"]["profile"],
+        info=info,
+        description=ds.description,
+        hardware=hardware,
+        time_per_iter=cfg.time_per_iter,
+        pretrained_cache=list(weights.names),
+    )
     brain = make_brain(brain_cfg)
     brain.start(brief)
-    progress.note(f"automodel: brain: {describe(brain)}; device: {cfg.device}; sandbox: {level}; "
-                  f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
-                  f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}")
+    progress.note(
+        f"automodel: brain: {describe(brain)}; device: {cfg.device}; sandbox: {level}; "
+        f"data: {len(split.train)} train / {len(split.val)} val / {len(split.test)} test images, "
+        f"{len(ds.classes)} classes at {images.image_size[0]}x{images.image_size[1]}"
+    )
     if weights.names:
         progress.note(f"automodel: pretrained weights in {weights.hub_dir}: {', '.join(weights.names)}")
-    facts = {"num_classes": len(ds.classes), "num_train": len(split.train), "image_size": list(images.image_size),
-             "channels": images.channels, "description": (ds.description or "")[:500]}
+    facts = {
+        "num_classes": len(ds.classes),
+        "num_train": len(split.train),
+        "image_size": list(images.image_size),
+        "channels": images.channels,
+        "description": (ds.description or "")[:500],
+    }
 
     def execute(iter_dir: Path, time_limit: float):
-        return run_iteration(iter_dir, bundle, RunConfig(time_limit=time_limit, device=cfg.device, seed=cfg.seed, sandbox=level,
-                                                         threads=hardware.cpu_cores, cache_dir=weights.hub_dir,
-                                                         pretrained_available=bool(weights.names)))
+        return run_iteration(
+            iter_dir,
+            bundle,
+            RunConfig(
+                time_limit=time_limit,
+                device=cfg.device,
+                seed=cfg.seed,
+                sandbox=level,
+                threads=hardware.cpu_cores,
+                cache_dir=weights.hub_dir,
+                pretrained_available=bool(weights.names),
+            ),
+        )
 
-    loop = Loop(run, brain, execute, cfg, brief, facts, progress, val_labels=bundle.val_y,
-                on_iteration=lambda n: tb.update_after_iteration(run.path, n))
+    loop = Loop(
+        run,
+        brain,
+        execute,
+        cfg,
+        brief,
+        facts,
+        progress,
+        val_labels=bundle.val_y,
+        on_iteration=lambda n: tb.update_after_iteration(run.path, n),
+    )
     try:
         outcome = loop.fit()
     finally:
@@ -104,8 +155,9 @@ def drive(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progres
     return outcome
 
 
-def drive_command(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress,
-                  dataset_override: Path | None = None) -> int:
+def drive_command(
+    run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress: Progress, dataset_override: Path | None = None
+) -> int:
     """`drive` for the fit and resume commands: a stop always says how to continue."""
     try:
         outcome = drive(run, cfg, brain_cfg, progress, dataset_override)
@@ -113,8 +165,11 @@ def drive_command(run: RunDir, cfg: FitConfig, brain_cfg: BrainConfig, progress:
         print(f"\nStopped. Completed iterations are kept; continue with: automodel resume {run.path}", file=sys.stderr)
         return 130
     except AutomodelError:
-        print(f"Completed iterations are kept; after fixing the problem below, continue with: automodel resume {run.path}",
-              file=sys.stderr)
+        print(
+            "Completed iterations are kept; after fixing the problem below, continue with: automodel resume "
+            f"{run.path}",
+            file=sys.stderr,
+        )
         raise
     print(final_message(run, outcome))
     return 0
@@ -127,16 +182,21 @@ def finish(run: RunDir, progress: Progress) -> None:
         for p in paths:
             progress.note(f"automodel: wrote {p}")
     except Exception as err:  # noqa: BLE001 - the run itself is complete and safe
-        progress.note(f"automodel: warning: could not write the report ({type(err).__name__}: {err}); "
-                      f"try again with `automodel report {run.path}`.")
+        progress.note(
+            f"automodel: warning: could not write the report ({type(err).__name__}: {err}); "
+            f"try again with `automodel report {run.path}`."
+        )
 
 
 def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
     best = outcome.get("best")
     lines = [f"Run finished: {run.path}"]
     if best:
-        lines.append(f"Best: iteration {best['iteration']} with validation accuracy {best['val_accuracy']:.4f}"
-                     f" and test accuracy {best['test_accuracy'] if best['test_accuracy'] is None else format(best['test_accuracy'], '.4f')}.")
+        lines.append(
+            f"Best: iteration {best['iteration']} with validation accuracy {best['val_accuracy']:.4f}"
+            " and test accuracy "
+            + (f"{best['test_accuracy']:.4f}." if best["test_accuracy"] is not None else "None.")
+        )
         lines.append(f"Its pipeline and weights are in {run.path / 'best'}.")
     else:
         lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")

@@ -96,10 +96,18 @@ def _gpu() -> str | None:
 def git_commit() -> str:
     """HEAD of the repository, marked '+changes' when the working tree differs from it."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=20)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=20
+        )
         if head.returncode != 0:
             return "unknown (not a git checkout)"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, timeout=20)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return head.stdout.strip() + (" +changes" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown (git not available)"
@@ -107,10 +115,15 @@ def git_commit() -> str:
 
 def machine_markdown(details: dict[str, Any]) -> str:
     rows = [
-        ("date", details.get("date_utc")), ("commit", details.get("git_commit")), ("platform", details.get("platform")),
+        ("date", details.get("date_utc")),
+        ("commit", details.get("git_commit")),
+        ("platform", details.get("platform")),
         ("CPU", f"{details.get('cpu')} ({details.get('usable_cores')} usable of {details.get('cores')} cores)"),
-        ("RAM", f"{details.get('ram_gb')} GB"), ("GPU", details.get("gpu") or "none"),
-        ("python", details.get("python")), ("torch", details.get("torch")), ("torchvision", details.get("torchvision")),
+        ("RAM", f"{details.get('ram_gb')} GB"),
+        ("GPU", details.get("gpu") or "none"),
+        ("python", details.get("python")),
+        ("torch", details.get("torch")),
+        ("torchvision", details.get("torchvision")),
         ("automodel", details.get("automodel")),
     ]
     return "\n".join(["| machine | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
@@ -151,13 +164,16 @@ class CliResult:
         raise ValueError(f"automodel {' '.join(self.args[:2])} printed no JSON: {text[-300:]!r}")
 
 
-def run_cli(args: Sequence[str], *, log: Path | None = None, timeout: float | None = None, env: dict[str, str] | None = None) -> CliResult:
+def run_cli(
+    args: Sequence[str], *, log: Path | None = None, timeout: float | None = None, env: dict[str, str] | None = None
+) -> CliResult:
     """Run `automodel ARGS` with this interpreter; `log` keeps a copy of its output."""
     cmd = [sys.executable, "-m", "automodel.cli", *[str(a) for a in args]]
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                              env={**os.environ, **(env or {})})
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})}
+        )
         result = CliResult(list(map(str, args)), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0)
     except subprocess.TimeoutExpired as err:
         out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
@@ -179,9 +195,9 @@ class TrialRun:
     """One `automodel fit` run driven to completion (or as far as it got)."""
 
     run_dir: Path
-    show: dict[str, Any] | None      # `automodel show RUN_DIR --json`
-    error: str | None                # why the run is missing or incomplete
-    wall_seconds: float              # wall-clock spent in fit/resume by this invocation
+    show: dict[str, Any] | None  # `automodel show RUN_DIR --json`
+    error: str | None  # why the run is missing or incomplete
+    wall_seconds: float  # wall-clock spent in fit/resume by this invocation
 
     @property
     def iterations(self) -> list[dict[str, Any]]:
@@ -218,8 +234,16 @@ def read_show(run_dir: Path, log: Path | None = None) -> tuple[dict[str, Any] | 
         return None, str(err)
 
 
-def ensure_run(dataset: Path, workspace: Path, name: str, iters: int, fit_args: Sequence[str], *, log: Path | None = None,
-               timeout: float | None = None) -> TrialRun:
+def ensure_run(
+    dataset: Path,
+    workspace: Path,
+    name: str,
+    iters: int,
+    fit_args: Sequence[str],
+    *,
+    log: Path | None = None,
+    timeout: float | None = None,
+) -> TrialRun:
     """Bring workspace/name to `iters` iterations: reuse it when finished, `resume` it when not, `fit` it when absent.
 
     A folder without run.json never started (the fit died before writing it)
@@ -236,8 +260,11 @@ def ensure_run(dataset: Path, workspace: Path, name: str, iters: int, fit_args: 
             return TrialRun(run_dir, show, None, 0.0)
         res = run_cli(["resume", run_dir, "--iters", iters, "-q"], log=log, timeout=timeout)
     else:
-        res = run_cli(["fit", dataset, "--iters", iters, "--workspace", workspace, "--name", name, "-q", *fit_args],
-                      log=log, timeout=timeout)
+        res = run_cli(
+            ["fit", dataset, "--iters", iters, "--workspace", workspace, "--name", name, "-q", *fit_args],
+            log=log,
+            timeout=timeout,
+        )
     wall += res.seconds
     show, err = read_show(run_dir, log) if (run_dir / "run.json").exists() else (None, None)
     error = None if res.ok else f"automodel {res.args[0]} failed: {res.error_tail()}"

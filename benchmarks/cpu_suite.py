@@ -60,11 +60,43 @@ from pathlib import Path
 from typing import Any, Sequence
 
 try:
-    from .common import (REPO, RESULTS_DIR, RUNS_DIR, TrialRun, duration, ensure_run, iteration_timings, machine_details,
-                         machine_markdown, markdown_table, mean_std, paper_cell, pct_cell, run_cli, write_json, write_text)
+    from .common import (
+        REPO,
+        RESULTS_DIR,
+        RUNS_DIR,
+        TrialRun,
+        duration,
+        ensure_run,
+        iteration_timings,
+        machine_details,
+        machine_markdown,
+        markdown_table,
+        mean_std,
+        paper_cell,
+        pct_cell,
+        run_cli,
+        write_json,
+        write_text,
+    )
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from common import (REPO, RESULTS_DIR, RUNS_DIR, TrialRun, duration, ensure_run, iteration_timings, machine_details,
-                        machine_markdown, markdown_table, mean_std, paper_cell, pct_cell, run_cli, write_json, write_text)
+    from common import (
+        REPO,
+        RESULTS_DIR,
+        RUNS_DIR,
+        TrialRun,
+        duration,
+        ensure_run,
+        iteration_timings,
+        machine_details,
+        machine_markdown,
+        markdown_table,
+        mean_std,
+        paper_cell,
+        pct_cell,
+        run_cli,
+        write_json,
+        write_text,
+    )
 
 NAIVE_PIPELINE = REPO / "benchmarks" / "naive_pipeline"
 DATASETS = ("fashion-mnist", "mnist", "cifar10-subset", "hymenoptera")
@@ -139,7 +171,8 @@ def run_naive(ds: DatasetRun, seed: int, st: Settings, log: Path) -> Naive:
     import json
 
     data = json.loads(metrics.read_text(encoding="utf-8"))
-    error = None if data.get("status") == "ok" else f"naive pipeline {data.get('status')}: {(data.get('error') or {}).get('message', '')}"
+    message = (data.get("error") or {}).get("message", "")
+    error = None if data.get("status") == "ok" else f"naive pipeline {data.get('status')}: {message}"
     return Naive(data.get("test_accuracy"), {k: float(v) for k, v in (data.get("timings") or {}).items()}, error)
 
 
@@ -175,16 +208,28 @@ def build_report(runs: Sequence[DatasetRun], st: Settings, machine: dict[str, An
             rows.append([ds.name, "unavailable: " + ds.error, "", "", "", "", "", ""])
             continue
         split = time_split(ds.fits)
-        rows.append([
-            ds.name + (f" ({st.per_class_for(ds.name)}/class)" if st.per_class_for(ds.name) else " (all)"),
-            pct_cell([x.test_accuracy for x in ds.naive], n),
-            pct_cell([t.first_test() for t in ds.fits], n),
-            pct_cell([t.final_test() if t.error is None else None for t in ds.fits], n),
-            _s(split["wall"]), _s(split["training"]), _s(split["overhead"]),
-            duration(sum(t.seconds() for t in ds.fits)),
-        ])
-        detail.append([ds.name, _s(split["sandbox_start"]), _s(split["imports"]), _s(split["contract"]),
-                       _s(split["preflight"]), _s(split["prediction"])])
+        rows.append(
+            [
+                ds.name + (f" ({st.per_class_for(ds.name)}/class)" if st.per_class_for(ds.name) else " (all)"),
+                pct_cell([x.test_accuracy for x in ds.naive], n),
+                pct_cell([t.first_test() for t in ds.fits], n),
+                pct_cell([t.final_test() if t.error is None else None for t in ds.fits], n),
+                _s(split["wall"]),
+                _s(split["training"]),
+                _s(split["overhead"]),
+                duration(sum(t.seconds() for t in ds.fits)),
+            ]
+        )
+        detail.append(
+            [
+                ds.name,
+                _s(split["sandbox_start"]),
+                _s(split["imports"]),
+                _s(split["contract"]),
+                _s(split["preflight"]),
+                _s(split["prediction"]),
+            ]
+        )
     issues = [f"{ds.name}: {ds.error}" for ds in runs if ds.error]
     for ds in runs:
         issues += [f"{ds.name} naive seed {s}: {x.error}" for s, x in zip(st.seeds, ds.naive) if x.error]
@@ -192,15 +237,30 @@ def build_report(runs: Sequence[DatasetRun], st: Settings, machine: dict[str, An
     lines = [
         "# CPU suite",
         "",
-        f"{len(st.datasets)} datasets x {n} seed(s) ({', '.join(map(str, st.seeds))}); fit: built-in expert, {st.iters} iterations of "
+        f"{len(st.datasets)} datasets x {n} seed(s) ({', '.join(map(str, st.seeds))}); fit: built-in expert, "
+        f"{st.iters} iterations of "
         f"{st.time_per_iter:g} s training; naive baseline: {st.naive_time:g} s training; device {st.device}. "
         f"Wall time of this invocation: {duration(wall)} (estimated beforehand: {duration(st.estimate_seconds())}).",
         "",
-        "Test accuracy in percent, mean ± std over seeds. First iteration: the Project Architect's pipeline; final: the iteration "
-        "with the best validation accuracy. Seconds are means per iteration: wall is the loop's record of the whole iteration, "
+        "Test accuracy in percent, mean ± std over seeds. First iteration: the Project Architect's pipeline; final: "
+        "the iteration "
+        "with the best validation accuracy. Seconds are means per iteration: wall is the loop's record of the whole "
+        "iteration, "
         "training the time inside train(), overhead the rest.",
         "",
-        markdown_table(["dataset", "naive baseline", "first iteration", "final", "s/iteration", "training", "overhead", "fit compute"], rows),
+        markdown_table(
+            [
+                "dataset",
+                "naive baseline",
+                "first iteration",
+                "final",
+                "s/iteration",
+                "training",
+                "overhead",
+                "fit compute",
+            ],
+            rows,
+        ),
         "",
         "Where the overhead goes (mean seconds per iteration, from metrics.json timings):",
         "",
@@ -218,22 +278,49 @@ def per_seed_table(runs: Sequence[DatasetRun], st: Settings) -> str:
     for ds in runs:
         for seed, naive, fit in zip(st.seeds, ds.naive, ds.fits):
             failed = sum(1 for r in fit.iterations if r.get("status") != "ok")
-            rows.append([ds.name, seed, paper_cell(naive.test_accuracy), paper_cell(fit.first_test()), paper_cell(fit.final_test()),
-                         len(fit.iterations), failed, duration(fit.seconds())])
-    return markdown_table(["dataset", "seed", "naive %", "first %", "final %", "iterations", "failed", "fit compute"], rows)
+            rows.append(
+                [
+                    ds.name,
+                    seed,
+                    paper_cell(naive.test_accuracy),
+                    paper_cell(fit.first_test()),
+                    paper_cell(fit.final_test()),
+                    len(fit.iterations),
+                    failed,
+                    duration(fit.seconds()),
+                ]
+            )
+    return markdown_table(
+        ["dataset", "seed", "naive %", "first %", "final %", "iterations", "failed", "fit compute"], rows
+    )
 
 
 def results_json(runs: Sequence[DatasetRun], st: Settings, machine: dict[str, Any], wall: float) -> dict[str, Any]:
     return {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in st.__dict__.items()},
-        "machine": machine, "wall_seconds": round(wall, 1), "estimated_seconds": round(st.estimate_seconds(), 1),
-        "datasets": [{
-            "dataset": ds.name, "path": str(ds.path) if ds.path else None, "error": ds.error,
-            "naive": [x.__dict__ for x in ds.naive],
-            "fits": [{"run_dir": str(t.run_dir), "first_test": t.first_test(), "final_test": t.final_test(),
-                      "iterations": t.iterations, "error": t.error} for t in ds.fits],
-            "time_split": time_split(ds.fits) if not ds.error else None,
-        } for ds in runs],
+        "machine": machine,
+        "wall_seconds": round(wall, 1),
+        "estimated_seconds": round(st.estimate_seconds(), 1),
+        "datasets": [
+            {
+                "dataset": ds.name,
+                "path": str(ds.path) if ds.path else None,
+                "error": ds.error,
+                "naive": [x.__dict__ for x in ds.naive],
+                "fits": [
+                    {
+                        "run_dir": str(t.run_dir),
+                        "first_test": t.first_test(),
+                        "final_test": t.final_test(),
+                        "iterations": t.iterations,
+                        "error": t.error,
+                    }
+                    for t in ds.fits
+                ],
+                "time_split": time_split(ds.fits) if not ds.error else None,
+            }
+            for ds in runs
+        ],
     }
 
 
@@ -241,18 +328,35 @@ def results_json(runs: Sequence[DatasetRun], st: Settings, machine: dict[str, An
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See the module docstring for what runs and the time budget.")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See the module docstring for what runs and the time budget.",
+    )
     p.add_argument("--datasets", help=f"comma-separated registry names (default {','.join(DATASETS)})")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--iters", type=int, help="fit iterations per seed (default 5)")
     p.add_argument("--time-per-iter", type=float, help="training seconds per fit iteration (default 20)")
     p.add_argument("--naive-time", type=float, help="training seconds of the naive baseline (default 20)")
-    p.add_argument("--per-class", type=int, help="images per class per split for every dataset (0 = all; default: per dataset, see --help)")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        help="images per class per split for every dataset (0 = all; default: per dataset, see --help)",
+    )
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), help="where training runs (default cpu)")
-    p.add_argument("--quick", action="store_true", help="tiny settings: mnist, 10 images per class, 1 seed, 2 iterations of 5 s")
-    p.add_argument("--work", type=Path, help="where datasets and runs go (default benchmarks/runs/cpu_suite; --quick: .../cpu_suite_quick)")
-    p.add_argument("--out", type=Path, help="Markdown results (default benchmarks/results/cpu_suite.md; --quick: cpu_suite_quick.md)")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny settings: mnist, 10 images per class, 1 seed, 2 iterations of 5 s"
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        help="where datasets and runs go (default benchmarks/runs/cpu_suite; --quick: .../cpu_suite_quick)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="Markdown results (default benchmarks/results/cpu_suite.md; --quick: cpu_suite_quick.md)",
+    )
     args = p.parse_args(argv)
     base = QUICK if args.quick else Settings()
     changes: dict[str, Any] = {}
@@ -276,8 +380,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     st, out = parse_args(argv)
-    from automodel.errors import AutomodelError
     from automodel.datasets.registry import load_registry
+    from automodel.errors import AutomodelError
 
     try:
         reg = load_registry()
@@ -286,7 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutomodelError as err:
         print(f"cpu_suite: error: {err}", file=sys.stderr)
         return err.exit_code
-    print(f"cpu_suite: {len(st.datasets)} datasets x {len(st.seeds)} seeds, estimated {duration(st.estimate_seconds())}", file=sys.stderr)
+    print(
+        f"cpu_suite: {len(st.datasets)} datasets x {len(st.seeds)} seeds, estimated {duration(st.estimate_seconds())}",
+        file=sys.stderr,
+    )
     t0 = time.monotonic()
     machine = machine_details()
     log = st.work / "cpu_suite.log"
@@ -313,7 +420,11 @@ def _run_all(st: Settings, runs: list[DatasetRun], machine: dict[str, Any], log:
             print(f"cpu_suite: {name}: unavailable: {ds.error}", file=sys.stderr)
             continue
         for seed in st.seeds:
-            print(f"cpu_suite: {name} seed {seed}: naive baseline, then {st.iters} iterations", file=sys.stderr, flush=True)
+            print(
+                f"cpu_suite: {name} seed {seed}: naive baseline, then {st.iters} iterations",
+                file=sys.stderr,
+                flush=True,
+            )
             ds.naive.append(run_naive(ds, seed, st, log))
             ds.fits.append(run_fit(ds, seed, st, log))
             # Written after every seed so an interrupted suite still leaves its numbers.

@@ -29,12 +29,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import machine_details, machine_markdown, markdown_table, write_text  # noqa: E402
 
+from automodel.intake import load_dataset  # noqa: E402
 from automodel.sandbox import levels, probe  # noqa: E402
+from automodel.sandbox.bundle import prepare_data  # noqa: E402
+from automodel.sandbox.iteration import RunConfig, run_iteration  # noqa: E402
 from automodel.sandbox.limits import Slot  # noqa: E402
 from automodel.sandbox.supervisor import run_child  # noqa: E402
-from automodel.intake import load_dataset  # noqa: E402
-from automodel.sandbox.iteration import RunConfig, run_iteration  # noqa: E402
-from automodel.sandbox.bundle import prepare_data
 
 MATERIALIZE = REPO.parent / "shared" / "tools" / "materialize.py"
 RESULTS = REPO / "benchmarks" / "results" / "iteration_overhead.md"
@@ -59,7 +59,9 @@ def bare_start(level: str, reps: int, tmp: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=5, help="repetitions per sandbox level (default 5)")
-    parser.add_argument("--per-class", type=int, default=20, help="Fashion-MNIST images per class and split (default 20)")
+    parser.add_argument(
+        "--per-class", type=int, default=20, help="Fashion-MNIST images per class and split (default 20)"
+    )
     parser.add_argument("--time-limit", type=float, default=1.0, help="training seconds per iteration (default 1)")
     args = parser.parse_args()
 
@@ -69,8 +71,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="automodel-overhead-") as tmpdir:
         tmp = Path(tmpdir)
         data = tmp / "fashion"
-        subprocess.run([sys.executable, str(MATERIALIZE), "--dataset", "fashion-mnist", "--layout", "imagefolder",
-                        "--per-class", str(args.per_class), "--out", str(data)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(MATERIALIZE),
+                "--dataset",
+                "fashion-mnist",
+                "--layout",
+                "imagefolder",
+                "--per-class",
+                str(args.per_class),
+                "--out",
+                str(data),
+            ],
+            check=True,
+            capture_output=True,
+        )
         ds = load_dataset(data)
         split = ds.split(seed=0)
         bundle = prepare_data(ds, split, ds.decode(cache_dir=tmp / "cache"), tmp / "run" / "data")
@@ -85,15 +101,23 @@ def main() -> int:
                     shutil.copyfile(REFERENCE / f"{module}.py", it / f"{module}.py")
                 result = run_iteration(it, bundle, RunConfig(time_limit=args.time_limit, sandbox=lv, threads=0))
                 if not result.ok:
-                    print(f"{lv} repetition {rep}: {result.status}: {result.error.text() if result.error else ''}", file=sys.stderr)
+                    print(
+                        f"{lv} repetition {rep}: {result.status}: {result.error.text() if result.error else ''}",
+                        file=sys.stderr,
+                    )
                     return 1
                 t = dict(result.timings)
                 t["fixed"] = sum(t.get(p, 0.0) for p in PHASES)
                 samples[lv].append(t)
                 print(f"  {lv:<6} rep {rep + 1}: fixed {t['fixed']:.2f} s, total {t['total']:.2f} s", file=sys.stderr)
 
-    med = {lv: {k: statistics.median(s[k] for s in samples[lv]) for k in (*PHASES, "fixed", "training", "prediction", "total")}
-           for lv in levels_here}
+    med = {
+        lv: {
+            k: statistics.median(s[k] for s in samples[lv])
+            for k in (*PHASES, "fixed", "training", "prediction", "total")
+        }
+        for lv in levels_here
+    }
     rows = []
     for key in ("bare start (python -c pass)", *PHASES, "fixed", "training", "prediction", "total"):
         if key.startswith("bare"):
@@ -106,24 +130,35 @@ def main() -> int:
     table = markdown_table(header, rows)
     details = machine_details()
     fixed_share = {lv: med[lv]["fixed"] / med[lv]["total"] for lv in levels_here}
-    text = "\n".join([
-        "# Iteration overhead: fixed cost of one iteration, with and without bubblewrap",
-        "",
-        f"Reference pipeline, Fashion-MNIST {args.per_class}/class ({bundle.counts['train']} train, {bundle.counts['val']} val, "
-        f"{bundle.counts['test']} test images), {args.time_limit:g} s training budget, {args.reps} repetitions per level "
-        "(interleaved), median per phase. `fixed` = sandbox start + imports + data ready + contract + preflight + first batch.",
-        "",
-        table,
-        "",
-        "Fixed share of the iteration: " + ", ".join(f"{lv} {100 * fixed_share[lv]:.0f}%" for lv in levels_here)
-        + f" (at a {args.time_limit:g} s budget; at 60 s it is about "
-        + ", ".join(f"{lv} {100 * med[lv]['fixed'] / (med[lv]['fixed'] + 60 + med[lv]['prediction']):.0f}%" for lv in levels_here) + ").",
-        "",
-        machine_markdown(details),
-        "",
-        f"Command: `python benchmarks/iteration_overhead.py --reps {args.reps} --per-class {args.per_class} --time-limit {args.time_limit:g}`",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Iteration overhead: fixed cost of one iteration, with and without bubblewrap",
+            "",
+            f"Reference pipeline, Fashion-MNIST {args.per_class}/class ({bundle.counts['train']} train, "
+            f"{bundle.counts['val']} val, "
+            f"{bundle.counts['test']} test images), {args.time_limit:g} s training budget, {args.reps} repetitions "
+            "per level "
+            "(interleaved), median per phase. `fixed` = sandbox start + imports + data ready + contract + preflight "
+            "+ first batch.",
+            "",
+            table,
+            "",
+            "Fixed share of the iteration: "
+            + ", ".join(f"{lv} {100 * fixed_share[lv]:.0f}%" for lv in levels_here)
+            + f" (at a {args.time_limit:g} s budget; at 60 s it is about "
+            + ", ".join(
+                f"{lv} {100 * med[lv]['fixed'] / (med[lv]['fixed'] + 60 + med[lv]['prediction']):.0f}%"
+                for lv in levels_here
+            )
+            + ").",
+            "",
+            machine_markdown(details),
+            "",
+            f"Command: `python benchmarks/iteration_overhead.py --reps {args.reps} --per-class {args.per_class} "
+            f"--time-limit {args.time_limit:g}`",
+            "",
+        ]
+    )
     print(text)
     write_text(RESULTS, text)
     print(f"wrote {RESULTS}", file=sys.stderr)

@@ -19,8 +19,8 @@ back-to-back, and repeat with --seeds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ast
+import dataclasses
 import json
 import sys
 import time
@@ -78,12 +78,12 @@ def apply_sets(pipeline, changes: dict[str, object]):
 
 def run_one(name: str, per_class: int | None, budget: float, seed: int, changes: dict, describe: str | None,
             device: str = "cpu", threads: int = 0, train_per_class: int | None = None) -> dict:
-    from automodel.core import Brief
     from automodel.agents.expert.architect import plan, render
+    from automodel.core import Brief
     from automodel.hardware import detect
     from automodel.intake import load_dataset
-    from automodel.sandbox.iteration import RunConfig, run_iteration
     from automodel.sandbox.bundle import prepare_data
+    from automodel.sandbox.iteration import RunConfig, run_iteration
 
     ds = load_dataset(dataset_dir(name, per_class, train_per_class), describe=describe)
     split = ds.split(seed=0)
@@ -110,25 +110,44 @@ def run_one(name: str, per_class: int | None, budget: float, seed: int, changes:
     batch = read_hparams(pipeline.train).get("BATCH_SIZE", 0)
     acc = result.curves.get("train/accuracy") or []
     return {
-        "dataset": name, "per_class": per_class, "train_per_class": train_per_class, "budget": budget, "seed": seed, "recipe": recipe.name,
-        "set": changes, "status": result.status, "val": result.val_accuracy, "test": result.test_accuracy,
-        "steps": steps, "epochs": round(steps * batch / max(1, bundle.info["num_train"]), 1),
+        "dataset": name,
+        "per_class": per_class,
+        "train_per_class": train_per_class,
+        "budget": budget,
+        "seed": seed,
+        "recipe": recipe.name,
+        "set": changes,
+        "status": result.status,
+        "val": result.val_accuracy,
+        "test": result.test_accuracy,
+        "steps": steps,
+        "epochs": round(steps * batch / max(1, bundle.info["num_train"]), 1),
         "train_acc_last": round(sum(v for _, v in acc[-5:]) / max(1, len(acc[-5:])), 3) if acc else None,
-        "flips": facts.flips_allowed, "timings": result.timings,
-        "error": result.error.text()[-600:] if result.error else None, "iter_dir": str(iter_dir),
+        "flips": facts.flips_allowed,
+        "timings": result.timings,
+        "error": result.error.text()[-600:] if result.error else None,
+        "iter_dir": str(iter_dir),
     }
 
 
-def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: dict, describe: str | None,
-              budget: float = 45.0, threads: int = 1) -> dict:
+def run_steps(
+    name: str,
+    per_class: int | None,
+    steps: int,
+    seed: int,
+    changes: dict,
+    describe: str | None,
+    budget: float = 45.0,
+    threads: int = 1,
+) -> dict:
     """Train in this process for a fixed number of STEPS (not seconds) with the harness's own
     classes (sandbox_child), so variants compare at equal work however busy the machine is."""
     import numpy as np
     import torch
 
     import automodel.sandbox.child as child
-    from automodel.core import Brief
     from automodel.agents.expert.architect import plan, render
+    from automodel.core import Brief
     from automodel.hardware import detect
     from automodel.intake import load_dataset
     from automodel.sandbox.bundle import prepare_data
@@ -138,8 +157,13 @@ def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: 
     split = ds.split(seed=0)
     images = ds.decode(cache_dir=WORK / "cache", progress=False)
     bundle = prepare_data(ds, split, images, WORK / "bundles" / f"{name}-{per_class or 'all'}")
-    brief = Brief(profile=ds.profile(split), info=dict(bundle.info), description=ds.description,
-                  hardware=detect("cpu"), time_per_iter=budget)
+    brief = Brief(
+        profile=ds.profile(split),
+        info=dict(bundle.info),
+        description=ds.description,
+        hardware=detect("cpu"),
+        time_per_iter=budget,
+    )
     facts, recipe = plan(brief)
     pipeline = apply_sets(render(recipe), changes)
     iter_dir = WORK / "steps" / f"{name}-{int(time.time() * 1000)}"
@@ -153,8 +177,16 @@ def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: 
     child.seed_all(torch, np, seed)
     train_tf, eval_tf = mods["data"].build_transforms(info)
     train_x = np.load(bundle.dir / "train_x.npy")
-    data = child.TrainData(torch, train_x, np.load(bundle.dir / "train_y.npy"), train_tf, eval_tf,
-                           getattr(mods["data"], "mix_batch", None), info, 0)
+    data = child.TrainData(
+        torch,
+        train_x,
+        np.load(bundle.dir / "train_y.npy"),
+        train_tf,
+        eval_tf,
+        getattr(mods["data"], "mix_batch", None),
+        info,
+        0,
+    )
     rec = child.Recorder(iter_dir)
     ctx = child.Context(torch, torch.device("cpu"), seed, 1e9, rec, "train", max_steps=steps)
     t0 = time.time()
@@ -169,11 +201,24 @@ def run_steps(name: str, per_class: int | None, steps: int, seed: int, changes: 
     from automodel.hparams import read_hparams
 
     batch = read_hparams(pipeline.train).get("BATCH_SIZE", 0)
-    return {"dataset": name, "per_class": per_class, "steps": steps, "seed": seed, "recipe": recipe.name,
-            "set": changes, "val": scores["val"], "test": scores["test"],
-            "train_eval": round(float((train_probs.argmax(1) == data._labels[:2000]).mean()), 4),
-            "epochs": round(steps * batch / bundle.info["num_train"], 1), "seconds": round(seconds, 1),
-            "flips": facts.flips_allowed, "status": "ok", "error": None, "budget": None, "iter_dir": str(iter_dir)}
+    return {
+        "dataset": name,
+        "per_class": per_class,
+        "steps": steps,
+        "seed": seed,
+        "recipe": recipe.name,
+        "set": changes,
+        "val": scores["val"],
+        "test": scores["test"],
+        "train_eval": round(float((train_probs.argmax(1) == data._labels[:2000]).mean()), 4),
+        "epochs": round(steps * batch / bundle.info["num_train"], 1),
+        "seconds": round(seconds, 1),
+        "flips": facts.flips_allowed,
+        "status": "ok",
+        "error": None,
+        "budget": None,
+        "iter_dir": str(iter_dir),
+    }
 
 
 def table(name: str, per_class: int | None, train_per_class: int | None, budget: float, since: str = "") -> str:
@@ -186,8 +231,12 @@ def table(name: str, per_class: int | None, train_per_class: int | None, budget:
     groups: dict[str, list[dict]] = {}
     for line in (RESULTS_DIR / "recipes.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        if (row.get("dataset"), row.get("train_per_class"), row.get("budget"), row.get("status")) != \
-                (name, train_per_class, budget, "ok") or row.get("steps") is None:
+        if (row.get("dataset"), row.get("train_per_class"), row.get("budget"), row.get("status")) != (
+            name,
+            train_per_class,
+            budget,
+            "ok",
+        ) or row.get("steps") is None:
             continue
         if not train_per_class and row.get("per_class") != per_class:
             continue
@@ -197,13 +246,17 @@ def table(name: str, per_class: int | None, train_per_class: int | None, budget:
         groups.setdefault(key, []).append(row)
     if not groups:
         return "no rows"
-    base = statistics.mean(r["test"] for r in groups.get("(first pipeline)", [])) if "(first pipeline)" in groups else None
+    base = (
+        statistics.mean(r["test"] for r in groups.get("(first pipeline)", [])) if "(first pipeline)" in groups else None
+    )
     lines = ["| variant | runs | val | test | test vs first | steps |", "|---|---|---|---|---|---|"]
     for key, rows in sorted(groups.items(), key=lambda kv: -statistics.mean(r["test"] for r in kv[1])):
         test = statistics.mean(r["test"] for r in rows)
         delta = f"{100 * (test - base):+.1f}" if base is not None else "-"
-        lines.append(f"| {key} | {len(rows)} | {100 * statistics.mean(r['val'] for r in rows):.1f} | {100 * test:.1f} | "
-                     f"{delta} | {statistics.mean(r['steps'] for r in rows):.0f} |")
+        lines.append(
+            f"| {key} | {len(rows)} | {100 * statistics.mean(r['val'] for r in rows):.1f} | {100 * test:.1f} | "
+            f"{delta} | {statistics.mean(r['steps'] for r in rows):.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -216,9 +269,14 @@ def throughput(seconds: float = 2.0) -> None:
 
     torch.set_num_threads(1)
     for arch, width, stages, depth, side, channels in [
-        ("convnet", 32, 3, 1, 32, 3), ("convnet", 48, 3, 1, 32, 3), ("convnet", 64, 3, 1, 32, 3),
-        ("convnet", 32, 3, 2, 32, 3), ("resnet", 32, 3, 1, 32, 3), ("convnet", 32, 3, 1, 28, 1),
-        ("resnet", 32, 4, 1, 64, 3), ("resnet", 24, 4, 1, 64, 3),
+        ("convnet", 32, 3, 1, 32, 3),
+        ("convnet", 48, 3, 1, 32, 3),
+        ("convnet", 64, 3, 1, 32, 3),
+        ("convnet", 32, 3, 2, 32, 3),
+        ("resnet", 32, 3, 1, 32, 3),
+        ("convnet", 32, 3, 1, 28, 1),
+        ("resnet", 32, 4, 1, 64, 3),
+        ("resnet", 24, 4, 1, 64, 3),
     ]:
         recipe = Recipe("bench", DataRecipe(input_size=side), ModelRecipe(arch, width, stages, depth), TrainRecipe())
         namespace: dict = {}
@@ -240,28 +298,42 @@ def throughput(seconds: float = 2.0) -> None:
             n += 64
         rate = n / (time.process_time() - start)
         model_rate = small_cnn_rate(width, side, 1, stages, depth, arch)
-        print(f"{arch:8s} width {width:3d} stages {stages} depth {depth} {side:3d}px c{channels}: {rate:7.0f} images/s "
-              f"per core (recipes.small_cnn_rate predicts {model_rate:.0f})")
+        print(
+            f"{arch:8s} width {width:3d} stages {stages} depth {depth} {side:3d}px c{channels}: {rate:7.0f} images/s "
+            f"per core (recipes.small_cnn_rate predicts {model_rate:.0f})"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["fashion-mnist", "cifar10-subset"])
     parser.add_argument("--per-class", type=int, default=200, help="images per class per split (0 = all)")
-    parser.add_argument("--train-per-class", type=int, default=0,
-                        help="cap only the training split at this many images per class and score on the whole "
-                             "test set, as in the issue's acceptance runs (overrides --per-class)")
+    parser.add_argument(
+        "--train-per-class",
+        type=int,
+        default=0,
+        help="cap only the training split at this many images per class and score on the whole "
+        "test set, as in the issue's acceptance runs (overrides --per-class)",
+    )
     parser.add_argument("--budget", type=float, default=45.0, help="training seconds per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a constant")
     parser.add_argument("--describe", default=None, help="dataset description given to the Architect")
     parser.add_argument("--throughput", action="store_true", help="measure SmallNet speed instead")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="train in-process for this many steps instead of --budget seconds (load-independent)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train in-process for this many steps instead of --budget seconds (load-independent)",
+    )
     parser.add_argument("--spin", action="store_true", help="leave OMP_WAIT_POLICY alone (default: PASSIVE)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the child and cores in the brief")
-    parser.add_argument("--table", metavar="DATASET", help="print the rows recorded so far for DATASET (with "
-                        "--per-class/--train-per-class and --budget) as a markdown table, and run nothing")
+    parser.add_argument(
+        "--table",
+        metavar="DATASET",
+        help="print the rows recorded so far for DATASET (with "
+        "--per-class/--train-per-class and --budget) as a markdown table, and run nothing",
+    )
     parser.add_argument("--since", default="", help="with --table: only rows recorded on or after this UTC date")
     args = parser.parse_args(argv)
     if args.table:
@@ -277,14 +349,43 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets:
         for seed in args.seeds:
             if args.steps:
-                row = run_steps(name, args.per_class or None, args.steps, seed, changes, args.describe, args.budget,
-                                threads=args.threads or 1)
+                row = run_steps(
+                    name,
+                    args.per_class or None,
+                    args.steps,
+                    seed,
+                    changes,
+                    args.describe,
+                    args.budget,
+                    threads=args.threads or 1,
+                )
                 keys = ("dataset", "steps", "seed", "set", "val", "test", "train_eval", "epochs", "seconds")
             else:
-                row = run_one(name, args.per_class or None, args.budget, seed, changes, args.describe,
-                              threads=args.threads, train_per_class=args.train_per_class or None)
-                keys = ("dataset", "per_class", "train_per_class", "budget", "seed", "recipe", "set", "status", "val", "test", "steps",
-                        "epochs", "train_acc_last")
+                row = run_one(
+                    name,
+                    args.per_class or None,
+                    args.budget,
+                    seed,
+                    changes,
+                    args.describe,
+                    threads=args.threads,
+                    train_per_class=args.train_per_class or None,
+                )
+                keys = (
+                    "dataset",
+                    "per_class",
+                    "train_per_class",
+                    "budget",
+                    "seed",
+                    "recipe",
+                    "set",
+                    "status",
+                    "val",
+                    "test",
+                    "steps",
+                    "epochs",
+                    "train_acc_last",
+                )
             print(json.dumps({k: row[k] for k in keys}), flush=True)
             if row["error"]:
                 print(row["error"], file=sys.stderr)

@@ -42,14 +42,44 @@ from pathlib import Path
 from typing import Any, Sequence
 
 try:
-    from .common import (RESULTS_DIR, RUNS_DIR, REPO, TrialRun, duration, ensure_run, machine_details, machine_markdown,
-                         markdown_table, paper_cell, pct_cell, read_show, run_cli, write_json, write_text)
+    from .common import (
+        REPO,
+        RESULTS_DIR,
+        RUNS_DIR,
+        TrialRun,
+        duration,
+        ensure_run,
+        machine_details,
+        machine_markdown,
+        markdown_table,
+        paper_cell,
+        pct_cell,
+        read_show,
+        run_cli,
+        write_json,
+        write_text,
+    )
 except ImportError:  # run as a script: benchmarks/ is on sys.path
-    from common import (RESULTS_DIR, RUNS_DIR, REPO, TrialRun, duration, ensure_run, machine_details, machine_markdown,
-                        markdown_table, paper_cell, pct_cell, read_show, run_cli, write_json, write_text)
+    from common import (
+        REPO,
+        RESULTS_DIR,
+        RUNS_DIR,
+        TrialRun,
+        duration,
+        ensure_run,
+        machine_details,
+        machine_markdown,
+        markdown_table,
+        paper_cell,
+        pct_cell,
+        read_show,
+        run_cli,
+        write_json,
+        write_text,
+    )
 
-from automodel.errors import AutomodelError
 from automodel.datasets.registry import DatasetEntry, Registry, load_registry
+from automodel.errors import AutomodelError
 
 DATA_DIR = RUNS_DIR / "data"  # under benchmarks/runs/, which git ignores
 NAIVE_PIPELINE = REPO / "benchmarks" / "naive_pipeline"
@@ -109,7 +139,8 @@ class DatasetResult:
 # ------------------------------------------------------------------ datasets
 
 
-def resolve_dataset(spec: str, reg: Registry, cfg: Config, sources: dict[str, str], log: Path | None = None) -> DatasetResult:
+def resolve_dataset(spec: str, reg: Registry, cfg: Config, sources: dict[str, str],
+                    log: Path | None = None) -> DatasetResult:
     """A registry name (fetched into cfg.data_dir once) or an image folder."""
     as_path = Path(spec).expanduser()
     if as_path.is_dir():
@@ -147,7 +178,15 @@ def run_trial(ds: DatasetResult, cfg: Config, k: int, variant: str, *, table_onl
         done = len((show or {}).get("iterations") or [])
         missing = None if show is not None and done >= cfg.iters else (err or f"{done} of {cfg.iters} iterations done")
         return TrialRun(run_dir, show, missing, 0.0)
-    args = [*cfg.brain_args(), "--time-per-iter", f"{cfg.time_per_iter:g}", "--seed", cfg.seed + k, "--device", cfg.device]
+    args = [
+        *cfg.brain_args(),
+        "--time-per-iter",
+        f"{cfg.time_per_iter:g}",
+        "--seed",
+        cfg.seed + k,
+        "--device",
+        cfg.device,
+    ]
     if variant == "sequential":
         args += ["--init", "sequential"]
     args += list(cfg.fit_args)
@@ -180,7 +219,9 @@ def run_zero_shot(ds: DatasetResult, cfg: Config, k: int, *, table_only: bool, l
     try:
         data = res.json()
     except ValueError as err:
-        return ZeroShot(None, res.seconds, 0, None, f"automodel {args[0]} failed: {res.error_tail(3) if not res.ok else err}")
+        return ZeroShot(
+            None, res.seconds, 0, None, f"automodel {args[0]} failed: {res.error_tail(3) if not res.ok else err}"
+        )
     data.setdefault("seconds", (data.get("timings") or {}).get("total") or round(res.seconds, 2))
     write_json(saved, data)
     return parse_zero_shot(data)
@@ -194,6 +235,7 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 def parse_zero_shot(data: dict[str, Any]) -> ZeroShot:
     """Read the figures from `zero-shot --json` (top level, or under result/metrics)."""
+
     def pick(key: str) -> Any:
         for where in (data, data.get("result") or {}, data.get("metrics") or {}):
             if isinstance(where, dict) and where.get(key) is not None:
@@ -205,8 +247,13 @@ def parse_zero_shot(data: dict[str, Any]) -> ZeroShot:
     if isinstance(err, dict):
         err = ": ".join(str(err[k]) for k in ("type", "message") if err.get(k))
     error = None if status in (None, "ok") else f"zero-shot pipeline {status}" + (f": {str(err)[:300]}" if err else "")
-    return ZeroShot(test_accuracy=pick("test_accuracy"), seconds=float(pick("seconds") or 0.0), tokens=int(pick("tokens") or 0),
-                    cost_usd=pick("cost_usd"), error=error)
+    return ZeroShot(
+        test_accuracy=pick("test_accuracy"),
+        seconds=float(pick("seconds") or 0.0),
+        tokens=int(pick("tokens") or 0),
+        cost_usd=pick("cost_usd"),
+        error=error,
+    )
 
 
 # --------------------------------------------------------------------- table
@@ -214,8 +261,15 @@ def parse_zero_shot(data: dict[str, Any]) -> ZeroShot:
 
 def build_table(results: Sequence[DatasetResult], cfg: Config) -> str:
     """The paper's layout: zero-shot, first iteration, final; ours (mean ± std over trials) beside the paper's."""
-    header = ["Dataset", "Zero-shot (ours)", "Zero-shot (paper)", "First iteration (ours)", "First iteration (paper)",
-              f"Final, {cfg.iters} it. (ours)", "Final (paper)"]
+    header = [
+        "Dataset",
+        "Zero-shot (ours)",
+        "Zero-shot (paper)",
+        "First iteration (ours)",
+        "First iteration (paper)",
+        f"Final, {cfg.iters} it. (ours)",
+        "Final (paper)",
+    ]
     if cfg.sequential:
         header.append("Final, sequential init (ours)")
     header += ["Kaggle top (paper)", "Kaggle rank (paper)", "Trials", "Compute time", "Tokens"]
@@ -240,8 +294,13 @@ def build_table(results: Sequence[DatasetResult], cfg: Config) -> str:
             row.append(pct_cell([t.final_test() if t.error is None else None for t in ds.sequential], cfg.trials))
         seconds = sum(t.seconds() for t in ds.single + ds.sequential) + sum(z.seconds for z in ds.zero_shot)
         tokens = sum(t.tokens() for t in ds.single + ds.sequential) + sum(z.tokens for z in ds.zero_shot)
-        row += [paper_cell(pub.kaggle_top_accuracy if pub else None), (pub.kaggle_rank if pub and pub.kaggle_rank else "n/a"),
-                f"{len(done)}/{cfg.trials}", duration(seconds), f"{tokens:,}"]
+        row += [
+            paper_cell(pub.kaggle_top_accuracy if pub else None),
+            (pub.kaggle_rank if pub and pub.kaggle_rank else "n/a"),
+            f"{len(done)}/{cfg.trials}",
+            duration(seconds),
+            f"{tokens:,}",
+        ]
         rows.append(row)
     return markdown_table(header, rows)
 
@@ -263,17 +322,26 @@ def problems(results: Sequence[DatasetResult]) -> list[str]:
 
 
 def build_report(results: Sequence[DatasetResult], cfg: Config, reg: Registry, machine: dict[str, Any]) -> str:
-    brain = "built-in expert" if cfg.agent == "expert" else f"LLM {cfg.model or '(default model)'}" + (f" at {cfg.base_url}" if cfg.base_url else "")
+    brain = (
+        "built-in expert"
+        if cfg.agent == "expert"
+        else f"LLM {cfg.model or '(default model)'}" + (f" at {cfg.base_url}" if cfg.base_url else "")
+    )
     lines = [
         "# Reproducing the published protocol",
         "",
-        f"Brain: {brain}. {cfg.trials} trial(s) of {cfg.iters} iterations, {cfg.time_per_iter:g} s of training per iteration, "
+        f"Brain: {brain}. {cfg.trials} trial(s) of {cfg.iters} iterations, {cfg.time_per_iter:g} s of training per "
+        "iteration, "
         f"device {cfg.device}, seeds {cfg.seed}..{cfg.seed + cfg.trials - 1}"
-        + (f", at most {cfg.per_class} images per class per split" if cfg.per_class else "") + ".",
+        + (f", at most {cfg.per_class} images per class per split" if cfg.per_class else "")
+        + ".",
         "Test accuracy in percent, mean ± std over trials (n shows trials that produced a number). "
         "First iteration: the Project Architect's pipeline; final: the iteration with the best validation accuracy."
-        + (" Zero-shot with the expert brain: benchmarks/naive_pipeline (a typical first-try script, no LLM)."
-           if cfg.zero_shot and cfg.agent == "expert" else ""),
+        + (
+            " Zero-shot with the expert brain: benchmarks/naive_pipeline (a typical first-try script, no LLM)."
+            if cfg.zero_shot and cfg.agent == "expert"
+            else ""
+        ),
         "",
         build_table(results, cfg),
         "",
@@ -294,28 +362,68 @@ def trial_table(results: Sequence[DatasetResult]) -> str:
         for variant, trials in (("single", ds.single), ("sequential", ds.sequential)):
             for k, t in enumerate(trials):
                 failed = sum(1 for r in t.iterations if r.get("status") != "ok")
-                rows.append([ds.label, variant, k, paper_cell(t.first_test()), paper_cell(t.final_test()),
-                             f"{len(t.iterations)}", f"{failed}", duration(t.seconds()), f"{t.tokens():,}",
-                             t.run_dir.relative_to(REPO) if t.run_dir.is_relative_to(REPO) else t.run_dir])
+                rows.append(
+                    [
+                        ds.label,
+                        variant,
+                        k,
+                        paper_cell(t.first_test()),
+                        paper_cell(t.final_test()),
+                        f"{len(t.iterations)}",
+                        f"{failed}",
+                        duration(t.seconds()),
+                        f"{t.tokens():,}",
+                        t.run_dir.relative_to(REPO) if t.run_dir.is_relative_to(REPO) else t.run_dir,
+                    ]
+                )
         for k, z in enumerate(ds.zero_shot):
-            rows.append([ds.label, "zero-shot", k, "", paper_cell(z.test_accuracy), "", "", duration(z.seconds), f"{z.tokens:,}", ""])
-    return markdown_table(["dataset", "variant", "trial", "first %", "final %", "iterations", "failed", "time", "tokens", "run"], rows)
+            rows.append(
+                [
+                    ds.label,
+                    "zero-shot",
+                    k,
+                    "",
+                    paper_cell(z.test_accuracy),
+                    "",
+                    "",
+                    duration(z.seconds),
+                    f"{z.tokens:,}",
+                    "",
+                ]
+            )
+    return markdown_table(
+        ["dataset", "variant", "trial", "first %", "final %", "iterations", "failed", "time", "tokens", "run"], rows
+    )
 
 
 def results_json(results: Sequence[DatasetResult], cfg: Config, machine: dict[str, Any]) -> dict[str, Any]:
     def trial(t: TrialRun) -> dict[str, Any]:
-        return {"run_dir": str(t.run_dir), "first_test": t.first_test(), "final_test": t.final_test(), "iterations": len(t.iterations),
-                "seconds": t.seconds(), "tokens": t.tokens(), "cost_usd": t.cost(), "error": t.error}
+        return {
+            "run_dir": str(t.run_dir),
+            "first_test": t.first_test(),
+            "final_test": t.final_test(),
+            "iterations": len(t.iterations),
+            "seconds": t.seconds(),
+            "tokens": t.tokens(),
+            "cost_usd": t.cost(),
+            "error": t.error,
+        }
 
     return {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()},
         "machine": machine,
-        "datasets": [{
-            "dataset": ds.label, "path": str(ds.path) if ds.path else None, "error": ds.error,
-            "published": ds.entry.published.__dict__ if ds.entry else None,
-            "single": [trial(t) for t in ds.single], "sequential": [trial(t) for t in ds.sequential],
-            "zero_shot": [z.__dict__ for z in ds.zero_shot],
-        } for ds in results],
+        "datasets": [
+            {
+                "dataset": ds.label,
+                "path": str(ds.path) if ds.path else None,
+                "error": ds.error,
+                "published": ds.entry.published.__dict__ if ds.entry else None,
+                "single": [trial(t) for t in ds.single],
+                "sequential": [trial(t) for t in ds.sequential],
+                "zero_shot": [z.__dict__ for z in ds.zero_shot],
+            }
+            for ds in results
+        ],
     }
 
 
@@ -323,26 +431,63 @@ def results_json(results: Sequence[DatasetResult], cfg: Config, machine: dict[st
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See the module docstring for the protocol and the run layout.")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See the module docstring for the protocol and the run layout.",
+    )
     p.add_argument("datasets", nargs="+", help="registry names (automodel datasets list) or image folders")
     p.add_argument("--trials", type=int, default=Config.trials, help="trials per dataset (default %(default)s)")
-    p.add_argument("--iters", type=int, default=Config.iters, help="iterations per trial (default %(default)s, as published)")
-    p.add_argument("--time-per-iter", type=float, default=Config.time_per_iter, help="training seconds per iteration (default %(default)s)")
+    p.add_argument(
+        "--iters", type=int, default=Config.iters, help="iterations per trial (default %(default)s, as published)"
+    )
+    p.add_argument(
+        "--time-per-iter",
+        type=float,
+        default=Config.time_per_iter,
+        help="training seconds per iteration (default %(default)s)",
+    )
     p.add_argument("--agent", choices=("expert", "llm"), default=Config.agent, help="the brain (default %(default)s)")
     p.add_argument("--model", help="LLM model name (with --agent llm)")
     p.add_argument("--base-url", help="OpenAI-compatible server (with --agent llm)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=Config.device)
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot baseline")
-    p.add_argument("--ablation", choices=("sequential",), action="append", default=[], help="also run this ablation (sequential init)")
+    p.add_argument(
+        "--ablation",
+        choices=("sequential",),
+        action="append",
+        default=[],
+        help="also run this ablation (sequential init)",
+    )
     p.add_argument("--seed", type=int, default=Config.seed, help="seed of the first trial (default %(default)s)")
     p.add_argument("--per-class", type=int, help="write registry datasets with at most N images per class per split")
-    p.add_argument("--source", action="append", default=[], metavar="NAME=PATH", help="downloaded copy of a network dataset (repeatable)")
-    p.add_argument("--fit-arg", action="append", default=[], metavar="ARG", help="extra option for `automodel fit` (repeatable), e.g. --fit-arg=--time-budget=7200")
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="downloaded copy of a network dataset (repeatable)",
+    )
+    p.add_argument(
+        "--fit-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra option for `automodel fit` (repeatable), e.g. --fit-arg=--time-budget=7200",
+    )
     p.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="where trial runs live (default benchmarks/runs)")
-    p.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where registry datasets are written (default benchmarks/runs/data)")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "reproduce.md", help="Markdown results (a .json is written beside it)")
-    p.add_argument("--table-only", action="store_true", help="run nothing: rebuild the table from the runs already there")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA_DIR,
+        help="where registry datasets are written (default benchmarks/runs/data)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=RESULTS_DIR / "reproduce.md", help="Markdown results (a .json is written beside it)"
+    )
+    p.add_argument(
+        "--table-only", action="store_true", help="run nothing: rebuild the table from the runs already there"
+    )
     args = p.parse_args(argv)
     if args.trials < 1 or args.iters < 1:
         p.error("--trials and --iters must be at least 1")
@@ -351,24 +496,41 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Config]:
     for item in args.source:
         if "=" not in item:
             p.error(f"--source takes NAME=PATH (e.g. --source cassava=~/Downloads/cassava.zip), not {item!r}")
-    cfg = Config(trials=args.trials, iters=args.iters, time_per_iter=args.time_per_iter, agent=args.agent, model=args.model,
-                 base_url=args.base_url, device=args.device, zero_shot=not args.no_zero_shot, sequential="sequential" in args.ablation,
-                 seed=args.seed, per_class=args.per_class, fit_args=tuple(args.fit_arg), runs_dir=args.runs_dir.resolve(),
-                 data_dir=args.data_dir.resolve())
+    cfg = Config(
+        trials=args.trials,
+        iters=args.iters,
+        time_per_iter=args.time_per_iter,
+        agent=args.agent,
+        model=args.model,
+        base_url=args.base_url,
+        device=args.device,
+        zero_shot=not args.no_zero_shot,
+        sequential="sequential" in args.ablation,
+        seed=args.seed,
+        per_class=args.per_class,
+        fit_args=tuple(args.fit_arg),
+        runs_dir=args.runs_dir.resolve(),
+        data_dir=args.data_dir.resolve(),
+    )
     return args, cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, cfg = parse_args(argv)
     # Absolute: the CLI runs from the repository root, not from where this was started.
-    sources = {name: str(Path(path).expanduser().resolve()) for name, path in (s.split("=", 1) for s in args.source if "=" in s)}
+    sources = {
+        name: str(Path(path).expanduser().resolve())
+        for name, path in (s.split("=", 1) for s in args.source if "=" in s)
+    }
     try:
         reg = load_registry()
         machine = machine_details()
         log = cfg.runs_dir / "reproduce.log"
         results: list[DatasetResult] = []
         for spec in args.datasets:
-            ds = resolve_dataset(spec, reg, cfg, sources, log) if not args.table_only else _table_only_dataset(spec, reg)
+            ds = (
+                resolve_dataset(spec, reg, cfg, sources, log) if not args.table_only else _table_only_dataset(spec, reg)
+            )
             results.append(ds)
             if ds.error:
                 _say(f"{ds.label}: unavailable: {ds.error}")
@@ -388,7 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         # The runs keep every finished iteration; the same command picks them up.
-        print(f"\nreproduce: interrupted; rerun the same command to resume (partial table: {args.out})", file=sys.stderr)
+        print(
+            f"\nreproduce: interrupted; rerun the same command to resume (partial table: {args.out})", file=sys.stderr
+        )
         return 130
     print(args.out.read_text(encoding="utf-8").split("## Trials")[0].rstrip())
     print(f"\nwritten: {args.out} and {args.out.with_suffix('.json')}")

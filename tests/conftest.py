@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from needs import missing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +87,31 @@ def finished_run(materialize, tmp_path_factory) -> Path:
     READ-ONLY (copy it with shutil.copytree to change it)."""
     dataset = materialize("fashion-mnist", "imagefolder", 20)
     ws = tmp_path_factory.mktemp("finished-run")
-    proc = subprocess.run([sys.executable, "-m", "automodel.cli", "fit", str(dataset), "--agent", "expert", "--iters", "2",
-                           "--time-per-iter", "5", "--workspace", str(ws), "--name", "run", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "automodel.cli",
+            "fit",
+            str(dataset),
+            "--agent",
+            "expert",
+            "--iters",
+            "2",
+            "--time-per-iter",
+            "5",
+            "--workspace",
+            str(ws),
+            "--name",
+            "run",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"automodel fit failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     if "could not write the report" in proc.stderr:

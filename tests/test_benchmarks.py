@@ -18,17 +18,28 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(REPO))  # benchmarks/ is a folder of scripts, imported here as a namespace package
 
-from benchmarks import common, cpu_suite, reproduce  # noqa: E402
 from scores import accuracy, run_accuracy, split_labels  # noqa: E402
 
+from benchmarks import common, cpu_suite, reproduce  # noqa: E402
 
-def _trial(run_dir: Path, iters: list[dict], best: dict | None, tokens: int = 0, error: str | None = None) -> common.TrialRun:
+
+def _trial(
+    run_dir: Path, iters: list[dict], best: dict | None, tokens: int = 0, error: str | None = None
+) -> common.TrialRun:
     return common.TrialRun(run_dir, {"iterations": iters, "best": best, "tokens": tokens}, error, 0.0)
 
 
 def _it(i: int, test: float | None, seconds: float = 10.0, status: str = "ok", tokens: int = 0) -> dict:
-    return {"iteration": i, "status": status, "target": None, "accepted": True, "val_accuracy": test, "test_accuracy": test,
-            "seconds": seconds, "tokens": tokens}
+    return {
+        "iteration": i,
+        "status": status,
+        "target": None,
+        "accepted": True,
+        "val_accuracy": test,
+        "test_accuracy": test,
+        "seconds": seconds,
+        "tokens": tokens,
+    }
 
 
 # ------------------------------------------------------------ table builder
@@ -41,18 +52,38 @@ def test_table_puts_mean_and_std_over_trials_beside_the_paper_figures(tmp_path):
     cfg = reproduce.Config(trials=3, iters=2, zero_shot=True, sequential=True)
     ds = reproduce.DatasetResult(label="svhn", path=tmp_path, entry=reg.get("svhn"))
     ds.single = [
-        _trial(tmp_path / "a", [_it(1, 0.50, tokens=100), _it(2, 0.80, tokens=50)], {"iteration": 2, "test_accuracy": 0.80}, tokens=150),
+        _trial(
+            tmp_path / "a",
+            [_it(1, 0.50, tokens=100), _it(2, 0.80, tokens=50)],
+            {"iteration": 2, "test_accuracy": 0.80},
+            tokens=150,
+        ),
         _trial(tmp_path / "b", [_it(1, 0.70), _it(2, 0.90)], {"iteration": 2, "test_accuracy": 0.90}),
-        _trial(tmp_path / "c", [_it(1, None, status="failed")], None, error="stopped after 1 of 2 iterations; rerun to resume"),
+        _trial(
+            tmp_path / "c",
+            [_it(1, None, status="failed")],
+            None,
+            error="stopped after 1 of 2 iterations; rerun to resume",
+        ),
     ]
     ds.sequential = [_trial(tmp_path / "s", [_it(1, 0.6), _it(2, 0.6)], {"iteration": 1, "test_accuracy": 0.6})]
-    ds.zero_shot = [reproduce.ZeroShot(0.40, 30.0, 1000, 0.01, None), reproduce.ZeroShot(0.60, 30.0, 1000, 0.01, None),
-                    reproduce.ZeroShot(None, 5.0, 0, None, "zero-shot pipeline failed")]
+    ds.zero_shot = [
+        reproduce.ZeroShot(0.40, 30.0, 1000, 0.01, None),
+        reproduce.ZeroShot(0.60, 30.0, 1000, 0.01, None),
+        reproduce.ZeroShot(None, 5.0, 0, None, "zero-shot pipeline failed"),
+    ]
     missing = reproduce.DatasetResult(label="cassava", path=None, entry=reg.get("cassava"), error="is on Kaggle")
     table = reproduce.build_table([ds, missing], cfg).splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
-    assert header[:7] == ["Dataset", "Zero-shot (ours)", "Zero-shot (paper)", "First iteration (ours)", "First iteration (paper)",
-                          "Final, 2 it. (ours)", "Final (paper)"]
+    assert header[:7] == [
+        "Dataset",
+        "Zero-shot (ours)",
+        "Zero-shot (paper)",
+        "First iteration (ours)",
+        "First iteration (paper)",
+        "Final, 2 it. (ours)",
+        "Final (paper)",
+    ]
     row = dict(zip(header, [c.strip() for c in table[2].strip("|").split("|")]))
     assert row["Zero-shot (ours)"] == "50.0 ± 14.1 (n=2/3)"
     assert row["First iteration (ours)"] == "60.0 ± 14.1 (n=2/3)"
@@ -68,7 +99,9 @@ def test_table_puts_mean_and_std_over_trials_beside_the_paper_figures(tmp_path):
 
 
 def test_zero_shot_json_is_read_from_the_top_level_or_result():
-    z = reproduce.parse_zero_shot({"status": "ok", "test_accuracy": 0.7, "seconds": 12, "tokens": 900, "cost_usd": 0.002})
+    z = reproduce.parse_zero_shot(
+        {"status": "ok", "test_accuracy": 0.7, "seconds": 12, "tokens": 900, "cost_usd": 0.002}
+    )
     assert (z.test_accuracy, z.seconds, z.tokens, z.error) == (0.7, 12.0, 900, None)
     z = reproduce.parse_zero_shot({"result": {"status": "failed", "error": "SyntaxError"}, "tokens": 10})
     assert z.test_accuracy is None and "failed" in z.error and z.tokens == 10
@@ -101,14 +134,31 @@ def test_cpu_suite_defaults_are_estimated_under_an_hour():
 
 
 def _script(script: str, *args, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, str(BENCH / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def test_naive_pipeline_runs_and_is_scored(cli, tmp_path):
     data = tmp_path / "digits"
     assert cli("datasets", "fetch", "digits", data, "--per-class", "8").returncode == 0
-    proc = cli("run", data, "--pipeline", BENCH / "naive_pipeline", "--json", "--time-limit", "5", "--seed", "0", "--out", tmp_path / "out")
+    proc = cli(
+        "run",
+        data,
+        "--pipeline",
+        BENCH / "naive_pipeline",
+        "--json",
+        "--time-limit",
+        "5",
+        "--seed",
+        "0",
+        "--out",
+        tmp_path / "out",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert result["status"] == "ok"
@@ -120,8 +170,23 @@ def test_naive_pipeline_runs_and_is_scored(cli, tmp_path):
 @pytest.mark.slow
 def test_reproduce_runs_resumes_and_reads_back_finished_trials(tmp_path):
     # One trial keeps this affordable on 2 cores; the table's statistics over trials are checked above.
-    common_args = ["digits", "--agent", "expert", "--trials", "1", "--time-per-iter", "5", "--per-class", "10",
-                   "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "data", "--out", tmp_path / "out.md"]
+    common_args = [
+        "digits",
+        "--agent",
+        "expert",
+        "--trials",
+        "1",
+        "--time-per-iter",
+        "5",
+        "--per-class",
+        "10",
+        "--runs-dir",
+        tmp_path / "runs",
+        "--data-dir",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "out.md",
+    ]
     log_file = tmp_path / "runs" / "reproduce.log"
 
     def launched() -> tuple[int, int, int]:
@@ -131,7 +196,8 @@ def test_reproduce_runs_resumes_and_reads_back_finished_trials(tmp_path):
     first = _script("reproduce.py", *common_args, "--iters", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     assert launched() == (1, 0, 1)  # the trial, and the expert's zero-shot stand-in (the naive pipeline)
-    # More iterations than the finished run has: it is continued with `automodel resume`, the zero-shot result is reused.
+    # More iterations than the finished run has: it is continued with `automodel resume`, the zero-shot result
+    # is reused.
     second = _script("reproduce.py", *common_args, "--iters", "2")
     assert second.returncode == 0, second.stderr[-3000:]
     assert launched() == (1, 1, 1)
@@ -187,11 +253,37 @@ def test_reproduce_with_an_llm_against_the_replay_server(tmp_path):
     script["roles"]["zero_shot"] = [{"reply_file": str(scripts / "good_pipeline.md")}]
     with replay.ReplayServer(script) as server:
         proc = subprocess.run(
-            [sys.executable, str(BENCH / "reproduce.py"), "digits", "--agent", "llm", "--model", "gpt-4o-mini",
-             "--base-url", server.base_url, "--trials", "1", "--iters", "2", "--time-per-iter", "5", "--per-class", "10",
-             "--runs-dir", tmp_path / "runs", "--data-dir", tmp_path / "data", "--out", tmp_path / "out.md"],
-            capture_output=True, text=True, timeout=900, cwd=REPO,
-            env={k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENAI_")})
+            [
+                sys.executable,
+                str(BENCH / "reproduce.py"),
+                "digits",
+                "--agent",
+                "llm",
+                "--model",
+                "gpt-4o-mini",
+                "--base-url",
+                server.base_url,
+                "--trials",
+                "1",
+                "--iters",
+                "2",
+                "--time-per-iter",
+                "5",
+                "--per-class",
+                "10",
+                "--runs-dir",
+                tmp_path / "runs",
+                "--data-dir",
+                tmp_path / "data",
+                "--out",
+                tmp_path / "out.md",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=REPO,
+            env={k: v for k, v in __import__("os").environ.items() if not k.startswith("OPENAI_")},
+        )
         roles = [r["role"] for r in server.requests]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "zero_shot" in roles and "architect" in roles and "analyst" in roles

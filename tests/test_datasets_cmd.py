@@ -9,8 +9,8 @@ downloaded files have (pickle batches, .mat, .npy, .npz, zip, CSV).
 
 from __future__ import annotations
 
-import importlib
 import hashlib
+import importlib
 import io
 import json
 import pickle
@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from automodel.datasets.fetch import fetch
+from automodel.datasets.registry import load_registry
+from automodel.datasets.registry import shared_dir as find_shared
+from automodel.datasets.writers import CIFAR10C_CORRUPTIONS, stratified_split
 from automodel.errors import DatasetError, UsageError
-from automodel.datasets.fetch import CIFAR10C_CORRUPTIONS, fetch, stratified_split
-from automodel.datasets.registry import load_registry, shared_dir as find_shared
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = {"cifar10", "cifar10-c-s1", "cifar10-c-s5", "tinyimagenet", "svhn", "dsprites-orientation",
@@ -285,7 +287,8 @@ def test_tinyimagenet_reader_uses_val_as_test(tmp_path):
             z.writestr(f"tiny-imagenet-200/train/{wnid}/{wnid}_boxes.txt", "")
         z.writestr("tiny-imagenet-200/val/images/val_0.JPEG", jpeg.getvalue())
         z.writestr("tiny-imagenet-200/val/images/val_1.JPEG", jpeg.getvalue())
-        z.writestr("tiny-imagenet-200/val/val_annotations.txt", "val_0.JPEG\tn01443537\t0\t0\t63\t63\nval_1.JPEG\tn01629819\t1\t1\t60\t60\n")
+        z.writestr("tiny-imagenet-200/val/val_annotations.txt",
+                   "val_0.JPEG\tn01443537\t0\t0\t63\t63\nval_1.JPEG\tn01629819\t1\t1\t60\t60\n")
     out = fetch(load_registry().get("tinyimagenet"), tmp_path / "out", source=archive, per_class=2)
     assert out.counts == {"train": {"n01443537": 2, "n01629819": 2}, "test": {"n01443537": 1, "n01629819": 1}}
     assert (out.dest / "test" / "n01443537" / "test_000000.jpeg").read_bytes() == jpeg.getvalue()
@@ -320,7 +323,9 @@ def test_kaggle_csv_reader_for_kitchenware_zip(tmp_path):
 def test_ahcd_reader_uses_the_provided_train_and_test_files(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("Train", 6), ("Test", 3)):
-        np.savetxt(tmp_path / f"csv{split}Images {n}x1024.csv", rng.integers(0, 256, (n, 1024)), delimiter=",", fmt="%d")
+        np.savetxt(
+            tmp_path / f"csv{split}Images {n}x1024.csv", rng.integers(0, 256, (n, 1024)), delimiter=",", fmt="%d"
+        )
         np.savetxt(tmp_path / f"csv{split}Label {n}x1.csv", np.arange(n) % 3 + 1, fmt="%d")
     out = fetch(load_registry().get("arabic-letters"), tmp_path / "out", source=tmp_path)
     assert out.counts == {"train": {"01": 2, "02": 2, "03": 2}, "test": {"01": 1, "02": 1, "03": 1}}
@@ -334,7 +339,10 @@ def test_class_folder_reader_splits_4_animals(tmp_path):
     (tmp_path / "src" / "test").mkdir()
     (tmp_path / "src" / "test" / "1.jpg").write_bytes(b"x")
     out = fetch(load_registry().get("4-animals"), tmp_path / "out", source=tmp_path / "src")
-    assert out.counts == {"train": {k: 8 for k in ("cat", "deer", "dog", "horse")}, "test": {k: 2 for k in ("cat", "deer", "dog", "horse")}}
+    assert out.counts == {
+        "train": {k: 8 for k in ("cat", "deer", "dog", "horse")},
+        "test": {k: 2 for k in ("cat", "deer", "dog", "horse")},
+    }
 
 
 def test_stratified_split_keeps_every_class_in_both_splits():

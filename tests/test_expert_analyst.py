@@ -2,32 +2,49 @@
 
 import pytest
 
-from automodel.core import Decision, History, Pipeline
 from automodel.agents.expert.analyst import AnalystExhausted, decide, diagnose
 from automodel.agents.expert.engineers import CannotRepair, apply_edit, repair
+from automodel.core import Decision, History, Pipeline
 from automodel.hparams import read_hparams
 
-DATA = "CROP_PADDING = 0  # px\nHFLIP = False  # flips\nCUTOUT = 0  # px\nMIXUP_ALPHA = 0.0  # off\nINPUT_SIZE = 28  # px\n"
+DATA = ("CROP_PADDING = 0  # px\nHFLIP = False  # flips\nCUTOUT = 0  # px\nMIXUP_ALPHA = 0.0  # off\n"
+        "INPUT_SIZE = 28  # px\n")
 MODEL = "ARCH = 'convnet'  # variant\nWIDTH = 32  # channels\nDEPTH = 1  # blocks\nDROPOUT = 0.0  # p\n"
-TRAIN = ("BATCH_SIZE = 128  # images\nOPTIMIZER = 'sgd'  # opt\nLR = 0.05  # peak\nWEIGHT_DECAY = 5e-4  # wd\n"
-         "LABEL_SMOOTHING = 0.0  # ls\nEMA_DECAY = 0  # off\nGRAD_CLIP = 0  # off\nWARMUP_FRACTION = 0.1  # frac\n")
+TRAIN = (
+    "BATCH_SIZE = 128  # images\nOPTIMIZER = 'sgd'  # opt\nLR = 0.05  # peak\nWEIGHT_DECAY = 5e-4  # wd\n"
+    "LABEL_SMOOTHING = 0.0  # ls\nEMA_DECAY = 0  # off\nGRAD_CLIP = 0  # off\nWARMUP_FRACTION = 0.1  # frac\n"
+)
 
 
 def history(val, train, tried=(), interrupted=False):
     summary = {m: {"hparams": read_hparams(src)} for m, src in (("data", DATA), ("model", MODEL), ("train", TRAIN))}
-    return History.from_json({
-        "dataset": {"num_classes": 10, "channels": 1, "image_size": [28, 28]},
-        "best": {"iteration": 3, "val_accuracy": val, "train_accuracy": train, "interrupted": interrupted,
-                 "summary": summary, "train_steps": 400},
-        "tried_on_best": [{"key": k} for k in tried],
-        "chance_accuracy": 0.1,
-        "parent_iteration": 3,
-    })
+    return History.from_json(
+        {
+            "dataset": {"num_classes": 10, "channels": 1, "image_size": [28, 28]},
+            "best": {
+                "iteration": 3,
+                "val_accuracy": val,
+                "train_accuracy": train,
+                "interrupted": interrupted,
+                "summary": summary,
+                "train_steps": 400,
+            },
+            "tried_on_best": [{"key": k} for k in tried],
+            "chance_accuracy": 0.1,
+            "parent_iteration": 3,
+        }
+    )
 
 
-@pytest.mark.parametrize("val,train,regime", [
-    (0.11, 0.12, "diverged"), (0.80, 0.99, "overfit"), (0.70, 0.72, "underfit"), (0.985, 0.99, "plateau"),
-])
+@pytest.mark.parametrize(
+    "val,train,regime",
+    [
+        (0.11, 0.12, "diverged"),
+        (0.80, 0.99, "overfit"),
+        (0.70, 0.72, "underfit"),
+        (0.985, 0.99, "plateau"),
+    ],
+)
 def test_diagnosis(val, train, regime):
     assert diagnose({"val_accuracy": val, "train_accuracy": train}, 0.1)[0] == regime
 

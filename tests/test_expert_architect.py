@@ -4,9 +4,9 @@ really steer them, never flip digits, and train."""
 
 from __future__ import annotations
 
-import importlib
 import ast
 import dataclasses
+import importlib
 import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from automodel.sandbox import contracts
-from automodel.core import Brief, Hardware, Pipeline
 from automodel.agents.expert.architect import plan, recipe_constants, write_pipeline
+from automodel.core import Brief, Hardware, Pipeline
 from automodel.hparams import hparam_comments, read_hparams, set_hparams
+from automodel.sandbox import contracts
 
 CPU2 = Hardware(cpu_cores=2, device="cpu", memory_gb=24.0)
 H200 = Hardware(cpu_cores=16, device="cuda", gpu_name="NVIDIA H200", gpu_memory_gb=139.0, memory_gb=128.0)
@@ -64,8 +64,8 @@ class Task:
 def tasks(materialize, tmp_path_factory):
     """name -> Task, each made once from real data by the real intake."""
     from automodel.datasets.fetch import fetch
-    from automodel.intake import data_info, load_dataset
     from automodel.datasets.registry import load_registry
+    from automodel.intake import data_info, load_dataset
 
     made: dict[str, Task] = {}
 
@@ -389,8 +389,8 @@ def test_gpu_photo_pipeline_is_the_same_code_and_runs_on_a_cpu(tasks, tmp_path):
 @pytest.mark.slow
 def test_rendered_pipeline_trains_through_the_runner(tasks, materialize, tmp_path):
     from automodel.intake import load_dataset
-    from automodel.sandbox.iteration import RunConfig, run_iteration
     from automodel.sandbox.bundle import prepare_data
+    from automodel.sandbox.iteration import RunConfig, run_iteration
 
     ds = load_dataset(materialize("fashion-mnist", "imagefolder", 40))
     split = ds.split(seed=0)

@@ -29,7 +29,9 @@ def preprocess(images: np.ndarray, spec: dict) -> np.ndarray:
     out = spec["eval_transform"]["output_size"]
     if (x.shape[2], x.shape[3]) != (out["height"], out["width"]):
         shrink = out["height"] < x.shape[2] or out["width"] < x.shape[3]
-        x = torch.nn.functional.interpolate(x, size=(out["height"], out["width"]), mode="bilinear", align_corners=False, antialias=shrink)
+        x = torch.nn.functional.interpolate(
+            x, size=(out["height"], out["width"]), mode="bilinear", align_corners=False, antialias=shrink
+        )
     mean = torch.tensor(spec["eval_transform"]["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(spec["eval_transform"]["std"]).view(1, -1, 1, 1)
     return ((x - mean) / std).numpy().astype(np.float32)
@@ -44,7 +46,7 @@ def softmax(z):
 @pytest.fixture(scope="module")
 def harness(finished_run):
     """The test images as the sandbox saw them and the best iteration's probabilities for them."""
-    best = RunDir(finished_run).best_record()["iteration"]
+    best = RunDir(finished_run).best_record().iteration
     return np.load(finished_run / "data" / "test_x.npy"), np.load(finished_run / f"iter_{best:03d}" / "probs_test.npy")
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scores import accuracy
 
 from automodel.sandbox.bundle import train_sample_indices
-from scores import accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,11 @@ def cli(*args, cwd=None, timeout=600):
 
 
 def tree_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,9 @@ def fmnist(materialize):
 @pytest.fixture(scope="module")
 def finished(fmnist, tmp_path_factory):
     ws = tmp_path_factory.mktemp("ws")
-    proc = cli("fit", fmnist, "--agent", "expert", "--iters", 3, "--time-per-iter", 8, "--workspace", ws, "--name", "r1")
+    proc = cli(
+        "fit", fmnist, "--agent", "expert", "--iters", 3, "--time-per-iter", 8, "--workspace", ws, "--name", "r1"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return ws / "r1", proc
 
@@ -104,8 +110,12 @@ def test_run_directory_records_everything(finished, fmnist):
         # The Analyst judges the fit from training images predicted like validation, not from augmented batches.
         metrics = json.loads((d / "metrics.json").read_text())
         if metrics["status"] == "ok":
-            sample = np.load(run / "data" / "train_y.npy")[train_sample_indices(len(np.load(run / "data" / "train_y.npy")))]
-            assert metrics["train_eval_accuracy"] == pytest.approx(accuracy(d / "probs_train_sample.npy", sample), abs=1e-6)
+            sample = np.load(run / "data" / "train_y.npy")[
+                train_sample_indices(len(np.load(run / "data" / "train_y.npy")))
+            ]
+            assert metrics["train_eval_accuracy"] == pytest.approx(
+                accuracy(d / "probs_train_sample.npy", sample), abs=1e-6
+            )
             assert finals[n - 1]["train_accuracy"] == round(metrics["train_eval_accuracy"], 4)
     # The sandbox never got labels of the held-out splits.
     data_files = {p.name for p in (run / "data").iterdir()}
@@ -125,8 +135,25 @@ def test_show_and_diff_are_readable(finished):
 
 def test_sigkill_mid_iteration_then_resume(fmnist, tmp_path):
     ws = tmp_path / "ws"
-    proc = subprocess.Popen(FIT + ["fit", str(fmnist), "--agent", "expert", "--iters", "3", "--time-per-iter", "6",
-                                   "--workspace", str(ws), "--name", "k"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        FIT
+        + [
+            "fit",
+            str(fmnist),
+            "--agent",
+            "expert",
+            "--iters",
+            "3",
+            "--time-per-iter",
+            "6",
+            "--workspace",
+            str(ws),
+            "--name",
+            "k",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     run = ws / "k"
     deadline = time.time() + 300
     # Wait until iteration 2 is training: iteration 1 is complete, 2 is half-done.
@@ -142,7 +169,7 @@ def test_sigkill_mid_iteration_then_resume(fmnist, tmp_path):
     proc.wait()
     before_journal = (run / "journal.jsonl").read_text()
     before_files = tree_hashes(run / "iter_001")
-    assert len([l for l in before_journal.splitlines() if json.loads(l)["final"]]) == 1
+    assert len([line for line in before_journal.splitlines() if json.loads(line)["final"]]) == 1
 
     res = cli("resume", run)
     assert res.returncode == 0, res.stderr[-3000:]

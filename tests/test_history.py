@@ -1,9 +1,9 @@
 """The Analyst's history separates edits tried on the best from those rejected on earlier bests."""
 
-from automodel.search.history import build_history, lineage
-from automodel.search.workspace import RunDir
 from automodel.core import JournalRecord
 from automodel.files import atomic_write_json
+from automodel.search.history import build_history, lineage
+from automodel.search.workspace import RunDir
 
 MODULE = "X = 1  # a knob\n"
 

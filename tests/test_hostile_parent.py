@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hostile.kit import REFERENCE, fashion_bundle, fast_config, make_iter, report, require_bwrap, scored_accuracy
 
 from automodel.sandbox.iteration import run_iteration
 from automodel.testing.replay_server import ReplayServer
-from hostile.kit import REFERENCE, fashion_bundle, fast_config, make_iter, report, require_bwrap, scored_accuracy
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -156,7 +156,7 @@ def test_writes_to_the_sandbox_root_are_refused(fm, tmp_path):
     require_bwrap()
     ds, bundle = fm
     it = make_iter(tmp_path / "iter", {"train": "train_tmpfs_hog.py"}, hostile={"gb": 0.1})
-    result = run_iteration(it, bundle, fast_config(sandbox="bwrap", time_limit=2.0, kill_grace=1.0))
+    result = run_iteration(it, bundle, fast_config(sandbox="bwrap", time_limit=2.0))
     found = report(it)
     assert "Read-only file system" in found["/"]
     assert result.status == "ok" and result.interrupted  # it then sleeps past its budget and is interrupted
@@ -180,23 +180,48 @@ def _script(train_file: str, hostile: dict | None = None) -> list[dict]:
     return [
         {"role": "architect", "reply": _architect_reply(train_file, hostile)},
         {"role": "summarizer", "reply": '{"data": "reference", "model": "reference", "train": "hostile"}'},
-        {"role": "analyst", "reply": '{"target": "train", "instruction": "Keep everything; retrain.", "reason": "check"}'},
+        {
+            "role": "analyst",
+            "reply": '{"target": "train", "instruction": "Keep everything; retrain.", "reason": "check"}',
+        },
         {"role": "train_engineer", "reply": "```python\n" + (REFERENCE / "train.py").read_text() + "\n```"},
     ]
 
 
 def cli(*args, timeout=600):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    return subprocess.run([sys.executable, "-m", "automodel.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "automodel.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize("train_file, hostile", [("train_trusted_names.py", None), ("train_deep_tree.py", {"depth": 1500})])
+@pytest.mark.parametrize(
+    "train_file, hostile", [("train_trusted_names.py", None), ("train_deep_tree.py", {"depth": 1500})]
+)
 def test_fit_and_resume_survive_what_the_module_leaves(materialize, tmp_path, train_file, hostile):
     data = materialize("fashion-mnist", "imagefolder", 20)
     with ReplayServer(_script(train_file, hostile)) as server:
-        fit = cli("fit", data, "--agent", "llm", "--base-url", server.base_url, "--iters", 1, "--time-per-iter", 5,
-                  "--workspace", tmp_path, "--name", "r")
+        fit = cli(
+            "fit",
+            data,
+            "--agent",
+            "llm",
+            "--base-url",
+            server.base_url,
+            "--iters",
+            1,
+            "--time-per-iter",
+            5,
+            "--workspace",
+            tmp_path,
+            "--name",
+            "r",
+        )
         assert fit.returncode == 0, fit.stderr[-3000:]
         run = tmp_path / "r"
         first = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]

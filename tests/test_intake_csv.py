@@ -82,7 +82,11 @@ def test_kaggle_competition_folder(kaggle):
 
 def test_rows_listing_one_file_twice_with_different_labels_are_skipped(kaggle):
     root, rows = kaggle
-    lines = ["filename,label"] + [f"{n},{lab}" for n, lab in rows] + [f"{rows[0][0]},9" if rows[0][1] != "9" else f"{rows[0][0]},8"]
+    lines = (
+        ["filename,label"]
+        + [f"{n},{lab}" for n, lab in rows]
+        + [f"{rows[0][0]},9" if rows[0][1] != "9" else f"{rows[0][0]},8"]
+    )
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
     ds = load_dataset(root, progress=False)
     assert len(ds.items) == 79

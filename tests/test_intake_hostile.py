@@ -48,7 +48,9 @@ def test_symlink_loop_back_up_the_tree_is_not_followed(materialize, tmp_path, cl
     assert after["profile"]["class_counts"] == before["profile"]["class_counts"]
     assert after["fingerprint"] == before["fingerprint"]
     (entry,) = [s for s in after["skipped"] if s["path"] == LOOPS[layout]]
-    assert "directory symlink loop" in entry["reason"] and "-> .." in entry["reason"] and "not followed" in entry["reason"]
+    assert (
+        "directory symlink loop" in entry["reason"] and "-> .." in entry["reason"] and "not followed" in entry["reason"]
+    )
     assert any("not followed" in p for p in after["problems"])
 
 
@@ -94,19 +96,34 @@ def test_fit_prints_the_problems_when_it_starts(materialize, tmp_path):
     root = copy_of(materialize, tmp_path, "imagefolder", per_class=10)
     link(root, "train/Bag/loop", "..")
     stream = io.StringIO()
-    run = start_run(root, tmp_path / "ws", "run", FitConfig(iters=1), BrainConfig(agent="expert"), None,
-                    Progress(stream=stream, quiet=True))  # warnings are shown even with --quiet
+    run = start_run(
+        root,
+        tmp_path / "ws",
+        "run",
+        FitConfig(iters=1),
+        BrainConfig(agent="expert"),
+        None,
+        Progress(stream=stream, quiet=True),
+    )  # warnings are shown even with --quiet
     assert "automodel: warning: 1 folder link(s) not followed" in stream.getvalue()
     assert run.info["dataset"]["profile"]["problems"]
 
 
 # ---- a missing dataset folder: exit 3 (DatasetError) from every command that takes one
 
+
 def _command_line(command: str, dataset: Path, tmp_path: Path) -> list:
     if command == "fit":
         return ["fit", dataset, "--agent", "expert", "--workspace", tmp_path / "ws"]
     if command == "run":
-        return ["run", dataset, "--pipeline", Path(__file__).parents[1] / "pipelines" / "reference", "--out", tmp_path / "out"]
+        return [
+            "run",
+            dataset,
+            "--pipeline",
+            Path(__file__).parents[1] / "pipelines" / "reference",
+            "--out",
+            tmp_path / "out",
+        ]
     if command == "resume":
         # resume checks --dataset before it reads or changes anything in the run folder.
         run = tmp_path / "run"
@@ -126,6 +143,7 @@ def test_missing_dataset_folder_is_exit_3_everywhere(tmp_path, cli, command):
 
 # ---- provided val/ and test/ splits that cannot measure much
 
+
 def _move_images(src: Path, dest: Path, n: int) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for path in sorted(src.iterdir())[:n]:
@@ -140,8 +158,13 @@ def test_val_folder_with_two_of_ten_classes_is_flagged(materialize, tmp_path, cl
     assert out["splits"]["val"] == 10
     (problem,) = out["problems"]
     assert problem == out["profile"]["problems"][0]
-    for fragment in ("validation split val/", "no images of 8 of the 10 classes", "holds 10 image(s) for 10 classes",
-                     "Remove val/ to let automodel carve a stratified validation split", "add images of every class"):
+    for fragment in (
+        "validation split val/",
+        "no images of 8 of the 10 classes",
+        "holds 10 image(s) for 10 classes",
+        "Remove val/ to let automodel carve a stratified validation split",
+        "add images of every class",
+    ):
         assert fragment in problem, (fragment, problem)
     assert f"Warning   {problem}" in cli("inspect", root, timeout=INSPECT_TIMEOUT).stdout
 

@@ -59,7 +59,9 @@ def make_mixed(root, photos, digits):
     made["color/j_rotated.jpg"] = _save(big[1].resize((60, 40)), color / "j_rotated.jpg", exif=exif, quality=95)
     gray = root / "gray"
     made["gray/k_16bit.png"] = _save(Image.fromarray(digits[0].astype(np.uint16) * 257), gray / "k_16bit.png")
-    la = Image.merge("LA", [Image.fromarray(digits[1]), Image.fromarray(np.where(digits[1] > 0, 255, 0).astype(np.uint8))])
+    la = Image.merge(
+        "LA", [Image.fromarray(digits[1]), Image.fromarray(np.where(digits[1] > 0, 255, 0).astype(np.uint8))]
+    )
     made["gray/l_la.png"] = _save(la, gray / "l_la.png")
     made["gray/m_gray.jpg"] = _save(Image.fromarray(digits[2]), gray / "m_gray.jpg", quality=95)
     made["gray/n_1bit.png"] = _save(Image.fromarray(digits[3]).convert("1"), gray / "n_1bit.png")
@@ -146,10 +148,10 @@ def test_gray_only_dataset_decodes_to_one_channel(tmp_path, digits):
 
 
 def test_working_size_rules():
-    assert working_size([(28, 28)] * 3, None) == (28, 28)          # one small size: kept
-    assert working_size([(48, 32)] * 2, None) == (32, 48)          # kept as (H, W)
-    assert working_size([(100, 100)] * 2, None) == (100, 100)      # one size above 64: median short side
+    assert working_size([(28, 28)] * 3, None) == (28, 28)  # one small size: kept
+    assert working_size([(48, 32)] * 2, None) == (32, 48)  # kept as (H, W)
+    assert working_size([(100, 100)] * 2, None) == (100, 100)  # one size above 64: median short side
     assert working_size([(500, 375), (300, 200), (2592, 1984)], None) == (128, 128)  # clamped to 128
-    assert working_size([(20, 30), (28, 28)], None) == (32, 32)    # clamped to 32
+    assert working_size([(20, 30), (28, 28)], None) == (32, 32)  # clamped to 32
     assert working_size([(20, 30), (28, 28)], 48) == (48, 48)
     assert working_size([(20, 30)], (40, 24)) == (40, 24)

@@ -48,6 +48,10 @@ def test_duplicates_across_splits_and_with_conflicting_labels(hymenoptera, cli):
     assert dup["groups"] == 1 and dup["files"] == 3
     assert dup["across_splits"] == 1 and dup["conflicting_labels"] == 1
     example = dup["examples"][0]
-    assert set(example["files"]) == {f"train/ants/{ant.name}", "test/ants/leaked_copy.jpg", "train/bees/mislabelled.jpg"}
+    assert set(example["files"]) == {
+        f"train/ants/{ant.name}",
+        "test/ants/leaked_copy.jpg",
+        "train/bees/mislabelled.jpg",
+    }
     assert "test" in example["splits"] and example["labels"] == ["ants", "bees"]
     assert "Duplicates 1 group(s)" in cli("inspect", hymenoptera).stdout

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from scores import accuracy
 
-from automodel.core import Brief, Decision, Hardware, Pipeline
 from automodel.agents.llm import make_llm_brain
 from automodel.agents.llm.extract import extract_modules
-from automodel.testing.replay_server import ReplayServer
+from automodel.core import Brief, Decision, Hardware, History, JournalRecord, Pipeline
 from automodel.errors import BrainError
 from automodel.resources import interface_text
-from scores import accuracy
+from automodel.testing.replay_server import ReplayServer
 
 SCRIPTS = Path(__file__).parent / "llm_scripts"
 NOENV: dict[str, str] = {}
@@ -35,11 +35,29 @@ def brain_for(server: ReplayServer, **settings):
 
 
 def fake_brief(description: str = "Handwritten digits 0-9, scanned; orientation matters.") -> Brief:
-    profile = {"num_images": 400, "classes": 10, "image_size": {"median": [28, 28]}, "channels": 1, "per_class": {str(i): 40 for i in range(10)}}
-    info = {"num_classes": 10, "class_names": [str(i) for i in range(10)], "channels": 1, "image_size": [28, 28],
-            "mean": [0.13], "std": [0.31], "num_train": 160}
-    return Brief(profile=profile, info=info, description=description, hardware=Hardware(cpu_cores=2, device="cpu", memory_gb=24.0),
-                 time_per_iter=45.0)
+    profile = {
+        "num_images": 400,
+        "classes": 10,
+        "image_size": {"median": [28, 28]},
+        "channels": 1,
+        "per_class": {str(i): 40 for i in range(10)},
+    }
+    info = {
+        "num_classes": 10,
+        "class_names": [str(i) for i in range(10)],
+        "channels": 1,
+        "image_size": [28, 28],
+        "mean": [0.13],
+        "std": [0.31],
+        "num_train": 160,
+    }
+    return Brief(
+        profile=profile,
+        info=info,
+        description=description,
+        hardware=Hardware(cpu_cores=2, device="cpu", memory_gb=24.0),
+        time_per_iter=45.0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +71,13 @@ def digits(materialize, tmp_path_factory):
     split = ds.split(seed=0)
     images = ds.decode()
     bundle = prepare_data(ds, split, images, tmp_path_factory.mktemp("bundle") / "data")
-    brief = Brief(profile=ds.profile(), info=dict(bundle.info), description="handwritten digits", hardware=detect("cpu"), time_per_iter=3)
+    brief = Brief(
+        profile=ds.profile(),
+        info=dict(bundle.info),
+        description="handwritten digits",
+        hardware=detect("cpu"),
+        time_per_iter=3,
+    )
     return bundle, brief
 
 
@@ -67,6 +91,7 @@ def run_pipeline(pipeline: Pipeline, folder: Path, bundle):
 
 
 # ---- the Architect
+
 
 def test_architect_writes_a_pipeline_that_trains(digits, tmp_path):
     bundle, brief = digits
@@ -91,10 +116,31 @@ def test_architect_prompt_holds_what_the_method_requires():
         brain_for(server).architect(fake_brief())
         system, user = [m["content"] for m in server.requests[0]["messages"]]
     assert system.startswith("ROLE: architect")
-    for words in ("Project Architect", "Performance Analyst", "Data Engineer", "how to collaborate".capitalize(),  # profile
-                  "ConvNeXt", "EfficientNet", "ViT", "timm", "MixUp", "CutMix", "RandAugment", "TrivialAugment",
-                  "abel smoothing", "cosine", "OneCycle", "EMA", "autocast", "channels_last", "horizontal flip",
-                  "NO horizontal or vertical flips", "characters", "UPPER_CASE hyperparameters", "NO network"):
+    for words in (
+        "Project Architect",
+        "Performance Analyst",
+        "Data Engineer",
+        "how to collaborate".capitalize(),  # profile
+        "ConvNeXt",
+        "EfficientNet",
+        "ViT",
+        "timm",
+        "MixUp",
+        "CutMix",
+        "RandAugment",
+        "TrivialAugment",
+        "abel smoothing",
+        "cosine",
+        "OneCycle",
+        "EMA",
+        "autocast",
+        "channels_last",
+        "horizontal flip",
+        "NO horizontal or vertical flips",
+        "characters",
+        "UPPER_CASE hyperparameters",
+        "NO network",
+    ):
         assert words.lower() in system.lower(), words
     for module in ("data", "model", "train"):
         assert interface_text(module).strip() in user, f"interfaces/{module}.py must be included verbatim"
@@ -103,18 +149,24 @@ def test_architect_prompt_holds_what_the_method_requires():
 
 
 def test_prose_around_the_code_is_stripped():
-    chatty = ("Great question! Let me think about the dataset first.\n\nFor the data side:\n```python\n" + GOOD.data + "```\n"
-              "Now the network, which adapts to the input size.\n```python\n" + GOOD.model + "```\n"
-              "And the training loop; it respects the time budget.\n```python\n" + GOOD.train + "```\n"
-              "I hope this helps! Feel free to ask for changes.")
+    chatty = (
+        "Great question! Let me think about the dataset first.\n\nFor the data side:\n```python\n" + GOOD.data + "```\n"
+        "Now the network, which adapts to the input size.\n```python\n" + GOOD.model + "```\n"
+        "And the training loop; it respects the time budget.\n```python\n" + GOOD.train + "```\n"
+        "I hope this helps! Feel free to ask for changes."
+    )
     with ReplayServer([{"reply": chatty}]) as server:
         assert brain_for(server).architect(fake_brief()) == GOOD
         assert len(server.requests) == 1
 
 
 def test_truncated_reply_is_requested_again_once_with_a_note():
-    with ReplayServer([{"reply_file": str(SCRIPTS / "good_pipeline.md"), "truncate": 1800},
-                       {"reply_file": str(SCRIPTS / "good_pipeline.md")}]) as server:
+    with ReplayServer(
+        [
+            {"reply_file": str(SCRIPTS / "good_pipeline.md"), "truncate": 1800},
+            {"reply_file": str(SCRIPTS / "good_pipeline.md")},
+        ]
+    ) as server:
         brain = brain_for(server)
         pipeline = brain.architect(fake_brief())
         again = server.requests[1]["messages"]
@@ -150,10 +202,12 @@ def test_sequential_init_writes_one_module_per_call_each_seeing_the_previous():
 
 # ---- the engineers: repairs of real failures reported by the real harness
 
+
 def test_syntax_error_is_repaired_by_the_engineer_on_the_next_call(digits, tmp_path):
     bundle, brief = digits
-    script = [{"role": "model_engineer", "reply_file": str(SCRIPTS / "model_syntax_error.md")}] * 2 + \
-             [{"role": "model_engineer", "reply_file": str(SCRIPTS / "model_wider.md")}]
+    script = [{"role": "model_engineer", "reply_file": str(SCRIPTS / "model_syntax_error.md")}] * 2 + [
+        {"role": "model_engineer", "reply_file": str(SCRIPTS / "model_wider.md")}
+    ]
     decision = Decision(target="model", instruction="Set WIDTH from 24 to 32.", reason="under-fitting")
     with ReplayServer(script) as server:
         brain = brain_for(server)
@@ -173,8 +227,10 @@ def test_syntax_error_is_repaired_by_the_engineer_on_the_next_call(digits, tmp_p
 
 def test_module_breaking_its_contract_is_repaired_from_the_harness_message(digits, tmp_path):
     bundle, brief = digits
-    script = [{"role": "model_engineer", "reply_file": str(SCRIPTS / "model_wrong_classes.md")},
-              {"role": "model_engineer", "reply_file": str(SCRIPTS / "model_wider.md")}]
+    script = [
+        {"role": "model_engineer", "reply_file": str(SCRIPTS / "model_wrong_classes.md")},
+        {"role": "model_engineer", "reply_file": str(SCRIPTS / "model_wider.md")},
+    ]
     decision = Decision(target="model", instruction="Use a standard classifier head.", reason="try")
     with ReplayServer(script) as server:
         brain = brain_for(server)
@@ -189,7 +245,11 @@ def test_module_breaking_its_contract_is_repaired_from_the_harness_message(digit
 
 
 def test_engineer_sees_the_whole_pipeline_but_rewrites_only_its_module():
-    both = "### model.py\n```python\n" + WIDER_MODEL + "```\n### train.py\n```python\n# train.py\nLR = 1\n\ndef train(model, data, ctx):\n    return model\n```\n"
+    both = (
+        "### model.py\n```python\n"
+        + WIDER_MODEL
+        + "```\n### train.py\n```python\n# train.py\nLR = 1\n\ndef train(model, data, ctx):\n    return model\n```\n"
+    )
     decision = Decision(target="model", instruction="Set WIDTH from 24 to 32.", reason="under-fitting")
     with ReplayServer([{"reply": both}]) as server:
         new = brain_for(server).engineer("model", GOOD, decision)
@@ -209,21 +269,26 @@ def test_repair_of_the_first_pipeline_needs_no_decision():
 
 # ---- the Analyst
 
-DECISION = '{"target": "train", "instruction": "Add an EMA of the weights with decay 0.999.", "reason": "noisy end of training"}'
+DECISION = ('{"target": "train", "instruction": "Add an EMA of the weights with decay 0.999.", '
+            '"reason": "noisy end of training"}')
 
 
 def test_analyst_json_in_prose_and_fence_needs_no_retry():
     with ReplayServer([{"reply": f"The curve is noisy.\n```json\n{DECISION}\n```\nGood luck!"}]) as server:
-        d = brain_for(server).analyst({"best": {"val_accuracy": 0.9}})
+        d = brain_for(server).analyst(History.from_json({"best": {"val_accuracy": 0.9}}))
         assert len(server.requests) == 1
     assert d == Decision("train", "Add an EMA of the weights with decay 0.999.", "noisy end of training")
 
 
 def test_analyst_broken_json_is_retried_with_the_parse_error():
-    with ReplayServer([{"role": "analyst", "reply": "{'target': 'train', 'instruction': 'EMA' 'reason': oops"},
-                       {"role": "analyst", "reply": DECISION}]) as server:
+    with ReplayServer(
+        [
+            {"role": "analyst", "reply": "{'target': 'train', 'instruction': 'EMA' 'reason': oops"},
+            {"role": "analyst", "reply": DECISION},
+        ]
+    ) as server:
         brain = brain_for(server)
-        d = brain.analyst({"best": None})
+        d = brain.analyst(History.from_json({"best": None}))
         note = server.requests[1]["messages"][-1]["content"]
     assert d.target == "train" and "EMA" in d.instruction
     assert "could not be used" in note and '"target"' in note
@@ -234,7 +299,7 @@ def test_analyst_broken_twice_falls_back_to_a_clear_failure():
     with ReplayServer([{"reply": "Let's use a bigger model!"}]) as server:
         brain = brain_for(server)
         with pytest.raises(BrainError) as err:
-            brain.analyst({"best": None})
+            brain.analyst(History.from_json({"best": None}))
         assert len(server.requests) == 2
     assert "no usable decision in 2 replies" in str(err.value) and "no JSON object found" in str(err.value)
     assert [c.reply for c in brain.take_calls()] == ["Let's use a bigger model!"] * 2
@@ -242,8 +307,8 @@ def test_analyst_broken_twice_falls_back_to_a_clear_failure():
 
 def _long_run(tmp_path: Path, iterations: int):
     """A run directory with `iterations` journal records, as the lead's loop writes them."""
-    from automodel.search.workspace import RunDir
     from automodel.files import atomic_write_json
+    from automodel.search.workspace import RunDir
 
     run = RunDir.create(tmp_path, f"run{iterations}", {"config": {}})
     for n in range(1, iterations + 1):
@@ -252,13 +317,33 @@ def _long_run(tmp_path: Path, iterations: int):
             (d / f"{m}.py").write_text(GOOD.module(m))
         ok = n % 3 != 0
         acc = 0.5 + n / (2 * iterations)
-        atomic_write_json(d / "metrics.json", {"curves": {"train/loss": [[s, 2.0 / (s + 1)] for s in range(0, 3000, 10)]}})
-        atomic_write_json(d / "summary.json", {m: {"methods": "x" * 300, "hparams": {"LR": 0.001}} for m in ("data", "model", "train")})
-        run.append({"iteration": n, "final": True, "parent": max(1, n - 1) if n > 1 else None,
-                    "target": ("data", "model", "train")[n % 3], "instruction": f"change number {n}: " + "try something elaborate " * 30,
-                    "reason": "because " * 40, "decision_key": f"k{n}", "status": "ok" if ok else "failed", "accepted": ok,
-                    "val_accuracy": acc if ok else None, "train_accuracy": acc + 0.05 if ok else None,
-                    "error": None if ok else {"phase": "train", "module": "train", "type": f"Error{n % 4}", "message": "Traceback " * 200}})
+        atomic_write_json(
+            d / "metrics.json", {"curves": {"train/loss": [[s, 2.0 / (s + 1)] for s in range(0, 3000, 10)]}}
+        )
+        atomic_write_json(
+            d / "summary.json",
+            {m: {"methods": "x" * 300, "hparams": {"LR": 0.001}} for m in ("data", "model", "train")},
+        )
+        run.append(
+            JournalRecord.from_json(
+                {
+                    "iteration": n,
+                    "final": True,
+                    "parent": max(1, n - 1) if n > 1 else None,
+                    "target": ("data", "model", "train")[n % 3],
+                    "instruction": f"change number {n}: " + "try something elaborate " * 30,
+                    "reason": "because " * 40,
+                    "decision_key": f"k{n}",
+                    "status": "ok" if ok else "failed",
+                    "accepted": ok,
+                    "val_accuracy": acc if ok else None,
+                    "train_accuracy": acc + 0.05 if ok else None,
+                    "error": None
+                    if ok
+                    else {"phase": "train", "module": "train", "type": f"Error{n % 4}", "message": "Traceback " * 200},
+                }
+            )
+        )
     return run
 
 
@@ -273,8 +358,8 @@ def test_analyst_prompt_stays_bounded_over_a_60_iteration_run(tmp_path):
             brain.analyst(history)
             sizes[n] = sum(len(m["content"]) for m in server.requests[-1]["messages"])
         # Whatever the caller passes, the rendered history has a hard cap.
-        huge = {"attempts": [{"iteration": i, "instruction": "x" * 2000, "summary": {"data": "y" * 3000}} for i in range(60)]}
-        brain.analyst(huge)
+        huge = [{"iteration": i, "instruction": "x" * 2000, "summary": {"data": "y" * 3000}} for i in range(60)]
+        brain.analyst(History.from_json({"recent": huge}))
         sizes["raw"] = sum(len(m["content"]) for m in server.requests[-1]["messages"])
         last_user = server.requests[-1]["messages"][1]["content"]
     system_size = len(server.requests[-1]["messages"][0]["content"])
@@ -286,17 +371,31 @@ def test_analyst_prompt_stays_bounded_over_a_60_iteration_run(tmp_path):
 
 # ---- the Summarizer
 
+
 def test_summaries_use_the_llm_once_per_module_version_and_fall_back_without_it():
-    summary = '{"data": "pad-crop 2, no flips", "model": "2 residual blocks w24", "train": "AdamW cosine, smoothing 0.1"}'
-    with ReplayServer([{"role": "summarizer", "reply": summary}, {"role": "summarizer", "reply": '{"model": "2 residual blocks w32"}'},
-                       {"role": "summarizer", "reply": "sorry, I cannot"}], ) as server:
+    summary = (
+        '{"data": "pad-crop 2, no flips", "model": "2 residual blocks w24", "train": "AdamW cosine, smoothing 0.1"}'
+    )
+    with ReplayServer(
+        [
+            {"role": "summarizer", "reply": summary},
+            {"role": "summarizer", "reply": '{"model": "2 residual blocks w32"}'},
+            {"role": "summarizer", "reply": "sorry, I cannot"},
+        ],
+    ) as server:
         brain = brain_for(server)
         first = brain.summarize(GOOD, {"status": "ok", "val_accuracy": 0.9, "test_accuracy": 0.8})
         wider = GOOD.with_module("model", WIDER_MODEL)
         second = brain.summarize(wider, {"status": "ok", "val_accuracy": 0.91})
         asked = server.requests[1]["messages"][1]["content"]
-        third = brain.summarize(wider.with_module("train", GOOD.train.replace("LR = 3e-3", "LR = 1e-3")), {"status": "failed", "error": {"type": "RuntimeError", "module": "train", "message": "boom"}})
-    assert first["data"]["methods"] == "pad-crop 2, no flips" and first["model"]["hparams"] == {"WIDTH": 24, "DROPOUT": 0.1}
+        third = brain.summarize(
+            wider.with_module("train", GOOD.train.replace("LR = 3e-3", "LR = 1e-3")),
+            {"status": "failed", "error": {"type": "RuntimeError", "module": "train", "message": "boom"}},
+        )
+    assert first["data"]["methods"] == "pad-crop 2, no flips" and first["model"]["hparams"] == {
+        "WIDTH": 24,
+        "DROPOUT": 0.1,
+    }
     assert "test_accuracy" not in json.dumps(first), "test scores never reach an agent"
     assert "model.py" in asked and "data.py" not in asked, "only the changed module is summarized again"
     assert second["model"]["methods"] == "2 residual blocks w32" and second["data"]["methods"] == "pad-crop 2, no flips"
@@ -311,6 +410,15 @@ def test_zero_shot_prompt_is_plain():
     assert system.startswith("ROLE: zero_shot")
     assert "10 classes of 28x28 grayscale images" in user and interface_text("train").strip() in user
     # The interfaces mention MixUp and the hyperparameter block themselves; nothing else may help.
-    for expert in ("Expert knowledge", "ConvNeXt", "RandAugment", "Label smoothing ~0.1", "Performance Analyst", "profile",
-                   "Rules for every module", "CPU cores", "description"):
+    for expert in (
+        "Expert knowledge",
+        "ConvNeXt",
+        "RandAugment",
+        "Label smoothing ~0.1",
+        "Performance Analyst",
+        "profile",
+        "Rules for every module",
+        "CPU cores",
+        "description",
+    ):
         assert expert not in system + user, expert

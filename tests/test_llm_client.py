@@ -12,11 +12,11 @@ import openai
 import pytest
 
 from automodel.agents.llm import llm_configured, make_llm_brain, resolve_config
-from automodel.search.calls import save_calls
 from automodel.agents.llm.client import ChatClient, retry_after_seconds
-from automodel.testing.replay_server import ReplayServer, ScriptError, load_script
-from automodel.errors import LLMConfigError, LLMServiceError
 from automodel.agents.llm.pricing import load_prices, price_for, price_table
+from automodel.errors import LLMConfigError, LLMServiceError
+from automodel.search.calls import save_calls
+from automodel.testing.replay_server import ReplayServer, ScriptError, load_script
 
 NOENV: dict[str, str] = {}  # tests never read the person's OPENAI_* variables
 ASK = [{"role": "system", "content": "ROLE: analyst\nYou decide."}, {"role": "user", "content": "history"}]
@@ -39,9 +39,17 @@ def test_429_with_retry_after_is_honoured():
 
 
 def test_500_dropped_connection_and_garbage_are_retried_with_backoff():
-    with ReplayServer([{"status": 500}, {"status": 503}, {"disconnect": True}, {"garbage": True}, {"reply": "fine"}]) as server:
+    with ReplayServer(
+        [{"status": 500}, {"status": 503}, {"disconnect": True}, {"garbage": True}, {"reply": "fine"}]
+    ) as server:
         result = client_for(server).complete("analyst", ASK)
-        assert [r["action"].split(": ")[1] for r in server.requests] == ["status 500", "status 503", "disconnect", "garbage", "reply"]
+        assert [r["action"].split(": ")[1] for r in server.requests] == [
+            "status 500",
+            "status 503",
+            "disconnect",
+            "garbage",
+            "reply",
+        ]
     assert result.text == "fine" and result.record.attempts == 5
     assert result.record.waited_s > 0
 
@@ -138,8 +146,12 @@ def test_save_calls_writes_prompts_replies_and_an_index(tmp_path):
         second = save_calls(brain.take_calls(), tmp_path, "engineer")
     folder = tmp_path / "llm"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "01_analyst_analyst.prompt.md", "01_analyst_analyst.reply.md", "02_engineer_model_engineer.prompt.md",
-        "02_engineer_model_engineer.reply.md", "calls.jsonl"]
+        "01_analyst_analyst.prompt.md",
+        "01_analyst_analyst.reply.md",
+        "02_engineer_model_engineer.prompt.md",
+        "02_engineer_model_engineer.reply.md",
+        "calls.jsonl",
+    ]
     assert (folder / "02_engineer_model_engineer.reply.md").read_text() == "two"
     assert "## system\n\nROLE: analyst" in (folder / "01_analyst_analyst.prompt.md").read_text()
     lines = [json.loads(x) for x in (folder / "calls.jsonl").read_text().splitlines()]
@@ -152,11 +164,18 @@ def test_save_calls_writes_prompts_replies_and_an_index(tmp_path):
 def test_retry_after_header_forms():
     assert retry_after_seconds({"retry-after": "2"}) == 2.0
     assert retry_after_seconds({"retry-after-ms": "250"}) == 0.25
-    assert 0 <= retry_after_seconds({"retry-after": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3))}) <= 4
+    assert (
+        0
+        <= retry_after_seconds(
+            {"retry-after": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 3))}
+        )
+        <= 4
+    )
     assert retry_after_seconds({"retry-after": "soon"}) is None
 
 
 # ---- the price table
+
 
 def test_price_table_knows_snapshots_and_takes_user_prices(tmp_path):
     assert price_for("gpt-4o-mini-2024-07-18", price_table(NOENV)) == price_for("gpt-4o-mini", price_table(NOENV))
@@ -176,17 +195,29 @@ def test_price_table_knows_snapshots_and_takes_user_prices(tmp_path):
 
 # ---- the replay server itself
 
+
 def test_server_matches_steps_by_role_and_repeats_the_last_good_reply():
-    script = {"roles": {"analyst": ["a1", {"reply": "a2-broken"}], "engineer": ["code"]}, "steps": [{"role": "architect", "reply": "arch"}]}
+    script = {
+        "roles": {"analyst": ["a1", {"reply": "a2-broken"}], "engineer": ["code"]},
+        "steps": [{"role": "architect", "reply": "arch"}],
+    }
     with ReplayServer(script) as server:
         oa = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
 
         def ask(role):
-            r = oa.chat.completions.create(model="m", messages=[{"role": "system", "content": f"ROLE: {role}"}, {"role": "user", "content": "hi"}])
+            r = oa.chat.completions.create(
+                model="m", messages=[{"role": "system", "content": f"ROLE: {role}"}, {"role": "user", "content": "hi"}]
+            )
             return r.choices[0].message.content
 
-        assert [ask("analyst"), ask("model_engineer"), ask("analyst"), ask("architect"), ask("analyst"), ask("data_engineer")] == \
-            ["a1", "code", "a2-broken", "arch", "a2-broken", "code"]
+        assert [
+            ask("analyst"),
+            ask("model_engineer"),
+            ask("analyst"),
+            ask("architect"),
+            ask("analyst"),
+            ask("data_engineer"),
+        ] == ["a1", "code", "a2-broken", "arch", "a2-broken", "code"]
         with pytest.raises(openai.BadRequestError) as err:
             ask("summarizer")
         assert "no step left for role 'summarizer'" in str(err.value)
@@ -222,8 +253,22 @@ def test_server_runs_from_the_command_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "automodel.testing.replay_server", "--script", str(script), "--port", str(port),
-                             "--log", str(tmp_path / "log.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "automodel.testing.replay_server",
+            "--script",
+            str(script),
+            "--port",
+            str(port),
+            "--log",
+            str(tmp_path / "log.jsonl"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = ""
         while "listening on" not in line:

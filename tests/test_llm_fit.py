@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from scores import run_accuracy
 
 from automodel.testing.replay_server import ReplayServer
-from scores import run_accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,9 @@ def test_every_fault_is_survived_without_losing_the_run(faulty_run):
     assert [r["iteration"] for r in finals] == [1, 2, 3, 4]
     assert [r["status"] for r in finals] == ["ok"] * 4, [r["error"] for r in finals]
     assert [r["target"] for r in finals] == ["architect", "model", "data", "model"]
-    assert [r["repairs"] for r in finals] == [0, 1, 0, 1], "the syntax error and the contract break were each repaired once"
+    assert [r["repairs"] for r in finals] == [0, 1, 0, 1], (
+        "the syntax error and the contract break were each repaired once"
+    )
     assert all(r["brain"] == "llm:gpt-4o-mini" and r["tokens"] > 0 for r in finals)
     assert "brain: LLM llm:gpt-4o-mini" in proc.stderr
     # each failed attempt keeps its own record and files next to the repaired run
@@ -78,7 +80,9 @@ def test_faults_were_handled_as_designed(faulty_run):
     assert requests[2]["messages"][-2]["role"] == "assistant" and "cut off" in requests[2]["messages"][-1]["content"]
     # the hung request was abandoned after the 2 s timeout and retried
     hang = next(i for i, a in enumerate(actions) if a[1].startswith("hang"))
-    assert requests[hang + 1]["role"] == "data_engineer" and 2 <= requests[hang + 1]["time"] - requests[hang]["time"] < 20
+    assert (
+        requests[hang + 1]["role"] == "data_engineer" and 2 <= requests[hang + 1]["time"] - requests[hang]["time"] < 20
+    )
     # broken Analyst JSON was retried with the parse error
     analyst = [r for r in requests if r["role"] == "analyst"]
     assert "could not be used" in analyst[1]["messages"][-1]["content"]
@@ -110,7 +114,19 @@ def test_show_reports_tokens_and_cost(faulty_run):
 
 def test_zero_shot_baseline_is_run_once_and_recorded(digits, tmp_path):
     with ReplayServer([{"role": "zero_shot", "reply_file": str(SCRIPTS / "good_pipeline.md")}]) as server:
-        proc = cli("zero-shot", digits, "--base-url", server.base_url, "--time-limit", 5, "--workspace", tmp_path, "--name", "zs", "--json")
+        proc = cli(
+            "zero-shot",
+            digits,
+            "--base-url",
+            server.base_url,
+            "--time-limit",
+            5,
+            "--workspace",
+            tmp_path,
+            "--name",
+            "zs",
+            "--json",
+        )
         prompt = server.requests[0]["messages"][1]["content"]
         assert len(server.requests) == 1
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -127,7 +143,19 @@ def test_zero_shot_baseline_is_run_once_and_recorded(digits, tmp_path):
 
 def test_zero_shot_with_an_unusable_reply_is_recorded_as_its_result(digits, tmp_path):
     with ReplayServer([{"reply": "I cannot write code for that."}]) as server:
-        proc = cli("zero-shot", digits, "--base-url", server.base_url, "--time-limit", 5, "--workspace", tmp_path, "--name", "zs", "--json")
+        proc = cli(
+            "zero-shot",
+            digits,
+            "--base-url",
+            server.base_url,
+            "--time-limit",
+            5,
+            "--workspace",
+            tmp_path,
+            "--name",
+            "zs",
+            "--json",
+        )
         assert len(server.requests) == 1, "the baseline gets one request, no re-request"
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)

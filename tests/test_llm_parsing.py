@@ -10,7 +10,9 @@ from automodel.agents.llm.extract import extract_modules, module_problem
 SCRIPTS = Path(__file__).parent / "llm_scripts"
 
 DATA = "import torch\n\nPAD = 2  # pixels\n\ndef build_transforms(info):\n    return (lambda x: x), (lambda x: x)\n"
-MODEL = "import torch\n\nWIDTH = 8  # channels\n\ndef build_model(info):\n    return torch.nn.Linear(1, info.num_classes)\n"
+MODEL = (
+    "import torch\n\nWIDTH = 8  # channels\n\ndef build_model(info):\n    return torch.nn.Linear(1, info.num_classes)\n"
+)
 TRAIN = "LR = 0.1  # learning rate\n\ndef train(model, data, ctx):\n    return model\n"
 
 
@@ -41,9 +43,12 @@ def test_file_markers_in_info_string_and_first_line_comment():
 def test_prose_names_the_file_and_other_languages_are_ignored():
     reply = (
         "Sure! First install nothing:\n```bash\npip install timm\n```\n"
-        "Here is `data.py`, which normalises:\n" + fenced(DATA)
-        + "**model.py** (uses what data.py produces):\n" + fenced(MODEL)
-        + "And finally the loop, train.py:\n" + fenced(TRAIN)
+        "Here is `data.py`, which normalises:\n"
+        + fenced(DATA)
+        + "**model.py** (uses what data.py produces):\n"
+        + fenced(MODEL)
+        + "And finally the loop, train.py:\n"
+        + fenced(TRAIN)
         + "Let me know if you want changes to model.py or train.py!"
     )
     result = extract_modules(reply)
@@ -66,9 +71,13 @@ def test_label_contradicted_by_content_follows_the_content():
 
 def test_missing_fences_with_headings_and_stray_prose():
     reply = (
-        "Here is the pipeline you asked for.\n\n### data.py\n" + DATA
-        + "\nThis transform keeps things simple.\n\n### model.py\n" + MODEL
-        + "\n### train.py\n" + TRAIN + "\nThat's all; it should train quickly.\n"
+        "Here is the pipeline you asked for.\n\n### data.py\n"
+        + DATA
+        + "\nThis transform keeps things simple.\n\n### model.py\n"
+        + MODEL
+        + "\n### train.py\n"
+        + TRAIN
+        + "\nThat's all; it should train quickly.\n"
     )
     result = extract_modules(reply)
     assert result.ok(("data", "model", "train")), result.problems
@@ -77,7 +86,15 @@ def test_missing_fences_with_headings_and_stray_prose():
 
 
 def test_single_block_holding_all_three_files_is_split_on_marker_comments():
-    reply = "```python\n# ===== data.py =====\n" + DATA + "\n# ===== model.py =====\n" + MODEL + "\n# ===== train.py =====\n" + TRAIN + "```\n"
+    reply = (
+        "```python\n# ===== data.py =====\n"
+        + DATA
+        + "\n# ===== model.py =====\n"
+        + MODEL
+        + "\n# ===== train.py =====\n"
+        + TRAIN
+        + "```\n"
+    )
     result = extract_modules(reply)
     assert result.ok(("data", "model", "train")), result.problems
     assert "build_model" not in result.modules["data"] and "build_transforms" not in result.modules["model"]
@@ -86,23 +103,40 @@ def test_single_block_holding_all_three_files_is_split_on_marker_comments():
 def test_duplicated_blocks_take_the_last_complete_one():
     broken = "def build_model(info:\n    return None\n"
     better = MODEL.replace("WIDTH = 8", "WIDTH = 64")
-    reply = ("### data.py\n" + fenced(DATA) + "### model.py\n" + fenced(MODEL) + "### train.py\n" + fenced(TRAIN)
-             + "Wait, a wider model is better:\n### model.py\n" + fenced(better)
-             + "Oops, one more try:\n### model.py\n" + fenced(broken))
+    reply = (
+        "### data.py\n"
+        + fenced(DATA)
+        + "### model.py\n"
+        + fenced(MODEL)
+        + "### train.py\n"
+        + fenced(TRAIN)
+        + "Wait, a wider model is better:\n### model.py\n"
+        + fenced(better)
+        + "Oops, one more try:\n### model.py\n"
+        + fenced(broken)
+    )
     result = extract_modules(reply)
     assert result.ok(("data", "model", "train"))
     assert "WIDTH = 64" in result.modules["model"], "the last complete model.py wins over a later broken one"
 
 
 def test_missing_closing_fence_between_files_is_tolerated():
-    reply = "### data.py\n```python\n" + DATA + "### model.py\n```python\n" + MODEL + "```\n### train.py\n" + fenced(TRAIN)
+    reply = (
+        "### data.py\n```python\n" + DATA + "### model.py\n```python\n" + MODEL + "```\n### train.py\n" + fenced(TRAIN)
+    )
     result = extract_modules(reply)
     assert result.ok(("data", "model", "train")), result.problems
     assert "model.py" not in result.modules["data"] and module_problem("data", result.modules["data"]) is None
 
 
 def test_truncated_reply_is_detected():
-    cut = "### data.py\n" + fenced(DATA) + "### model.py\n" + fenced(MODEL) + "### train.py\n```python\nLR = 0.1\n\ndef train(model, da"
+    cut = (
+        "### data.py\n"
+        + fenced(DATA)
+        + "### model.py\n"
+        + fenced(MODEL)
+        + "### train.py\n```python\nLR = 0.1\n\ndef train(model, da"
+    )
     result = extract_modules(cut)
     assert result.truncated and not result.ok(("data", "model", "train"))
     assert "train" in result.problems and "does not parse" in result.problems["train"]
@@ -137,29 +171,37 @@ def test_engineer_reply_rewriting_two_modules_keeps_only_its_own():
 
 # ---- the Analyst's decision
 
+
 def test_decision_in_a_json_fence_with_prose():
-    reply = 'Looking at the curves, training is cut short.\n```json\n{"target": "train", "instruction": "Use a cosine schedule.", "reason": "loss still falling"}\n```\nHope this helps!'
+    reply = ('Looking at the curves, training is cut short.\n```json\n{"target": "train", "instruction": '
+             '"Use a cosine schedule.", "reason": "loss still falling"}\n```\nHope this helps!')
     d = parse_decision(reply)
     assert (d.target, d.instruction, d.reason) == ("train", "Use a cosine schedule.", "loss still falling")
 
 
-@pytest.mark.parametrize("reply, target", [
-    ('{"target": "Model Engineer", "instruction": "wider", "reason": "underfit"}', "model"),
-    ("{'target': 'data.py', 'instruction': 'add flips', 'reason': 'overfit'}", "data"),
-    ('I suggest {"target": "training", "instruction": "lower lr", "reason": "unstable",}', "train"),
-    ('{"engineer": "data", "instructions": ["crop", "flip"], "rationale": "gap"}', "data"),
-])
+@pytest.mark.parametrize(
+    "reply, target",
+    [
+        ('{"target": "Model Engineer", "instruction": "wider", "reason": "underfit"}', "model"),
+        ("{'target': 'data.py', 'instruction': 'add flips', 'reason': 'overfit'}", "data"),
+        ('I suggest {"target": "training", "instruction": "lower lr", "reason": "unstable",}', "train"),
+        ('{"engineer": "data", "instructions": ["crop", "flip"], "rationale": "gap"}', "data"),
+    ],
+)
 def test_decision_variants_are_normalised(reply, target):
     assert parse_decision(reply).target == target
 
 
-@pytest.mark.parametrize("reply, says", [
-    ("I think we should add MixUp to the data.", "no JSON object"),
-    ('{"target": "optimizer", "instruction": "x", "reason": "y"}', '"target" is'),
-    ('{"instruction": "x"}', 'no "target"'),
-    ('{"target": "train", "instruction": "", "reason": "y"}', '"instruction" is missing'),
-    ('{"target": "train", "instruction": "use cosine", "reason": ', "not closed"),
-])
+@pytest.mark.parametrize(
+    "reply, says",
+    [
+        ("I think we should add MixUp to the data.", "no JSON object"),
+        ('{"target": "optimizer", "instruction": "x", "reason": "y"}', '"target" is'),
+        ('{"instruction": "x"}', 'no "target"'),
+        ('{"target": "train", "instruction": "", "reason": "y"}', '"instruction" is missing'),
+        ('{"target": "train", "instruction": "use cosine", "reason": ', "not closed"),
+    ],
+)
 def test_unusable_decisions_say_what_to_fix(reply, says):
     with pytest.raises(ReplyFormatError) as err:
         parse_decision(reply)

@@ -117,7 +117,11 @@ def brief() -> Brief:
 
 def make_loop(tmp_path: Path, brain, execute, **cfg) -> Loop:
     path = tmp_path / "ws" / "run"
-    run = RunDir.open(path) if path.exists() else RunDir.create(tmp_path / "ws", "run", {"split": {"val": list(range(NUM_VAL))}})
+    run = (
+        RunDir.open(path)
+        if path.exists()
+        else RunDir.create(tmp_path / "ws", "run", {"split": {"val": list(range(NUM_VAL))}})
+    )
     facts = {"num_classes": 4, "num_train": 100, "image_size": [8, 8], "channels": 1, "description": ""}
     config = FitConfig(**{"iters": 4, "time_per_iter": 5.0, **cfg})
     return Loop(run, brain, execute, config, brief(), facts, Progress(stream=io.StringIO()), val_labels=LABELS)
@@ -128,6 +132,7 @@ def finals(loop: Loop):
 
 
 # ------------------------------------------------------------------ keep and discard
+
 
 def test_only_improvements_are_kept_and_best_follows_them(tmp_path):
     brain = ScriptedBrain([edit("a"), edit("b"), edit("c"), edit("d")])
@@ -143,9 +148,10 @@ def test_only_improvements_are_kept_and_best_follows_them(tmp_path):
     assert [r.parent for r in records] == [None, 1, 2, 2, 4]
     # The paired evidence of each edit against the best: gained - lost is its change in accuracy.
     for r in records[1:]:
-        assert r.evidence["gained"] - r.evidence["lost"] == round((r.val_accuracy - 0.6 if r.iteration == 3 else
-                                                                   r.val_accuracy - {2: 0.5, 4: 0.6, 5: 0.7}[r.iteration])
-                                                                  * NUM_VAL)
+        assert r.evidence["gained"] - r.evidence["lost"] == round(
+            (r.val_accuracy - 0.6 if r.iteration == 3 else r.val_accuracy - {2: 0.5, 4: 0.6, 5: 0.7}[r.iteration])
+            * NUM_VAL
+        )
 
 
 def test_a_gain_below_min_delta_is_not_kept(tmp_path):
@@ -156,13 +162,18 @@ def test_a_gain_below_min_delta_is_not_kept(tmp_path):
 
 # ------------------------------------------------------------------ repairs
 
+
 def test_a_failed_run_is_repaired_by_the_owning_engineer(tmp_path):
     brain = ScriptedBrain([edit("a", "model")])
     execute = FakeExecutor([0.5, failed("data"), 0.6])
     loop = make_loop(tmp_path, brain, execute, iters=2)
     loop.fit()
     records = loop.run.journal()
-    assert [(r.iteration, r.final, r.status) for r in records] == [(1, True, "ok"), (2, False, "failed"), (2, True, "ok")]
+    assert [(r.iteration, r.final, r.status) for r in records] == [
+        (1, True, "ok"),
+        (2, False, "failed"),
+        (2, True, "ok"),
+    ]
     assert records[1].attempt_dir == "attempt_1" and (loop.run.iter_dir(2) / "attempt_1" / "metrics.json").is_file()
     assert records[2].repairs == 1 and records[2].accepted
     assert brain.calls["repair"] == 1
@@ -187,6 +198,7 @@ def test_an_engineer_that_cannot_repair_leaves_the_failure(tmp_path):
 
 
 # ------------------------------------------------------------------ brains
+
 
 def test_a_brain_error_is_recorded_and_the_run_goes_on(tmp_path):
     brain = ScriptedBrain([BrainError("malformed reply"), edit("a")])
@@ -232,6 +244,7 @@ def test_rescue_moves_are_not_repeated_when_nothing_trains(tmp_path):
 
 # ------------------------------------------------------------------ harness failures
 
+
 def test_a_harness_failure_stops_the_run_without_repair_record_or_analyst(tmp_path):
     brain = ScriptedBrain([edit("a")])
     execute = FakeExecutor([0.5, failed(None, "harness_error", "the staged data could not be read"), 0.9])
@@ -256,10 +269,17 @@ def test_an_unwritable_workspace_is_a_harness_failure(tmp_path):
 
 # ------------------------------------------------------------------ budget and resume
 
+
 def test_the_time_budget_shortens_the_last_iterations_then_stops_the_run(tmp_path):
     execute = FakeExecutor([0.5, 0.6, 0.7, 0.8, 0.9], delay=0.25)
-    loop = make_loop(tmp_path, ScriptedBrain([edit(x) for x in "abcd"]), execute, iters=10, time_per_iter=10.0,
-                     time_budget=15.0 + 5.6)
+    loop = make_loop(
+        tmp_path,
+        ScriptedBrain([edit(x) for x in "abcd"]),
+        execute,
+        iters=10,
+        time_per_iter=10.0,
+        time_budget=15.0 + 5.6,
+    )
     loop.fit()
     # Each iteration gets what is left after the 15 s overhead guess, until less than 5 s would be left.
     limits = [limit for _, limit in execute.calls]

@@ -29,7 +29,7 @@ def read_csv(path):
 
 def test_predict_on_the_test_images_reproduces_the_harness(finished_run, tmp_path):
     run = RunDir(finished_run)
-    best = run.best_record()
+    best = run.best_record().to_json()
     info = run.info
     ds = load_dataset(info["dataset"]["path"])
     split = Split.from_json(info["split"], ds)

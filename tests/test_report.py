@@ -19,27 +19,41 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from needs import missing
 from PIL import Image
 
-from automodel.outputs import report
-from needs import missing
 from automodel.intake import Split, load_dataset
+from automodel.outputs import report
 from automodel.search.workspace import RunDir
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "automodel.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "automodel.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def test_report_numbers_match_the_journal_and_the_labels(finished_run):
     run = RunDir(finished_run)
-    best = run.best_record()
+    best = run.best_record().to_json()
     info = run.info
     # Independent scoring: the dataset's test labels against the best iteration's predictions.
     ds = load_dataset(info["dataset"]["path"])
@@ -59,9 +73,13 @@ def test_report_numbers_match_the_journal_and_the_labels(finished_run):
 
     md = (finished_run / "report.md").read_text()
     assert f"Iteration {best['iteration']}: {len(labels)} test images, accuracy {100 * accuracy:.2f}%" in md
-    for r in run.iterations():
-        assert re.search(rf"^\| {r['iteration']} \| .* \| {r['status']} \| {'yes' if r['accepted'] else 'no'} \| "
-                         rf"{r['val_accuracy']:.4f} \| {r['test_accuracy']:.4f} \|", md, re.M), f"row of iteration {r['iteration']}"
+    for r in (record.to_json() for record in run.iterations()):
+        assert re.search(
+            rf"^\| {r['iteration']} \| .* \| {r['status']} \| {'yes' if r['accepted'] else 'no'} \| "
+            rf"{r['val_accuracy']:.4f} \| {r['test_accuracy']:.4f} \|",
+            md,
+            re.M,
+        ), f"row of iteration {r['iteration']}"
     for name in ("accuracy", "confusion", "per_class", "time"):
         assert f"](report_files/{name}.png)" in md
         with Image.open(finished_run / "report_files" / f"{name}.png") as img:
@@ -96,18 +114,21 @@ def chromium():
 
 def run_chromium(exe, *args):
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+        )
 
 
 def test_report_renders_in_headless_chromium(finished_run, chromium, tmp_path):
     # Every plot decodes in a real browser: naturalWidth > 0 for each <img>.
     page = tmp_path / "check.html"
-    probe = ('<script>window.addEventListener("load", function () {'
-             'var out = []; document.querySelectorAll("img").forEach(function (i) {'
-             'out.push({id: i.id, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}); });'
-             'var pre = document.createElement("pre"); pre.id = "automodel-check";'
-             'pre.textContent = JSON.stringify(out); document.body.appendChild(pre); });</script>')
+    probe = (
+        '<script>window.addEventListener("load", function () {'
+        'var out = []; document.querySelectorAll("img").forEach(function (i) {'
+        "out.push({id: i.id, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}); });"
+        'var pre = document.createElement("pre"); pre.id = "automodel-check";'
+        "pre.textContent = JSON.stringify(out); document.body.appendChild(pre); });</script>"
+    )
     page.write_text((finished_run / "report.html").read_text().replace("</body>", probe + "</body>"))
     proc = run_chromium(chromium, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
     found = re.search(r'<pre id="automodel-check">(.*?)</pre>', proc.stdout, re.S)
@@ -119,7 +140,9 @@ def test_report_renders_in_headless_chromium(finished_run, chromium, tmp_path):
 
     # And the page as a person sees it: a screenshot with plots on it, not a blank page.
     shot = tmp_path / "report.png"
-    proc = run_chromium(chromium, "--window-size=1280,2400", f"--screenshot={shot}", (finished_run / "report.html").as_uri())
+    proc = run_chromium(
+        chromium, "--window-size=1280,2400", f"--screenshot={shot}", (finished_run / "report.html").as_uri()
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     if os.environ.get("AUTOMODEL_REPORT_SCREENSHOT"):  # keep a copy to look at
         shutil.copyfile(shot, os.environ["AUTOMODEL_REPORT_SCREENSHOT"])
@@ -136,16 +159,34 @@ def test_report_shows_failures_and_llm_usage(finished_run, tmp_path):
     """A run with a failed iteration and LLM tokens (as an LLM run records them) still reports."""
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    RunDir(run).append({"iteration": 3, "final": True, "attempt": 3, "parent": 1, "target": "model",
-                        "instruction": "use a wider network", "reason": "underfitting", "status": "failed",
-                        "accepted": False, "val_accuracy": None, "test_accuracy": None, "train_accuracy": None,
-                        "seconds": 4.0, "repairs": 2, "tokens": 1500, "cost_usd": 0.0021,
-                        "error": {"phase": "train", "module": "model", "type": "RuntimeError", "message": "shape mismatch"}})
+    RunDir(run).append(
+        {
+            "iteration": 3,
+            "final": True,
+            "attempt": 3,
+            "parent": 1,
+            "target": "model",
+            "instruction": "use a wider network",
+            "reason": "underfitting",
+            "status": "failed",
+            "accepted": False,
+            "val_accuracy": None,
+            "test_accuracy": None,
+            "train_accuracy": None,
+            "seconds": 4.0,
+            "repairs": 2,
+            "tokens": 1500,
+            "cost_usd": 0.0021,
+            "error": {"phase": "train", "module": "model", "type": "RuntimeError", "message": "shape mismatch"},
+        }
+    )
     paths = report.write_outputs(run)
     assert [p.name for p in paths] == ["report.html", "report.md", "MODEL_CARD.md", "tb"]
     md = (run / "report.md").read_text()
     assert "## LLM usage" in md and "| all | 1500 | 0.0021 |" in md
-    assert re.search(r"^\| 3 \| Model \| use a wider network \(RuntimeError: shape mismatch\) \| failed \| no \| - \| - \|", md, re.M)
+    assert re.search(
+        r"^\| 3 \| Model \| use a wider network \(RuntimeError: shape mismatch\) \| failed \| no \| - \| - \|", md, re.M
+    )
     assert (run / "report_files" / "tokens.png").is_file()
     assert "1500" in (run / "report.html").read_text()
 
@@ -171,8 +212,22 @@ def kaggle_style(materialize, tmp_path_factory):
 
 
 def test_submission_csv_for_unlabelled_test_images(kaggle_style, tmp_path):
-    proc = cli("fit", kaggle_style, "--agent", "expert", "--iters", 1, "--time-per-iter", 5, "--workspace", tmp_path,
-               "--name", "k", "--device", "cpu")
+    proc = cli(
+        "fit",
+        kaggle_style,
+        "--agent",
+        "expert",
+        "--iters",
+        1,
+        "--time-per-iter",
+        5,
+        "--workspace",
+        tmp_path,
+        "--name",
+        "k",
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "k"
     assert f"wrote {run / 'submission.csv'}" in proc.stderr.replace("automodel: ", "")

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 import pytest
+from hostile.kit import fashion_bundle, fast_config, make_iter, scored_accuracy
 
 from automodel.core import IterationResult
 from automodel.sandbox.bundle import prepare_data, train_sample_indices
 from automodel.sandbox.iteration import run_iteration
-from hostile.kit import fashion_bundle, fast_config, make_iter, scored_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -60,15 +60,28 @@ def test_reference_pipeline_trains_and_is_scored_honestly(fm, tmp_path):
     assert result.test_accuracy > 0.25, (result.timings, {k: v[-1:] for k, v in result.curves.items()})  # chance is 0.1
     assert {"train/loss", "lr"} <= set(result.curves)
     assert all(len(points) <= 200 for points in result.curves.values())
-    for key in ("sandbox_start", "imports", "data_ready", "first_batch", "preflight", "training", "prediction", "total"):
+    for key in (
+        "sandbox_start",
+        "imports",
+        "data_ready",
+        "first_batch",
+        "preflight",
+        "training",
+        "prediction",
+        "total",
+    ):
         assert result.timings[key] >= 0, key
     assert result.timings["training"] >= 8.0
     assert (it / "model.pt").stat().st_size > 0
     # The fit diagnostic: a fixed sample of training images, predicted like validation, scored here.
     sample = train_sample_indices(bundle.counts["train"])
-    assert len(sample) == min(bundle.counts["train"], 500) and len(np.load(it / "probs_train_sample.npy")) == len(sample)
+    assert len(sample) == min(bundle.counts["train"], 500) and len(np.load(it / "probs_train_sample.npy")) == len(
+        sample
+    )
     train_y = np.load(bundle.dir / "train_y.npy")[sample]
-    assert result.train_eval_accuracy == pytest.approx(scored_accuracy(it / "probs_train_sample.npy", train_y), abs=1e-6)
+    assert result.train_eval_accuracy == pytest.approx(
+        scored_accuracy(it / "probs_train_sample.npy", train_y), abs=1e-6
+    )
     saved = IterationResult.load(it / "metrics.json")
     assert saved == result
 

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from hostile.kit import HERE, REFERENCE
 from scores import accuracy, split_labels
 
@@ -30,10 +29,22 @@ def test_run_prints_the_typed_record_as_json(cli, materialize, tmp_path):
     record = json.loads(proc.stdout)
     assert record["status"] == "ok"
     out = pipe / ".run" / "iter"
-    assert record["val_accuracy"] == pytest.approx(accuracy(out / "probs_val.npy", split_labels(data, "val", seed=1)), abs=1e-6)
-    assert record["test_accuracy"] == pytest.approx(accuracy(out / "probs_test.npy", split_labels(data, "test", seed=1)), abs=1e-6)
+    assert record["val_accuracy"] == pytest.approx(
+        accuracy(out / "probs_val.npy", split_labels(data, "val", seed=1)), abs=1e-6
+    )
+    assert record["test_accuracy"] == pytest.approx(
+        accuracy(out / "probs_test.npy", split_labels(data, "test", seed=1)), abs=1e-6
+    )
     assert record["config"]["seed"] == 1 and record["config"]["time_limit"] == 2.0
-    assert set(record["timings"]) >= {"sandbox_start", "imports", "data_ready", "first_batch", "training", "prediction", "total"}
+    assert set(record["timings"]) >= {
+        "sandbox_start",
+        "imports",
+        "data_ready",
+        "first_batch",
+        "training",
+        "prediction",
+        "total",
+    }
     # DIR gains only .run/, which holds the bundle (no held-out labels) and the iteration.
     assert sorted(p.name for p in pipe.iterdir()) == [".run", "data.py", "model.py", "train.py"]
     assert sorted(p.name for p in (pipe / ".run").iterdir()) == ["data", "iter"]

@@ -66,8 +66,11 @@ def test_a_link_to_another_file_is_not_followed(tmp_path):
 def test_curves_are_train_only_bounded_and_downsampled(tmp_path):
     lines = [{"tag": "train/loss", "value": 1.0 / (s + 1), "step": s, "phase": "train"} for s in range(1000)]
     lines += [{"tag": "train/loss", "value": 9.0, "step": 0, "phase": "preflight"}]
-    lines += [{"tag": "x" * 100, "value": 1.0, "step": 0, "phase": "train"}, {"tag": "lr", "value": float("nan"), "step": 1, "phase": "train"}]
-    text = "\n".join(json.dumps(l) for l in lines) + "\nnot json\n"
+    lines += [
+        {"tag": "x" * 100, "value": 1.0, "step": 0, "phase": "train"},
+        {"tag": "lr", "value": float("nan"), "step": 1, "phase": "train"},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\nnot json\n"
     (tmp_path / "curves.jsonl").write_text(text)
     curves = read_curves(tmp_path / "curves.jsonl")
     assert list(curves) == ["train/loss"]
@@ -89,9 +92,13 @@ def test_metrics_json_is_written_atomically_and_not_through_a_planted_link(tmp_p
 
 def test_iteration_result_round_trips_through_json():
     result = IterationResult(
-        status="failed", val_accuracy=None, test_accuracy=None,
+        status="failed",
+        val_accuracy=None,
+        test_accuracy=None,
         error=ErrorInfo("train", "train", "ValueError", "boom", "Traceback ..."),
-        curves={"lr": [[1, 0.1]]}, timings={"total": 1.0}, sandbox=SandboxInfo("none", ("network isolation",)),
+        curves={"lr": [[1, 0.1]]},
+        timings={"total": 1.0},
+        sandbox=SandboxInfo("none", ("network isolation",)),
     )
     again = IterationResult.from_json(json.loads(json.dumps(result.to_json())))
     assert again == result

@@ -11,13 +11,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hostile.kit import fashion_bundle, fast_config, make_iter, processes_with, report, require_bwrap, scored_accuracy
+from needs import need_level
 
 from automodel.sandbox import levels, probe
+from automodel.sandbox.iteration import run_iteration
 from automodel.sandbox.limits import Slot
 from automodel.sandbox.supervisor import run_child
-from automodel.sandbox.iteration import run_iteration
-from needs import need_level
-from hostile.kit import fashion_bundle, fast_config, make_iter, processes_with, report, require_bwrap, scored_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,22 @@ def fm(materialize, tmp_path_factory):
 
 
 def test_bwrap_command_drops_capabilities_and_clears_the_environment(tmp_path):
-    req = levels.Request(argv=("python", "x.py"), cwd=Path("/sandbox/iter"), stdout=tmp_path / "o", stderr=tmp_path / "e",
-                          env={"PATH": "/usr/bin"})
+    req = levels.Request(
+        argv=("python", "x.py"),
+        cwd=Path("/sandbox/iter"),
+        stdout=tmp_path / "o",
+        stderr=tmp_path / "e",
+        env={"PATH": "/usr/bin"},
+    )
     cmd = levels.build_command("bwrap", req)
-    for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv"):
+    for flag in (
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+    ):
         assert flag in cmd
     assert cmd[cmd.index("--cap-drop") + 1] == "ALL"
     assert cmd[-3:] == ["--", "python", "x.py"]
@@ -52,8 +64,14 @@ def test_child_gets_a_minimal_environment(level, tmp_path, monkeypatch):
         cwd = Path("/tmp")
     else:
         mounts, cwd = (), tmp_path
-    req = levels.Request(argv=(sys.executable, "-c", script), cwd=cwd, stdout=out, stderr=tmp_path / "err.txt",
-                          mounts=mounts, env=levels.base_env(1))
+    req = levels.Request(
+        argv=(sys.executable, "-c", script),
+        cwd=cwd,
+        stdout=out,
+        stderr=tmp_path / "err.txt",
+        mounts=mounts,
+        env=levels.base_env(1),
+    )
     outcome = run_child(req, level, Slot(threads=1), deadline=lambda now, launched: ("run", launched + 60))
     assert outcome.exit_code == 0, (tmp_path / "err.txt").read_text()
     text = out.read_text()
@@ -64,10 +82,16 @@ def test_child_gets_a_minimal_environment(level, tmp_path, monkeypatch):
 def test_label_search_finds_nothing_and_scores_at_chance(fm, tmp_path):
     require_bwrap()
     ds, bundle = fm
-    it = make_iter(tmp_path / "iter", {"train": "train_label_search.py"}, hostile={
-        "dataset": str(ds.root), "run_dir": str(bundle.dir.parent), "labels_file": str(next(ds.root.rglob("*.png"))),
-        "bundle_guesses": [str(bundle.dir / "val_x.npy")],
-    })
+    it = make_iter(
+        tmp_path / "iter",
+        {"train": "train_label_search.py"},
+        hostile={
+            "dataset": str(ds.root),
+            "run_dir": str(bundle.dir.parent),
+            "labels_file": str(next(ds.root.rglob("*.png"))),
+            "bundle_guesses": [str(bundle.dir / "val_x.npy")],
+        },
+    )
     result = run_iteration(it, bundle, fast_config(sandbox="bwrap"))
     assert result.status == "ok", result.error
     found = report(it)
@@ -86,10 +110,20 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     outside = tmp_path / "outside" / f"pwned-{token}"
     (tmp_path / "outside").mkdir()
     # Host paths: writing there "works" at best in the sandbox's private tmpfs, never on the host.
-    targets = [str(ds.root / f"pwned-{token}.txt"), str(outside), f"/tmp/pwned-{token}",
-               str(Path.home() / f"pwned-{token}"), str(bundle.dir / f"pwned-{token}")]
+    targets = [
+        str(ds.root / f"pwned-{token}.txt"),
+        str(outside),
+        f"/tmp/pwned-{token}",
+        str(Path.home() / f"pwned-{token}"),
+        str(bundle.dir / f"pwned-{token}"),
+    ]
     # Paths that exist inside the sandbox read-only: the system, the data bundle, its own sources.
-    readonly = [f"/usr/pwned-{token}", f"{levels.INSIDE_DATA}/pwned-{token}", f"{levels.INSIDE_DATA}/train_y.npy", "train.py"]
+    readonly = [
+        f"/usr/pwned-{token}",
+        f"{levels.INSIDE_DATA}/pwned-{token}",
+        f"{levels.INSIDE_DATA}/train_y.npy",
+        "train.py",
+    ]
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(5)
@@ -109,9 +143,15 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     stop = threading.Event()
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    it = make_iter(tmp_path / "iter", {"train": "train_escape.py"},
-                   hostile={"write_targets": targets + readonly, "local_port": listener.getsockname()[1],
-                            "remount_targets": ["/", "/usr", str(levels.INSIDE_DATA)]})
+    it = make_iter(
+        tmp_path / "iter",
+        {"train": "train_escape.py"},
+        hostile={
+            "write_targets": targets + readonly,
+            "local_port": listener.getsockname()[1],
+            "remount_targets": ["/", "/usr", str(levels.INSIDE_DATA)],
+        },
+    )
     source = (it / "train.py").read_bytes()
     try:
         result = run_iteration(it, bundle, fast_config(sandbox="bwrap"))
@@ -134,14 +174,18 @@ def test_writes_outside_and_network_fail_under_bwrap(fm, tmp_path):
     assert rep["connects"]["local"] != "connected" and rep["connects"]["public"] != "connected", rep
 
 
-@pytest.mark.parametrize("level, phase", [("bwrap", "train"), ("unshare", "train"), ("none", "train"), ("bwrap", "preflight")])
+@pytest.mark.parametrize(
+    "level, phase", [("bwrap", "train"), ("unshare", "train"), ("none", "train"), ("bwrap", "preflight")]
+)
 def test_endless_loop_is_killed_with_its_whole_process_tree(fm, tmp_path, capfd, level, phase):
     """train() ignores should_stop and the interrupt, runs DataLoader workers and
     leaves grandchildren (one in a new session): the whole tree must go."""
     need_level(level)
     ds, bundle = fm
     token = f"endless-{uuid.uuid4().hex}"
-    it = make_iter(tmp_path / "iter", {"train": "train_endless.py"}, hostile={"token": token, "in_preflight": phase == "preflight"})
+    it = make_iter(
+        tmp_path / "iter", {"train": "train_endless.py"}, hostile={"token": token, "in_preflight": phase == "preflight"}
+    )
     config = fast_config(sandbox=level, time_limit=2.0, interrupt_grace=1.0, kill_grace=2.0, preflight_limit=10.0)
     start = time.monotonic()
     result = run_iteration(it, bundle, config)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from needs import need_level
 
 from automodel.sandbox.probe import probe

@@ -19,7 +19,7 @@ def scalars(folder):
 
 
 def test_each_iteration_logs_its_training_curves_and_the_harness_scores(finished_run):
-    for record in RunDir(finished_run).iterations():
+    for record in (r.to_json() for r in RunDir(finished_run).iterations()):
         n = record["iteration"]
         metrics = json.loads((finished_run / f"iter_{n:03d}" / "metrics.json").read_text())
         got = scalars(finished_run / "tb" / f"iter_{n:03d}")
@@ -34,13 +34,13 @@ def test_each_iteration_logs_its_training_curves_and_the_harness_scores(finished
 
 
 def test_run_scalars_have_one_point_per_iteration_and_the_best_so_far(finished_run):
-    records = RunDir(finished_run).iterations()
+    records = [r.to_json() for r in RunDir(finished_run).iterations()]
     got = scalars(finished_run / "tb" / "run")
     assert [s for s, _ in got["run/val_accuracy"]] == [r["iteration"] for r in records]
     assert [v for _, v in got["run/val_accuracy"]] == pytest.approx([r["val_accuracy"] for r in records], abs=1e-6)
     best = [v for _, v in got["run/best_val_accuracy"]]
     assert best == sorted(best), "the best kept validation accuracy can only rise"
-    assert best[-1] == pytest.approx(RunDir(finished_run).best_record()["val_accuracy"], abs=1e-6)
+    assert best[-1] == pytest.approx(RunDir(finished_run).best_record().val_accuracy, abs=1e-6)
     assert [v for _, v in got["run/accepted"]] == [1.0 if r["accepted"] else 0.0 for r in records]
 
 

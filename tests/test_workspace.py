@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from automodel.core import JournalRecord
 from automodel.errors import RunError
 from automodel.search.workspace import RunDir
 
@@ -31,18 +32,18 @@ def test_journal_ignores_torn_tail_and_best_is_repaired(tmp_path):
     run = RunDir.create(tmp_path, "r", {})
     make_iter(run, 1, 0.5)
     run.promote(1)
-    run.append({"iteration": 1, "final": True, "accepted": True, "val_accuracy": 0.5})
+    run.append(JournalRecord(iteration=1, accepted=True, val_accuracy=0.5))
     make_iter(run, 2, 0.7)
     run.promote(2)  # killed after promote, before the journal append ...
     with open(run.path / "journal.jsonl", "a") as fh:
         fh.write('{"iteration": 2, "fin')  # ... in the middle of writing the record
-    assert [r["iteration"] for r in run.iterations()] == [1]
+    assert [r.iteration for r in run.iterations()] == [1]
     assert run.remove_incomplete() == [2]
     run.repair_best()
     assert run.best_iteration_on_disk() == 1
     assert (run.path / "best" / "data.py").read_text() == "# data of iteration 1\n"
-    run.append({"iteration": 2, "final": True, "accepted": False})
-    assert [r["iteration"] for r in run.iterations()] == [1, 2]
+    run.append(JournalRecord(iteration=2, accepted=False))
+    assert [r.iteration for r in run.iterations()] == [1, 2]
     assert run.next_iteration() == 3
 
 

@@ -22,7 +22,10 @@ def run(args) -> int:
     run_dir = RunDir.open(args.run_dir)
     for n in (args.i, args.j):
         if not (run_dir.iter_dir(n) / "data.py").exists():
-            raise RunError(f"Iteration {n} has no modules in {run_dir.path} (it may not have run yet). See `automodel show {run_dir.path}`.")
+            raise RunError(
+                f"Iteration {n} has no modules in {run_dir.path} (it may not have run yet). See `automodel show "
+                f"{run_dir.path}`."
+            )
     for m in MODULES:
         a = (run_dir.iter_dir(args.i) / f"{m}.py").read_text(encoding="utf-8").splitlines(keepends=True)
         b = (run_dir.iter_dir(args.j) / f"{m}.py").read_text(encoding="utf-8").splitlines(keepends=True)

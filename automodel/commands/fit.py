@@ -15,13 +15,25 @@ from automodel.search.workspace import default_run_name
 
 def add_brain_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("brain (who plays the agent roles)")
-    g.add_argument("--agent", choices=AGENT_CHOICES, default="auto",
-                   help="; ".join(f"{name}: {about}" for name, (_, about) in BRAINS.items())
-                        + "; auto (default): the LLM when OPENAI_API_KEY or --base-url/OPENAI_BASE_URL is set, else the expert")
+    g.add_argument(
+        "--agent",
+        choices=AGENT_CHOICES,
+        default="auto",
+        help="; ".join(f"{name}: {about}" for name, (_, about) in BRAINS.items())
+        + "; auto (default): the LLM when OPENAI_API_KEY or --base-url/OPENAI_BASE_URL is set, else the expert",
+    )
     g.add_argument("--model", help="LLM model name (default: $AUTOMODEL_LLM_MODEL or gpt-4o-mini)")
-    g.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI)")
-    g.add_argument("--init", choices=("single", "sequential"), default="single",
-                   help="single (default): the Architect writes the whole pipeline in one call; sequential: data, model, train in three calls (published ablation)")
+    g.add_argument(
+        "--base-url",
+        help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI)",
+    )
+    g.add_argument(
+        "--init",
+        choices=("single", "sequential"),
+        default="single",
+        help="single (default): the Architect writes the whole pipeline in one call; sequential: data, model, train "
+        "in three calls (published ablation)",
+    )
     g.add_argument("--llm-cache", metavar="DIR", help="cache LLM replies here so a run can be replayed offline exactly")
 
 
@@ -46,32 +58,63 @@ def seconds(text: str) -> float:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("fit", help="train a classifier for an image folder with the agent loop",
-                       description="Run the agent loop on DATASET: the Project Architect writes a pipeline, then each iteration the "
-                                   "Performance Analyst sends one instruction to one engineer and the result is kept only if its "
-                                   "validation accuracy improves. Everything is written to WORKSPACE/RUN.")
+    p = sub.add_parser(
+        "fit",
+        help="train a classifier for an image folder with the agent loop",
+        description="Run the agent loop on DATASET: the Project Architect writes a pipeline, then each iteration the "
+        "Performance Analyst sends one instruction to one engineer and the result is kept only if its "
+        "validation accuracy improves. Everything is written to WORKSPACE/RUN.",
+    )
     p.add_argument("dataset", type=Path, help="image folder: train/<class>/..., <class>/..., or images + labels.csv")
-    p.add_argument("--iters", type=positive_int, default=20, help="iterations in all, the first pipeline included (default 20)")
-    p.add_argument("--time-per-iter", type=seconds, default=60.0, metavar="S", help="training seconds per iteration (default 60)")
-    p.add_argument("--time-budget", type=seconds, metavar="S", help="wall-clock seconds for the whole run (default: no limit)")
+    p.add_argument(
+        "--iters", type=positive_int, default=20, help="iterations in all, the first pipeline included (default 20)"
+    )
+    p.add_argument(
+        "--time-per-iter", type=seconds, default=60.0, metavar="S", help="training seconds per iteration (default 60)"
+    )
+    p.add_argument(
+        "--time-budget", type=seconds, metavar="S", help="wall-clock seconds for the whole run (default: no limit)"
+    )
     p.add_argument("--workspace", type=Path, default=Path("workspace"), help="folder for runs (default ./workspace)")
     p.add_argument("--name", help="run name (default: <dataset>-<date>-<time>)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, training and the brain (default 0)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where training runs (default auto)")
-    p.add_argument("--describe", metavar="TEXT", help="what the images are and what matters (else description.txt/README.md in the folder)")
-    p.add_argument("--min-delta", type=float, default=FitConfig.min_delta, help="validation accuracy an edit must add to be kept (default %(default)s)")
-    p.add_argument("--min-z", type=float, default=FitConfig.min_z,
-                   help="an edit must also beat the best on the validation images it changes by this many standard "
-                        "deviations of a coin-flip difference, so gains chance alone would give are not kept; stricter, "
-                        "but also rejects real small gains on small validation sets (default %(default)s: --min-delta only)")
-    p.add_argument("--max-repairs", type=int, default=FitConfig.max_repairs, help="repair attempts per failed iteration (default %(default)s)")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where training runs (default auto)"
+    )
+    p.add_argument(
+        "--describe",
+        metavar="TEXT",
+        help="what the images are and what matters (else description.txt/README.md in the folder)",
+    )
+    p.add_argument(
+        "--min-delta",
+        type=float,
+        default=FitConfig.min_delta,
+        help="validation accuracy an edit must add to be kept (default %(default)s)",
+    )
+    p.add_argument(
+        "--min-z",
+        type=float,
+        default=FitConfig.min_z,
+        help="an edit must also beat the best on the validation images it changes by this many standard "
+        "deviations of a coin-flip difference, so gains chance alone would give are not kept; stricter, "
+        "but also rejects real small gains on small validation sets (default %(default)s: --min-delta only)",
+    )
+    p.add_argument(
+        "--max-repairs",
+        type=int,
+        default=FitConfig.max_repairs,
+        help="repair attempts per failed iteration (default %(default)s)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_brain_options(p)
     p.set_defaults(func=run)
 
 
 def brain_config(args) -> BrainConfig:
-    return BrainConfig(agent=args.agent, model=args.model, base_url=args.base_url, init=args.init, cache_dir=args.llm_cache)
+    return BrainConfig(
+        agent=args.agent, model=args.model, base_url=args.base_url, init=args.init, cache_dir=args.llm_cache
+    )
 
 
 def run(args) -> int:
@@ -84,10 +127,25 @@ def run(args) -> int:
         raise UsageError(f"--workspace {args.workspace} is a file. Give a folder (it is created if missing).")
     if args.min_delta < 0 or args.min_z < 0 or args.max_repairs < 0:
         raise UsageError("--min-delta, --min-z and --max-repairs cannot be negative.")
-    cfg = FitConfig(iters=args.iters, time_per_iter=args.time_per_iter, time_budget=args.time_budget, min_delta=args.min_delta,
-                    min_z=args.min_z, max_repairs=args.max_repairs, seed=args.seed, device=resolve_device(args.device))
+    cfg = FitConfig(
+        iters=args.iters,
+        time_per_iter=args.time_per_iter,
+        time_budget=args.time_budget,
+        min_delta=args.min_delta,
+        min_z=args.min_z,
+        max_repairs=args.max_repairs,
+        seed=args.seed,
+        device=resolve_device(args.device),
+    )
     choose_level()  # no sandbox that works: say so before a run folder is made
     progress = Progress(quiet=args.quiet)
-    run_dir = start_run(args.dataset, args.workspace, args.name or default_run_name(args.dataset), cfg, brain_config(args),
-                        args.describe, progress)
+    run_dir = start_run(
+        args.dataset,
+        args.workspace,
+        args.name or default_run_name(args.dataset),
+        cfg,
+        brain_config(args),
+        args.describe,
+        progress,
+    )
     return drive_command(run_dir, cfg, brain_config(args), progress)

@@ -102,7 +102,10 @@ def format_profile(p: dict[str, Any], skipped: list[dict], description: str) -> 
         lines.append(f"Warning   {problem}")
     if description:
         first = description.strip().splitlines()[0]
-        lines.append(f"Description {first[:100]}{' ...' if len(first) > 100 or len(description.strip().splitlines()) > 1 else ''}")
+        lines.append(
+            f"Description {first[:100]}"
+            + (" ..." if len(first) > 100 or len(description.strip().splitlines()) > 1 else "")
+        )
     else:
         lines.append("Description none (add --describe TEXT or a description.txt to help the agents)")
     return "\n".join(lines) + "\n"

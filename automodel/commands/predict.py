@@ -9,10 +9,13 @@ from automodel.errors import UsageError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("predict", help="classify new images with a run's best model and write a CSV",
-                       description="Decode IMAGES (one image or a folder, searched recursively) the way the run's data was "
-                                   "decoded, apply the best pipeline's eval transform and model in the sandbox, and write "
-                                   "filename,label,confidence (plus label_K,confidence_K columns with --top-k).")
+    p = sub.add_parser(
+        "predict",
+        help="classify new images with a run's best model and write a CSV",
+        description="Decode IMAGES (one image or a folder, searched recursively) the way the run's data was "
+        "decoded, apply the best pipeline's eval transform and model in the sandbox, and write "
+        "filename,label,confidence (plus label_K,confidence_K columns with --top-k).",
+    )
     p.add_argument("run_dir", type=Path, help="a run folder made by `automodel fit`, e.g. workspace/<run>")
     p.add_argument("images", type=Path, help="an image file or a folder of images")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"), help="CSV to write (default ./predictions.csv)")
@@ -35,7 +38,9 @@ def run(args) -> int:
     for label in pred.labels():
         counts[label] = counts.get(label, 0) + 1
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
-    print(f"Predicted {len(pred.files)} image(s)"
-          + (f", skipped {len(pred.skipped)} unreadable" if pred.skipped else "")
-          + f": {summary}. Wrote {args.out}")
+    print(
+        f"Predicted {len(pred.files)} image(s)"
+        + (f", skipped {len(pred.skipped)} unreadable" if pred.skipped else "")
+        + f": {summary}. Wrote {args.out}"
+    )
     return 0

@@ -6,11 +6,14 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="write a run's report (HTML and Markdown), model card and TensorBoard logs",
-                       description="Write RUN_DIR/report.html (self-contained, viewable offline), RUN_DIR/report.md with "
-                                   "its plots in RUN_DIR/report_files/, RUN_DIR/MODEL_CARD.md, RUN_DIR/tb/ for "
-                                   "`tensorboard --logdir RUN_DIR`, and submission.csv when the dataset has unlabelled "
-                                   "test images. `automodel fit` does this at the end of every run.")
+    p = sub.add_parser(
+        "report",
+        help="write a run's report (HTML and Markdown), model card and TensorBoard logs",
+        description="Write RUN_DIR/report.html (self-contained, viewable offline), RUN_DIR/report.md with "
+        "its plots in RUN_DIR/report_files/, RUN_DIR/MODEL_CARD.md, RUN_DIR/tb/ for "
+        "`tensorboard --logdir RUN_DIR`, and submission.csv when the dataset has unlabelled "
+        "test images. `automodel fit` does this at the end of every run.",
+    )
     p.add_argument("run_dir", type=Path, help="a run folder made by `automodel fit`, e.g. workspace/<run>")
     p.set_defaults(func=run)
 

@@ -6,16 +6,19 @@ import dataclasses
 from pathlib import Path
 
 from automodel.agents.registry import BrainConfig
+from automodel.commands.fit import positive_int
 from automodel.search.loop import FitConfig
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir
-from automodel.commands.fit import positive_int
 
 
 def register(sub) -> None:
-    p = sub.add_parser("resume", help="continue a run that was stopped, or extend a finished one",
-                       description="Continue RUN_DIR to its number of iterations (or --iters), keeping every completed "
-                                   "iteration unchanged. An iteration that was interrupted is run again from its start.")
+    p = sub.add_parser(
+        "resume",
+        help="continue a run that was stopped, or extend a finished one",
+        description="Continue RUN_DIR to its number of iterations (or --iters), keeping every completed "
+        "iteration unchanged. An iteration that was interrupted is run again from its start.",
+    )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--iters", type=positive_int, help="new total number of iterations (default: the run's own)")
     p.add_argument("--dataset", type=Path, help="the dataset's new location if it moved (its files must be unchanged)")
@@ -40,6 +43,8 @@ def run(args) -> int:
     removed = run_dir.remove_incomplete()
     run_dir.repair_best()
     done = len(run_dir.iterations())
-    progress.note(f"automodel: resuming {run_dir.path}: {done} of {cfg.iters} iterations done"
-                  + (f"; redoing interrupted iteration {removed[0]}" if removed else ""))
+    progress.note(
+        f"automodel: resuming {run_dir.path}: {done} of {cfg.iters} iterations done"
+        + (f"; redoing interrupted iteration {removed[0]}" if removed else "")
+    )
     return drive_command(run_dir, cfg, brain_cfg, progress, dataset_override=args.dataset)

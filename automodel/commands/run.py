@@ -14,9 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
+from automodel.core import MODULES
 from automodel.errors import UsageError
-
-MODULES = ("data", "model", "train")
 
 
 def register(sub) -> None:
@@ -24,14 +23,28 @@ def register(sub) -> None:
                        description="Run the three modules in --pipeline DIR as one sandboxed iteration on DATASET and "
                                    "print the validation and test accuracy computed by automodel itself.")
     p.add_argument("dataset", type=Path, help="dataset folder (imagefolder, flat or csv layout)")
-    p.add_argument("--pipeline", type=Path, required=True, metavar="DIR", help="folder with data.py, model.py and train.py")
+    p.add_argument(
+        "--pipeline", type=Path, required=True, metavar="DIR", help="folder with data.py, model.py and train.py"
+    )
     p.add_argument("--json", action="store_true", help="print the full result record (metrics.json) as JSON")
-    p.add_argument("--time-limit", type=float, default=60.0, metavar="SECONDS", help="training time budget (default: 60)")
+    p.add_argument(
+        "--time-limit", type=float, default=60.0, metavar="SECONDS", help="training time budget (default: 60)"
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training (default: 0)")
-    p.add_argument("--out", type=Path, default=None, metavar="DIR", help="where to write the bundle and the iteration (default: PIPELINE/.run)")
-    p.add_argument("--sandbox", choices=("bwrap", "unshare", "none"), default=None,
-                   help="force an isolation level (default: the best that works here; see automodel/sandbox/levels.py)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where to write the bundle and the iteration (default: PIPELINE/.run)",
+    )
+    p.add_argument(
+        "--sandbox",
+        choices=("bwrap", "unshare", "none"),
+        default=None,
+        help="force an isolation level (default: the best that works here; see automodel/sandbox/levels.py)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for training (default: all cores)")
     p.set_defaults(func=run)
 
@@ -42,19 +55,25 @@ def _check_args(args) -> None:
     check_folder(args.dataset)  # before the sandbox probe, and the same error (exit 3) as fit and inspect
     pipeline = args.pipeline
     if not pipeline.is_dir():
-        raise UsageError(f"--pipeline {pipeline} is not a folder. Point it at a folder holding data.py, model.py and train.py "
-                         "(for example pipelines/reference).")
+        raise UsageError(
+            f"--pipeline {pipeline} is not a folder. Point it at a folder holding data.py, model.py and train.py "
+            "(for example pipelines/reference)."
+        )
     missing = [f"{m}.py" for m in MODULES if not (pipeline / f"{m}.py").is_file()]
     if missing:
-        raise UsageError(f"--pipeline {pipeline} lacks {', '.join(missing)}: a pipeline is the three files data.py, model.py "
-                         "and train.py (see interfaces/ for what each must define; pipelines/reference is a working example).")
+        raise UsageError(
+            f"--pipeline {pipeline} lacks {', '.join(missing)}: a pipeline is the three files data.py, model.py "
+            "and train.py (see interfaces/ for what each must define; pipelines/reference is a working example)."
+        )
     if args.time_limit <= 0:
         raise UsageError(f"--time-limit must be a positive number of seconds, not {args.time_limit}.")
     dataset = args.dataset.resolve()
     out = (args.out or pipeline / ".run").resolve()
     if out == dataset or dataset in out.parents:
-        raise UsageError(f"--out {out} is inside the dataset folder {dataset}; the sandbox must never see the dataset. "
-                         "Choose an output folder outside it.")
+        raise UsageError(
+            f"--out {out} is inside the dataset folder {dataset}; the sandbox must never see the dataset. "
+            "Choose an output folder outside it."
+        )
 
 
 def prepare_iteration(pipeline: Path, iter_dir: Path) -> None:
@@ -69,8 +88,8 @@ def prepare_iteration(pipeline: Path, iter_dir: Path) -> None:
 def run(args) -> int:
     from automodel.hardware import cpu_cores, resolve_device
     from automodel.intake import load_dataset
-    from automodel.sandbox.iteration import RunConfig, run_iteration
     from automodel.sandbox.bundle import prepare_data
+    from automodel.sandbox.iteration import RunConfig, run_iteration
     from automodel.sandbox.probe import choose_level
     from automodel.weights import find_cached
 
@@ -85,8 +104,15 @@ def run(args) -> int:
     iter_dir = out / "iter"
     prepare_iteration(args.pipeline, iter_dir)
     weights = find_cached()  # as fit does: a pipeline that sets PRETRAINED finds the user's cached weights
-    config = RunConfig(time_limit=args.time_limit, device=device, seed=args.seed, threads=args.threads or cpu_cores(),
-                       sandbox=level, cache_dir=weights.hub_dir, pretrained_available=bool(weights.names))
+    config = RunConfig(
+        time_limit=args.time_limit,
+        device=device,
+        seed=args.seed,
+        threads=args.threads or cpu_cores(),
+        sandbox=level,
+        cache_dir=weights.hub_dir,
+        pretrained_available=bool(weights.names),
+    )
     result = run_iteration(iter_dir, bundle, config)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -107,18 +133,38 @@ def render(result, ds, bundle, iter_dir: Path) -> str:
     lines = [
         f"data:     {ds.root} ({counts['train']} train / {counts['val']} val / {counts['test']} test images, "
         f"{info['num_classes']} classes, {h}x{w}x{info['channels']})",
-        f"sandbox:  {result.sandbox.kind}" + (f" (NOT protected: {', '.join(result.sandbox.missing)})" if result.sandbox.missing else " (full isolation)"),
+        f"sandbox:  {result.sandbox.kind}"
+        + (f" (NOT protected: {', '.join(result.sandbox.missing)})" if result.sandbox.missing else " (full isolation)"),
         f"status:   {result.status}",
     ]
     if result.status == "ok":
-        lines.append(f"accuracy: val {_fmt(result.val_accuracy)}   test {_fmt(result.test_accuracy)}   (scored by automodel from the predictions)")
+        lines.append(
+            f"accuracy: val {_fmt(result.val_accuracy)}   test {_fmt(result.test_accuracy)}   (scored by automodel "
+            "from the predictions)"
+        )
         if result.interrupted:
-            lines.append("note:     train() ignored ctx.should_stop() and was interrupted"
-                         + (" ; scored with its last ctx.checkpoint()" if result.used_checkpoint else "; scored with its current weights"))
+            lines.append(
+                "note:     train() ignored ctx.should_stop() and was interrupted"
+                + (
+                    " ; scored with its last ctx.checkpoint()"
+                    if result.used_checkpoint
+                    else "; scored with its current weights"
+                )
+            )
     if result.error:
         lines.append("error:    " + result.error.text().replace("\n", "\n          "))
     t = result.timings
-    order = ("sandbox_start", "imports", "data_ready", "contract", "preflight", "first_batch", "training", "prediction", "total")
+    order = (
+        "sandbox_start",
+        "imports",
+        "data_ready",
+        "contract",
+        "preflight",
+        "first_batch",
+        "training",
+        "prediction",
+        "total",
+    )
     lines.append("timings:  " + ", ".join(f"{k.replace('_', ' ')} {t[k]:.2f} s" for k in order if k in t))
     lines.append(f"files:    {iter_dir} (metrics.json, model.pt, stdout.txt, stderr.txt)")
     return "\n".join(lines)

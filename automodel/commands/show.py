@@ -30,14 +30,18 @@ def run(args) -> int:
     head += f" {'tokens':>7} {'cost$':>8}" if llm else ""
     print(head + "  instruction")
     for r in outcome["iterations"]:
-        row = (f"{r['iteration']:>4}  {(r['target'] or '-'):<9} {r['status']:<14} {'yes' if r['accepted'] else 'no':<4} "
-               f"{pct(r['val_accuracy']):>7} {pct(r['test_accuracy']):>7} {r['seconds']:>6.0f}")
+        row = (
+            f"{r['iteration']:>4}  {(r['target'] or '-'):<9} {r['status']:<14} {'yes' if r['accepted'] else 'no':<4} "
+            f"{pct(r['val_accuracy']):>7} {pct(r['test_accuracy']):>7} {r['seconds']:>6.0f}"
+        )
         if llm:
             row += f" {r.get('tokens') or 0:>7} {('%.4f' % r['cost_usd']) if r.get('cost_usd') is not None else '-':>8}"
         print(row + "  " + (r.get("instruction") or "")[:90])
     best = outcome["best"]
     if best:
-        print(f"best: iteration {best['iteration']}  val {pct(best['val_accuracy'])}  test {pct(best['test_accuracy'])}")
+        print(
+            f"best: iteration {best['iteration']}  val {pct(best['val_accuracy'])}  test {pct(best['test_accuracy'])}"
+        )
     else:
         print("best: none yet")
     if outcome["failed_share"] is not None:
@@ -46,5 +50,8 @@ def run(args) -> int:
         print(note)
     if llm:
         cost = outcome["cost_usd"]
-        print(f"tokens: {outcome['tokens']}" + (f"  cost: ${cost:.4f}" if cost is not None else "  cost: unknown (model not in the price table)"))
+        print(
+            f"tokens: {outcome['tokens']}"
+            + (f"  cost: ${cost:.4f}" if cost is not None else "  cost: unknown (model not in the price table)")
+        )
     return 0

@@ -138,7 +138,9 @@ def load_registry(path: str | Path | None = None) -> Registry:
             f"automodel/datasets/datasets.yaml), or unset {REGISTRY_ENV} if it points elsewhere."
         ) from None
     except yaml.YAMLError as err:
-        raise DatasetError(f"The dataset registry {path} is not valid YAML ({err}). Fix the file or restore it from the repository.") from None
+        raise DatasetError(
+            f"The dataset registry {path} is not valid YAML ({err}). Fix the file or restore it from the repository."
+        ) from None
     if isinstance(raw, dict) and "registry" in raw and "datasets" not in raw:
         # The repository's top-level datasets.yaml only points at the real file.
         return load_registry((path.parent / raw["registry"]).resolve())
@@ -153,7 +155,10 @@ _ENTRY_KEYS = {"title", "kind", "classes", "image", "images", "source", "writer"
 
 def _entry(path: Path, name: str, spec: Any) -> DatasetEntry:
     def bad(what: str) -> DatasetError:
-        return DatasetError(f"The dataset registry {path}: entry '{name}' {what}. Fix that entry (see the comments at the top of the file).")
+        return DatasetError(
+            f"The dataset registry {path}: entry '{name}' {what}. Fix that entry (see the comments at the top of "
+            "the file)."
+        )
 
     if not isinstance(spec, dict):
         raise bad("is not a mapping")
@@ -173,9 +178,16 @@ def _entry(path: Path, name: str, spec: Any) -> DatasetEntry:
     )
     kaggle = src.get("kaggle") or {}
     source = Source(
-        type=src["type"], homepage=src.get("homepage"), files=files, torchvision=src.get("torchvision"),
-        kaggle_kind=kaggle.get("kind"), kaggle_slug=kaggle.get("slug"), shared=src.get("shared"),
-        sklearn=src.get("sklearn"), about=" ".join(str(src.get("about") or "").split()), license=str(src.get("license") or ""),
+        type=src["type"],
+        homepage=src.get("homepage"),
+        files=files,
+        torchvision=src.get("torchvision"),
+        kaggle_kind=kaggle.get("kind"),
+        kaggle_slug=kaggle.get("slug"),
+        shared=src.get("shared"),
+        sklearn=src.get("sklearn"),
+        about=" ".join(str(src.get("about") or "").split()),
+        license=str(src.get("license") or ""),
     )
     split = spec["split"]
     if split.get("rule") not in SPLIT_RULES:
@@ -186,15 +198,26 @@ def _entry(path: Path, name: str, spec: Any) -> DatasetEntry:
         if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
             raise bad(f"gives published.{key} = {value!r}; accuracies are fractions in [0, 1] or null")
     published = Published(
-        zero_shot=pub.get("zero_shot"), first_iteration=pub.get("first_iteration"), final=pub.get("final"),
+        zero_shot=pub.get("zero_shot"),
+        first_iteration=pub.get("first_iteration"),
+        final=pub.get("final"),
         kaggle_top_accuracy=pub.get("kaggle_top_accuracy"),
         kaggle_rank=None if pub.get("kaggle_rank") is None else str(pub.get("kaggle_rank")),
-        source=pub.get("source"), note=str(pub.get("note") or ""),
+        source=pub.get("source"),
+        note=str(pub.get("note") or ""),
     )
     return DatasetEntry(
-        name=name, title=spec["title"], kind=spec["kind"], classes=spec["classes"], source=source,
-        split=Split(rule=split["rule"], text=" ".join(str(split.get("text") or "").split()), seed=int(split.get("seed", 0))),
-        published=published, writer=spec["writer"], image=str(spec.get("image") or ""),
+        name=name,
+        title=spec["title"],
+        kind=spec["kind"],
+        classes=spec["classes"],
+        source=source,
+        split=Split(
+            rule=split["rule"], text=" ".join(str(split.get("text") or "").split()), seed=int(split.get("seed", 0))
+        ),
+        published=published,
+        writer=spec["writer"],
+        image=str(spec.get("image") or ""),
         images=dict(spec.get("images") or {}),
         extra={k: v for k, v in spec.items() if k not in _ENTRY_KEYS},
     )
@@ -235,7 +258,8 @@ def shared_dir() -> Path:
     looked = "; ".join(f"{why}: {path}" for why, path in tried)
     raise DatasetError(
         "The shared datasets folder was not found (it must hold datasets/ and tools/materialize.py). "
-        f"Looked in {looked}. Set {SHARED_ENV}=/path/to/shared, or use a network dataset or `digits`, which needs no download."
+        f"Looked in {looked}. Set {SHARED_ENV}=/path/to/shared, or use a network dataset or `digits`, which needs "
+        "no download."
     )
 
 

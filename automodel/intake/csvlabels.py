@@ -105,7 +105,9 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
             f"'label' (or class/target/category), keeping one image per row."
         )
     if not table.rows:
-        raise DatasetError(f"{table.path} has a header ({header_text}) but no rows. Add one row per image: file name, label.")
+        raise DatasetError(
+            f"{table.path} has a header ({header_text}) but no rows. Add one row per image: file name, label."
+        )
     walk = Walk(root)
     entries = image_entries(root, root, walk=walk)
     by_rel = {rel: (rel, size, mtime) for rel, size, mtime in entries}
@@ -129,11 +131,15 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
             return [h for h in hits if h.lower().endswith(value.lower())] or hits
         return by_stem.get(name.lower(), [])
 
-    resolved: list[list[str]] = [options(row[table.file_col] if table.file_col < len(row) else "") for row in table.rows]
+    resolved: list[list[str]] = [
+        options(row[table.file_col] if table.file_col < len(row) else "") for row in table.rows
+    ]
     # Several files with the same name (train/1.jpg, test/1.jpg): prefer the folder most rows point to.
     folder_votes = Counter(_folder(opts[0]) for opts in resolved if len(opts) == 1)
     if not folder_votes:  # every name is ambiguous: count all options, a test/ folder last
-        folder_votes = Counter(_folder(o) for opts in resolved for o in opts if split_of(_folder(o).rsplit("/", 1)[-1]) != "test")
+        folder_votes = Counter(
+            _folder(o) for opts in resolved for o in opts if split_of(_folder(o).rsplit("/", 1)[-1]) != "test"
+        )
     main_folder = folder_votes.most_common(1)[0][0] if folder_votes else None
 
     candidates: dict[str, Candidate] = {}
@@ -158,8 +164,13 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
         if previous is not None:
             if previous.label != label:
                 del candidates[rel]
-                preskipped.append({"path": rel, "reason": f"listed twice in {table.path.name} with different labels "
-                                                          f"('{previous.label}' and '{label}'); ignored"})
+                preskipped.append(
+                    {
+                        "path": rel,
+                        "reason": f"listed twice in {table.path.name} with different labels "
+                        f"('{previous.label}' and '{label}'); ignored",
+                    }
+                )
             continue
         candidates[rel] = Candidate(rel, size, mtime, label, split)
     if missing:
@@ -171,8 +182,11 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
             f"or put the missing images next to the others.",
             resolved=len(table.rows) - len(missing),
         )
-    notes = {"csv": table.path.name, "file_column": table.header[table.file_col],
-             "label_column": table.header[table.label_col]}
+    notes = {
+        "csv": table.path.name,
+        "file_column": table.header[table.file_col],
+        "label_column": table.header[table.label_col],
+    }
     if main_folder:
         notes["image_folder"] = main_folder
     out = sorted(candidates.values(), key=lambda c: c.relpath)
@@ -182,8 +196,11 @@ def scan_csv(root: Path, table: LabelsCsv) -> LayoutScan:
     _, dirs = list_dir(root)
     for d in dirs:
         if split_of(d.name) == "test" and d.name != main_folder:
-            out += [Candidate(*by_rel[rel], None, "predict")
-                    for rel in sorted(by_rel) if rel.startswith(d.name + "/") and rel not in listed]
+            out += [
+                Candidate(*by_rel[rel], None, "predict")
+                for rel in sorted(by_rel)
+                if rel.startswith(d.name + "/") and rel not in listed
+            ]
     listed |= {c.relpath for c in out}
     unlisted = sum(1 for rel in by_rel if rel not in listed)
     if unlisted:

@@ -50,34 +50,48 @@ class ImageItem:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ImageItem):
             return NotImplemented
-        return (str(self._path), self.relpath, self.label, self.split) == (str(other._path), other.relpath, other.label, other.split)
+        return (str(self._path), self.relpath, self.label, self.split) == (
+            str(other._path),
+            other.relpath,
+            other.label,
+            other.split,
+        )
 
     def __hash__(self) -> int:
         return hash((self.relpath, self.label, self.split))
 
     def __repr__(self) -> str:
-        return f"ImageItem(path={str(self._path)!r}, relpath={self.relpath!r}, label={self.label!r}, split={self.split!r})"
+        return (
+            f"ImageItem(path={str(self._path)!r}, relpath={self.relpath!r}, label={self.label!r}, split={self.split!r})"
+        )
 
 
 @dataclass
 class Dataset:
     root: Path
-    layout: str                       # "imagefolder" | "flat" | "csv"
+    layout: str  # "imagefolder" | "flat" | "csv"
     classes: list[str]
     items: list[ImageItem]
-    skipped: list[dict]               # {"path": relpath, "reason": ...}
+    skipped: list[dict]  # {"path": relpath, "reason": ...}
     description: str
     fingerprint: str
-    image_meta: list[ImageMeta] = field(repr=False)   # aligned with items
+    image_meta: list[ImageMeta] = field(repr=False)  # aligned with items
     notes: dict = field(default_factory=dict, repr=False)
     cache_root: Path | None = field(default=None, repr=False)
     index_from_cache: bool = field(default=False, repr=False)
-    problems: list[str] = field(default_factory=list, repr=False)   # from the layout scan; see profile()
+    problems: list[str] = field(default_factory=list, repr=False)  # from the layout scan; see profile()
 
     def split(self, seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.2) -> Split:
-        return make_split([it.label for it in self.items], [it.split for it in self.items],
-                          [it.relpath for it in self.items], self.classes, seed, test_fraction,
-                          val_fraction, where=str(self.root))
+        return make_split(
+            [it.label for it in self.items],
+            [it.split for it in self.items],
+            [it.relpath for it in self.items],
+            self.classes,
+            seed,
+            test_fraction,
+            val_fraction,
+            where=str(self.root),
+        )
 
     def profile(self, split: Split | None = None) -> dict[str, Any]:
         """Counts per split and class, sizes, modes, imbalance, duplicates, skipped files."""
@@ -89,8 +103,12 @@ class Dataset:
     def working_channels(self) -> int:
         return working_channels([m.mode for m in self.image_meta])
 
-    def decode(self, resolution: int | tuple[int, int] | None = None, cache_dir: str | os.PathLike | None = None,
-               progress: bool = True) -> DecodedImages:
+    def decode(
+        self,
+        resolution: int | tuple[int, int] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> DecodedImages:
         """uint8 (N, H, W, C) aligned with self.items, decoded once and cached by fingerprint."""
         size = self.working_size(resolution)
         channels = self.working_channels()
@@ -99,24 +117,39 @@ class Dataset:
         return decode_all([str(it._path) for it in self.items], size, channels, target, progress=progress)
 
 
-def load_dataset(path: str | os.PathLike, describe: str | None = None, *,
-                 cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Dataset:
+def load_dataset(
+    path: str | os.PathLike,
+    describe: str | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Dataset:
     """Detect the layout of `path`, validate it and return a Dataset; DatasetError says what to fix."""
     given = check_folder(Path(path))
     root = unwrap(given)
     scan = _detect(root)
     if not scan.candidates:
-        raise DatasetError(f"{root} has no labelled images automodel can use. Put the images in "
-                           f"train/<class>/ or <class>/ sub-folders, or list them in a labels CSV.")
+        raise DatasetError(
+            f"{root} has no labelled images automodel can use. Put the images in "
+            f"train/<class>/ or <class>/ sub-folders, or list them in a labels CSV."
+        )
     candidates = sorted(scan.candidates, key=lambda c: c.relpath)
     fingerprint = _fingerprint(scan.layout, candidates)
     croot = cache.cache_root(cache_dir)
-    metas, warm = load_index(root, [c.relpath for c in candidates], fingerprint, croot,
-                             total_bytes=sum(c.size for c in candidates), progress=progress)
+    metas, warm = load_index(
+        root,
+        [c.relpath for c in candidates],
+        fingerprint,
+        croot,
+        total_bytes=sum(c.size for c in candidates),
+        progress=progress,
+    )
 
     # Classes come from the layout (before reading pixels) so a class whose
     # images are all unreadable is reported as too small, not silently dropped.
-    class_names = _sorted_classes({c.label for c in candidates if c.label is not None and c.split not in ("val", "test")})
+    class_names = _sorted_classes(
+        {c.label for c in candidates if c.label is not None and c.split not in ("val", "test")}
+    )
     if len(class_names) < 2:
         where = scan.notes.get("csv", root)
         found = f"only the class '{class_names[0]}'" if class_names else "no class"
@@ -137,7 +170,11 @@ def load_dataset(path: str | os.PathLike, describe: str | None = None, *,
         if cand.label is not None and cand.label not in index:
             skipped.append({"path": cand.relpath, "reason": f"label '{cand.label}' has no training images; ignored"})
             continue
-        items.append(ImageItem(prefix + cand.relpath, cand.relpath, None if cand.label is None else index[cand.label], cand.split))
+        items.append(
+            ImageItem(
+                prefix + cand.relpath, cand.relpath, None if cand.label is None else index[cand.label], cand.split
+            )
+        )
         item_meta.append(meta)
     skipped += unreadable
     skipped.sort(key=lambda s: s["path"])
@@ -147,8 +184,20 @@ def load_dataset(path: str | os.PathLike, describe: str | None = None, *,
             f"None of the {len(candidates)} image files in {root} could be read ({examples}). Check that they "
             f"are real PNG/JPEG/BMP/GIF/WebP/TIFF images (not truncated downloads or Git LFS pointers) and run again."
         )
-    ds = Dataset(root, scan.layout, class_names, items, skipped, _description(describe, given, root),
-                 fingerprint, item_meta, scan.notes, croot, warm, list(scan.problems))
+    ds = Dataset(
+        root,
+        scan.layout,
+        class_names,
+        items,
+        skipped,
+        _description(describe, given, root),
+        fingerprint,
+        item_meta,
+        scan.notes,
+        croot,
+        warm,
+        list(scan.problems),
+    )
     ds.split()  # raises DatasetError now when a class is too small to split
     return ds
 
@@ -159,7 +208,9 @@ def _detect(root: Path) -> LayoutScan:
         try:
             table = read_labels_csv(csv_path)
         except OSError as err:
-            raise DatasetError(f"Cannot read {csv_path} ({err}). Check its permissions, or move it out of the dataset folder.") from None
+            raise DatasetError(
+                f"Cannot read {csv_path} ({err}). Check its permissions, or move it out of the dataset folder."
+            ) from None
         if table.file_col is None:
             headerless_error = headerless_error or table
             continue

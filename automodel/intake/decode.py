@@ -58,7 +58,9 @@ def working_channels(modes: Sequence[str]) -> int:
     return 1 if all(m in GRAYSCALE_MODES for m in modes) else 3
 
 
-def _decode_chunk(npy_path: str, start: int, paths: list[str], size: tuple[int, int], channels: int) -> list[tuple[int, str]]:
+def _decode_chunk(
+    npy_path: str, start: int, paths: list[str], size: tuple[int, int], channels: int
+) -> list[tuple[int, str]]:
     out = np.load(npy_path, mmap_mode="r+")
     errors = []
     for k, path in enumerate(paths):
@@ -71,8 +73,9 @@ def _decode_chunk(npy_path: str, start: int, paths: list[str], size: tuple[int, 
     return errors
 
 
-def decode_all(paths: Sequence[str], size: tuple[int, int], channels: int, cache_file: Path | None,
-               progress: bool = True) -> DecodedImages:
+def decode_all(
+    paths: Sequence[str], size: tuple[int, int], channels: int, cache_file: Path | None, progress: bool = True
+) -> DecodedImages:
     """Load the cached array for this key, or decode every path into it (all cores)."""
     shape = (len(paths), size[0], size[1], channels)
     if cache_file is not None and cache_file.exists():

@@ -141,7 +141,8 @@ def _not_followed_reason(path: str, rel: str, first: str) -> str:
     return f"directory {shown} is the same folder as {first_shown}, already read; not followed"
 
 
-def image_entries(folder: Path, root: Path, recursive: bool = True, walk: Walk | None = None) -> list[tuple[str, int, int]]:
+def image_entries(folder: Path, root: Path, recursive: bool = True,
+                  walk: Walk | None = None) -> list[tuple[str, int, int]]:
     """(relpath, size, mtime_ns) of the image files in folder (and below), sorted.
 
     Pass the scan's `walk` so folders already read elsewhere in the scan are left out.
@@ -225,9 +226,11 @@ def check_folder(path: Path) -> Path:
             f"your images, e.g. one with train/<class>/ or <class>/ sub-folders, or an image folder plus a labels CSV."
         )
     if path.is_file():
-        hint = (" It looks like a CSV file: pass the folder that contains it and its images instead."
-                if path.suffix.lower() in (".csv", ".tsv") else
-                " If it is an archive, extract it first.")
+        hint = (
+            " It looks like a CSV file: pass the folder that contains it and its images instead."
+            if path.suffix.lower() in (".csv", ".tsv")
+            else " If it is an archive, extract it first."
+        )
         raise DatasetError(
             f"{path} is a file, not a dataset folder. automodel reads a folder of images organised as "
             f"train/<class>/..., <class>/..., or images plus a labels CSV.{hint}"
@@ -318,9 +321,13 @@ def _scan_imagefolder(root: Path, split_dirs: dict[str, list[Path]], root_files)
     candidates: list[Candidate] = []
     preskipped: list[dict] = []
     for rel, size, mtime in _loose(root, train_dir, walk):
-        preskipped.append({"path": rel, "reason": f"image directly in {train_dir.name}/, outside any class folder; ignored"})
+        preskipped.append(
+            {"path": rel, "reason": f"image directly in {train_dir.name}/, outside any class folder; ignored"}
+        )
     for d in class_dirs:
-        candidates += [Candidate(rel, size, mtime, d.name, "train") for rel, size, mtime in image_entries(d, root, walk=walk)]
+        candidates += [
+            Candidate(rel, size, mtime, d.name, "train") for rel, size, mtime in image_entries(d, root, walk=walk)
+        ]
     notes = {"train_dir": train_dir.name}
     for split in ("val", "test"):
         if split in used:
@@ -329,12 +336,16 @@ def _scan_imagefolder(root: Path, split_dirs: dict[str, list[Path]], root_files)
             for d in class_dirs_of[split]:
                 entries = image_entries(d, root, walk=walk)
                 if d.name not in classes:
-                    preskipped += [{"path": rel, "reason": f"class '{d.name}' has no folder in {train_dir.name}/; ignored"}
-                                   for rel, _, _ in entries]
+                    preskipped += [
+                        {"path": rel, "reason": f"class '{d.name}' has no folder in {train_dir.name}/; ignored"}
+                        for rel, _, _ in entries
+                    ]
                     continue
                 candidates += [Candidate(rel, size, mtime, d.name, split) for rel, size, mtime in entries]
             # Images directly inside test/ (or val/) carry no label: a prediction set.
-            candidates += [Candidate(rel, size, mtime, None, "predict") for rel, size, mtime in _loose(root, folder, walk)]
+            candidates += [
+                Candidate(rel, size, mtime, None, "predict") for rel, size, mtime in _loose(root, folder, walk)
+            ]
     for extra in (p for s in ("train", "val", "test") for p in split_dirs.get(s, [])[1:]):
         notes.setdefault("ignored_folders", []).append(extra.name)
     return LayoutScan(root, "imagefolder", candidates, preskipped + walk.not_followed, notes, walk.problems())
@@ -355,9 +366,13 @@ def _scan_flat(root: Path, files, dirs) -> LayoutScan | None:
         )
     candidates: list[Candidate] = []
     for d in class_dirs:
-        candidates += [Candidate(rel, size, mtime, d.name, None) for rel, size, mtime in image_entries(d, root, walk=walk)]
-    preskipped = [{"path": rel, "reason": "image directly in the dataset folder, outside any class folder; ignored"}
-                  for rel, _, _ in loose]
+        candidates += [
+            Candidate(rel, size, mtime, d.name, None) for rel, size, mtime in image_entries(d, root, walk=walk)
+        ]
+    preskipped = [
+        {"path": rel, "reason": "image directly in the dataset folder, outside any class folder; ignored"}
+        for rel, _, _ in loose
+    ]
     if len(class_dirs) == 1:
         raise DatasetError(
             f"{root} has only one class folder ({class_dirs[0].name}/) and {len(loose)} images outside any "

@@ -112,7 +112,9 @@ def _split_problem(ds, name: str, absent: list[str], total: int, num_classes: in
     folder = ds.notes.get(f"{name}_dir")
     what = []
     if absent:
-        shown = ", ".join(absent[:_EXAMPLES]) + (f" and {len(absent) - _EXAMPLES} more" if len(absent) > _EXAMPLES else "")
+        shown = ", ".join(absent[:_EXAMPLES]) + (
+            f" and {len(absent) - _EXAMPLES} more" if len(absent) > _EXAMPLES else ""
+        )
         what.append(f"has no images of {len(absent)} of the {num_classes} classes ({shown})")
     what.append(f"holds {total} image(s) for {num_classes} classes")
     if folder:
@@ -121,8 +123,10 @@ def _split_problem(ds, name: str, absent: list[str], total: int, num_classes: in
         where = f"(the '{name}' rows of {ds.notes.get('csv', 'the labels CSV')})"
         fix = f"Clear the split value of those rows to let automodel {carve}, or add rows of every class"
     why = "its accuracy ignores the missing classes" if absent else "a few images decide its accuracy"
-    return (f"The provided {word} split {where} {' and '.join(what)}: {why}. {fix} "
-            f"(at least {_MIN_SPLIT_PER_CLASS} per class).")
+    return (
+        f"The provided {word} split {where} {' and '.join(what)}: {why}. {fix} "
+        f"(at least {_MIN_SPLIT_PER_CLASS} per class)."
+    )
 
 
 def _duplicates(items, metas, role, classes) -> dict[str, Any]:
@@ -134,11 +138,18 @@ def _duplicates(items, metas, role, classes) -> dict[str, Any]:
     conflicting = [g for g in dups if len({items[i].label for i in g if items[i].label is not None}) > 1]
 
     def show(g: list[int]) -> dict[str, Any]:
-        return {"files": [items[i].relpath for i in g[:4]], "splits": sorted({role[i] for i in g}),
-                "labels": sorted({classes[items[i].label] for i in g if items[i].label is not None})}
+        return {
+            "files": [items[i].relpath for i in g[:4]],
+            "splits": sorted({role[i] for i in g}),
+            "labels": sorted({classes[items[i].label] for i in g if items[i].label is not None}),
+        }
 
     # Cross-split duplicates first: they leak test images into training.
-    ordered = across + [g for g in conflicting if g not in across] + [g for g in dups if g not in across and g not in conflicting]
+    ordered = (
+        across
+        + [g for g in conflicting if g not in across]
+        + [g for g in dups if g not in across and g not in conflicting]
+    )
     return {
         "groups": len(dups),
         "files": sum(len(g) for g in dups),

@@ -104,7 +104,9 @@ def make_split(labels: Sequence[int | None], sources: Sequence[str | None], relp
                val_fraction: float = 0.2, where: str = "the dataset") -> Split:
     """Split items given each one's label (None: unlabelled) and source split from the layout."""
     if not 0.0 <= test_fraction < 1.0 or not 0.0 <= val_fraction < 1.0:
-        raise DatasetError(f"Split fractions must be in [0, 1): got test_fraction={test_fraction}, val_fraction={val_fraction}.")
+        raise DatasetError(
+            f"Split fractions must be in [0, 1): got test_fraction={test_fraction}, val_fraction={val_fraction}."
+        )
     predict = [i for i, y in enumerate(labels) if y is None]
     test = [i for i, (y, s) in enumerate(zip(labels, sources)) if y is not None and s == "test"]
     val = [i for i, (y, s) in enumerate(zip(labels, sources)) if y is not None and s == "val"]
@@ -128,8 +130,17 @@ def make_split(labels: Sequence[int | None], sources: Sequence[str | None], relp
             held, rest = _carve(rest, val_fraction, keep=1, seed=(seed, _key(classes[c]), 2))
             val += held
         train += rest
-    return Split(sorted(train), sorted(val), sorted(test), sorted(predict), seed, test_fraction, val_fraction,
-                 provided, tuple(relpaths))
+    return Split(
+        sorted(train),
+        sorted(val),
+        sorted(test),
+        sorted(predict),
+        seed,
+        test_fraction,
+        val_fraction,
+        provided,
+        tuple(relpaths),
+    )
 
 
 def stratified_holdout(labels: Sequence, fraction: float, seed: int) -> tuple[list[int], list[int]]:

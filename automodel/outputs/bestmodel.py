@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from automodel.core import JournalRecord
 from automodel.errors import AutomodelError, RunError
-from automodel.search.workspace import BEST, RunDir
 from automodel.files import read_json
+from automodel.search.workspace import BEST, RunDir
 
 DATA_DIR = "data"
 PIPELINE_FILES = ("data.py", "model.py", "train.py")
@@ -144,7 +145,8 @@ def sample_images(run_path: Path, count: int) -> np.ndarray:
     try:
         held = HeldOut.load(run_path)
     except AutomodelError as err:
-        raise RunError(f"{run_path}/{DATA_DIR} is gone and the dataset cannot be reopened to rebuild sample images: {err}") from None
+        raise RunError(f"{run_path}/{DATA_DIR} is gone and the dataset cannot be reopened to rebuild sample images: "
+                       f"{err}") from None
     return np.ascontiguousarray(held.images("val")[:count])
 
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from automodel.sandbox import tools as toolrun
-from automodel.outputs.bestmodel import BestModel, load_best, sample_images
 from automodel.errors import AutomodelError, UsageError
 from automodel.files import atomic_write_json, read_untrusted_json, remove_tree
+from automodel.outputs.bestmodel import BestModel, load_best, sample_images
 from automodel.outputs.predict import check_writable
+from automodel.sandbox import tools as toolrun
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 PARITY_SAMPLES = 16       # decoded run images the exported model is checked on
@@ -52,14 +52,19 @@ class ExportResult:
     details: dict[str, Any]
 
     def text(self) -> str:
-        return "\n".join([
-            f"Exported iteration {self.details['iteration']}'s model to {self.model} ({self.size_bytes / 2**20:.2f} MB).",
-            f"Parity with PyTorch on {self.samples} images: max abs difference of the logits {self.max_abs_diff:.2e}"
-            f" ({'same' if self.same_argmax else 'DIFFERENT'} predicted classes).",
-            f"CPU latency per image ({self.threads} thread(s)): {self.latency_ms:.3f} ms with {self.details['runtime']}"
-            f", {self.pytorch_latency_ms:.3f} ms in PyTorch.",
-            f"Preprocessing: {self.preprocessing}",
-        ])
+        return "\n".join(
+            [
+                f"Exported iteration {self.details['iteration']}'s model to {self.model} "
+                f"({self.size_bytes / 2**20:.2f} MB).",
+                f"Parity with PyTorch on {self.samples} images: max abs difference of the logits "
+                f"{self.max_abs_diff:.2e}"
+                f" ({'same' if self.same_argmax else 'DIFFERENT'} predicted classes).",
+                f"CPU latency per image ({self.threads} thread(s)): {self.latency_ms:.3f} ms with "
+                f"{self.details['runtime']}"
+                f", {self.pytorch_latency_ms:.3f} ms in PyTorch.",
+                f"Preprocessing: {self.preprocessing}",
+            ]
+        )
 
 
 def default_out(run_path: Path, fmt: str) -> Path:
@@ -76,9 +81,11 @@ def _check_runtime(fmt: str) -> None:
     if fmt == "onnx":
         missing = [m for m in ("onnx", "onnxruntime") if not _importable(m)]
         if missing:
-            raise ExportError(f"ONNX export needs the {' and '.join(missing)} package(s), which are not installed. "
-                              f"Install them with `pip install 'automodel[export]'` (or `pip install onnx onnxruntime`), "
-                              f"or use --format torchscript.")
+            raise ExportError(
+                f"ONNX export needs the {' and '.join(missing)} package(s), which are not installed. "
+                f"Install them with `pip install 'automodel[export]'` (or `pip install onnx onnxruntime`), "
+                f"or use --format torchscript."
+            )
 
 
 def _importable(name: str) -> bool:
@@ -87,8 +94,15 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def export_best(run_path: Path, fmt: str = "onnx", out: Path | None = None, *, threads: int = 1,
-                level: str | None = None, timeout: float = EXPORT_TIMEOUT) -> ExportResult:
+def export_best(
+    run_path: Path,
+    fmt: str = "onnx",
+    out: Path | None = None,
+    *,
+    threads: int = 1,
+    level: str | None = None,
+    timeout: float = EXPORT_TIMEOUT,
+) -> ExportResult:
     """Export the best model of `run_path` in `fmt`; ExportError/RunError/UsageError say what to fix."""
     _check_runtime(fmt)
     best = load_best(run_path)
@@ -101,19 +115,37 @@ def export_best(run_path: Path, fmt: str = "onnx", out: Path | None = None, *, t
     work, data, pipe = toolrun.pipeline_workdir(best.dir)
     try:
         np.save(data / "sample_x.npy", images, allow_pickle=False)
-        spec = {"mode": "export", "format": fmt, "out_name": f"model{FORMATS[fmt]}", "sample_set": "sample",
-                "info": dict(best.info, device="cpu"), "device": "cpu", "latency_seconds": LATENCY_SECONDS}
-        result = toolrun.run_tool(toolrun.EXPORT_CHILD, pipe, data, spec, timeout=timeout, threads=max(1, threads),
-                                  hidden=(best.run,), level=level)
+        spec = {
+            "mode": "export",
+            "format": fmt,
+            "out_name": f"model{FORMATS[fmt]}",
+            "sample_set": "sample",
+            "info": dict(best.info, device="cpu"),
+            "device": "cpu",
+            "latency_seconds": LATENCY_SECONDS,
+        }
+        result = toolrun.run_tool(
+            toolrun.EXPORT_CHILD,
+            pipe,
+            data,
+            spec,
+            timeout=timeout,
+            threads=max(1, threads),
+            hidden=(best.run,),
+            level=level,
+        )
         if not result.ok:
             raise ExportError(
                 f"Exporting the best model of {best.run} (iteration {best.iteration}) to {fmt} failed in the sandbox: "
                 f"{result.describe()}. Models with data-dependent Python control flow may not export to ONNX; "
-                f"try --format {'torchscript' if fmt == 'onnx' else 'onnx'}.")
+                f"try --format {'torchscript' if fmt == 'onnx' else 'onnx'}."
+            )
         report = read_untrusted_json(pipe / "export.json")
         if not report or report.get("file") != spec["out_name"]:
-            raise ExportError(f"The sandboxed export of {best.run} finished without a readable export.json; "
-                              f"its last output was:\n{result.stderr_tail}")
+            raise ExportError(
+                f"The sandboxed export of {best.run} finished without a readable export.json; "
+                f"its last output was:\n{result.stderr_tail}"
+            )
         size = toolrun.copy_child_file(pipe / spec["out_name"], out)
     finally:
         remove_tree(work)
@@ -121,14 +153,26 @@ def export_best(run_path: Path, fmt: str = "onnx", out: Path | None = None, *, t
     diff = float(report.get("max_abs_diff", float("inf")))
     if not np.isfinite(diff) or diff > PARITY_TOLERANCE:
         out.unlink(missing_ok=True)
-        raise ExportError(f"The {fmt} export of {best.run}'s best model does not reproduce PyTorch's outputs: the logits "
-                          f"differ by up to {diff:.3g} on {report.get('samples')} images (tolerance {PARITY_TOLERANCE}). "
-                          f"Try --format {'torchscript' if fmt == 'onnx' else 'onnx'}.")
+        raise ExportError(
+            f"The {fmt} export of {best.run}'s best model does not reproduce PyTorch's outputs: the logits "
+            f"differ by up to {diff:.3g} on {report.get('samples')} images (tolerance {PARITY_TOLERANCE}). "
+            f"Try --format {'torchscript' if fmt == 'onnx' else 'onnx'}."
+        )
     details = dict(report, iteration=best.iteration, sandbox=result.sandbox)
     _write_json(side, preprocessing_spec(best, report, out))
-    return ExportResult(out, side, size, diff, bool(report.get("same_argmax")), float(report.get("latency_ms_per_image", 0.0)),
-                        float(report.get("pytorch_latency_ms_per_image", 0.0)), int(report.get("samples", 0)),
-                        int(report.get("threads", threads)), result.sandbox, details)
+    return ExportResult(
+        out,
+        side,
+        size,
+        diff,
+        bool(report.get("same_argmax")),
+        float(report.get("latency_ms_per_image", 0.0)),
+        float(report.get("pytorch_latency_ms_per_image", 0.0)),
+        int(report.get("samples", 0)),
+        int(report.get("threads", threads)),
+        result.sandbox,
+        details,
+    )
 
 
 def preprocessing_spec(best: BestModel, report: dict[str, Any], model_path: Path) -> dict[str, Any]:
@@ -140,7 +184,8 @@ def preprocessing_spec(best: BestModel, report: dict[str, Any], model_path: Path
     steps = [
         f"decode the file; apply its EXIF orientation; composite transparency on white; convert to "
         f"{'grayscale (L)' if channels == 1 else 'RGB'}",
-        f"resize (bilinear) so the image covers {w}x{h} (width x height) keeping its aspect ratio, then crop the centre {w}x{h}",
+        f"resize (bilinear) so the image covers {w}x{h} (width x height) keeping its aspect ratio, then crop the "
+        f"centre {w}x{h}",
         "convert to float32 in [0, 1] (divide by 255) and to channels-first (C, H, W)",
     ]
     out_shape = pre.get("output_shape") or report.get("input_shape", [None])[1:]
@@ -148,31 +193,54 @@ def preprocessing_spec(best: BestModel, report: dict[str, Any], model_path: Path
         steps.append(f"resize (bilinear, antialiased when shrinking) to {out_shape[2]}x{out_shape[1]} (width x height)")
     if pre.get("mean") is not None:
         steps.append("subtract `mean` and divide by `std`, per channel")
-    steps.append("stack images into a float32 batch (B, C, H, W); the model returns logits (B, num_classes): apply softmax for probabilities")
+    steps.append(
+        "stack images into a float32 batch (B, C, H, W); the model returns logits (B, num_classes): apply softmax "
+        "for probabilities"
+    )
     return {
         "model": model_path.name,
         "format": report.get("format"),
         "run": str(best.run),
         "iteration": best.iteration,
         "classes": best.classes,
-        "decode": {"working_size": {"height": h, "width": w}, "channels": channels,
-                   "channel_order": "L" if channels == 1 else "RGB",
-                   "resize": "cover then centre crop, bilinear (PIL), as automodel intake decodes"},
-        "input": {"name": "input", "shape": report.get("input_shape"), "dtype": "float32", "layout": "NCHW",
-                  "value_range_before_normalisation": [0.0, 1.0]},
+        "decode": {
+            "working_size": {"height": h, "width": w},
+            "channels": channels,
+            "channel_order": "L" if channels == 1 else "RGB",
+            "resize": "cover then centre crop, bilinear (PIL), as automodel intake decodes",
+        },
+        "input": {
+            "name": "input",
+            "shape": report.get("input_shape"),
+            "dtype": "float32",
+            "layout": "NCHW",
+            "value_range_before_normalisation": [0.0, 1.0],
+        },
         "output": {"name": "logits", "shape": report.get("output_shape"), "softmax_applied": False},
         "eval_transform": {
-            "output_size": {"channels": out_shape[0], "height": out_shape[1], "width": out_shape[2]} if out_shape else None,
-            "mean": pre.get("mean"), "std": pre.get("std"),
-            "measured": "from the eval transform's outputs for an all-black and an all-white image, then replayed on real images",
+            "output_size": {"channels": out_shape[0], "height": out_shape[1], "width": out_shape[2]}
+            if out_shape
+            else None,
+            "mean": pre.get("mean"),
+            "std": pre.get("std"),
+            "measured": "from the eval transform's outputs for an all-black and an all-white image, then replayed on "
+                        "real images",
             "recipe_max_abs_diff": pre.get("recipe_max_abs_diff"),
             "recipe_matches": measured,
-            "note": None if measured else ("The eval transform does more than resize + normalise (the replay differed): "
-                                           "use the run's best/data.py eval transform, or `automodel predict`."),
+            "note": None
+            if measured
+            else (
+                "The eval transform does more than resize + normalise (the replay differed): "
+                "use the run's best/data.py eval transform, or `automodel predict`."
+            ),
         },
         "steps": steps,
-        "parity": {"samples": report.get("samples"), "max_abs_diff": report.get("max_abs_diff"),
-                   "same_argmax": report.get("same_argmax"), "runtime": report.get("runtime")},
+        "parity": {
+            "samples": report.get("samples"),
+            "max_abs_diff": report.get("max_abs_diff"),
+            "same_argmax": report.get("same_argmax"),
+            "runtime": report.get("runtime"),
+        },
         "cpu_latency_ms_per_image": report.get("latency_ms_per_image"),
         "pytorch_cpu_latency_ms_per_image": report.get("pytorch_latency_ms_per_image"),
         "threads": report.get("threads"),

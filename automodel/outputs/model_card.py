@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from automodel.files import atomic_write_text
+from automodel.outputs.render import environment
 
 MODEL_CARD = "MODEL_CARD.md"
 WEAKEST = 3          # classes listed as the weakest
@@ -43,7 +44,10 @@ def card_facts(data) -> dict[str, Any]:
         matrix = ev.confusion()
         pairs = [(int(matrix[i, j]), ev.classes[i], ev.classes[j]) for i in range(len(ev.classes))
                  for j in range(len(ev.classes)) if i != j and matrix[i, j]]
-        facts["confusions"] = [{"count": c, "true": t, "predicted": p} for c, t, p in sorted(pairs, key=lambda x: (-x[0], x[1], x[2]))[:CONFUSIONS]]
+        facts["confusions"] = [
+            {"count": c, "true": t, "predicted": p}
+            for c, t, p in sorted(pairs, key=lambda x: (-x[0], x[1], x[2]))[:CONFUSIONS]
+        ]
     sandbox = data.best_metrics.get("sandbox") or {}
     facts["sandbox"] = sandbox.get("kind")
     facts["missing_protections"] = list(sandbox.get("missing") or [])
@@ -54,8 +58,6 @@ def card_facts(data) -> dict[str, Any]:
 
 def write_model_card(data, context: dict[str, Any]) -> Path:
     """Render MODEL_CARD.md into the run directory and return its path."""
-    from automodel.outputs.report import environment
-
     text = environment().get_template("model_card.md.j2").render(**context, card=card_facts(data))
     path = Path(data.run) / MODEL_CARD
     atomic_write_text(path, text)

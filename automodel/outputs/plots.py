@@ -74,27 +74,60 @@ def accuracy_plot(points: Sequence[IterationPoint]) -> bytes:
             best_x.append(p.iteration)
             best_y.append(best)
     if best_x:
-        ax.step(best_x, best_y, where="post", color=COLORS["best"], alpha=0.35, linewidth=2, label="best kept (validation)")
+        ax.step(
+            best_x, best_y, where="post", color=COLORS["best"], alpha=0.35, linewidth=2, label="best kept (validation)"
+        )
     kept = [p for p in points if p.accepted and p.val is not None]
     rejected = [p for p in points if not p.accepted and p.val is not None]
     failed = [p for p in points if p.val is None]
     if kept:
-        ax.scatter([p.iteration for p in kept], [p.val for p in kept], s=70, color=COLORS["kept"], zorder=3, label="validation, kept")
+        ax.scatter(
+            [p.iteration for p in kept],
+            [p.val for p in kept],
+            s=70,
+            color=COLORS["kept"],
+            zorder=3,
+            label="validation, kept",
+        )
     if rejected:
-        ax.scatter([p.iteration for p in rejected], [p.val for p in rejected], s=70, facecolors="white",
-                   edgecolors=COLORS["rejected"], linewidths=2, zorder=3, label="validation, not kept")
+        ax.scatter(
+            [p.iteration for p in rejected],
+            [p.val for p in rejected],
+            s=70,
+            facecolors="white",
+            edgecolors=COLORS["rejected"],
+            linewidths=2,
+            zorder=3,
+            label="validation, not kept",
+        )
     if failed:
-        ax.scatter([p.iteration for p in failed], [floor + pad * 0.4] * len(failed), marker="x", s=70,
-                   color=COLORS["failed"], zorder=3, label="failed (no score)")
+        ax.scatter(
+            [p.iteration for p in failed],
+            [floor + pad * 0.4] * len(failed),
+            marker="x",
+            s=70,
+            color=COLORS["failed"],
+            zorder=3,
+            label="failed (no score)",
+        )
     tested = [p for p in points if p.test is not None]
     if tested:
         # Shifted right a little so a test marker never hides its validation point.
-        ax.scatter([p.iteration + 0.15 for p in tested], [p.test for p in tested], marker="D", s=22, color=COLORS["test"],
-                   zorder=2, label="test")
+        ax.scatter(
+            [p.iteration + 0.15 for p in tested],
+            [p.test for p in tested],
+            marker="D",
+            s=22,
+            color=COLORS["test"],
+            zorder=2,
+            label="test",
+        )
     # Labels go on the x axis, one per iteration, coloured like its point: with
     # 20 iterations, annotations next to the points would overlap each other.
     ax.set_xticks([p.iteration for p in points] or [1])
-    ax.set_xticklabels([short_label(p) for p in points] or ["1"], rotation=55, ha="right", rotation_mode="anchor", fontsize=7.5)
+    ax.set_xticklabels(
+        [short_label(p) for p in points] or ["1"], rotation=55, ha="right", rotation_mode="anchor", fontsize=7.5
+    )
     for tick, p in zip(ax.get_xticklabels(), points):
         tick.set_color(COLORS["kept"] if p.accepted else COLORS["failed"] if p.val is None else "#555555")
     ax.set_xlabel("iteration, engineer: instruction")
@@ -125,8 +158,15 @@ def confusion_plot(matrix: np.ndarray, classes: Sequence[str]) -> bytes:
         for i in range(k):
             for j in range(k):
                 if matrix[i, j]:
-                    ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7,
-                            color="white" if matrix[i, j] > top / 2 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(int(matrix[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if matrix[i, j] > top / 2 else "black",
+                    )
     ax.set_title("Confusion matrix on the test set (best iteration)")
     return _png(fig)
 
@@ -137,8 +177,14 @@ def per_class_plot(classes: Sequence[str], accuracy: Sequence[float], counts: Se
     fig, ax = plt.subplots(figsize=(min(4.0 + 0.5 * k, 16.0), 3.8))
     bars = ax.bar(range(k), accuracy, color=COLORS["test"])
     for bar, acc, n in zip(bars, accuracy, counts):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{acc:.2f}\n(n={n})", ha="center",
-                va="bottom", fontsize=7)
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height() + 0.01,
+            f"{acc:.2f}\n(n={n})",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     ax.set_xticks(range(k))
     ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
     ax.set_ylim(0, 1.18)
@@ -168,7 +214,9 @@ def thumbnails_plot(images: Sequence[np.ndarray], titles: Sequence[str], columns
     return _png(fig)
 
 
-def time_plot(iterations: Sequence[int], training: Sequence[float], harness: Sequence[float], other: Sequence[float]) -> bytes:
+def time_plot(
+    iterations: Sequence[int], training: Sequence[float], harness: Sequence[float], other: Sequence[float]
+) -> bytes:
     """Stacked seconds per iteration: training, harness overhead, agents and repairs."""
     plt = _pyplot()
     n = max(len(iterations), 1)

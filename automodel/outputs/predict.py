@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from automodel.sandbox import scoring, tools as toolrun
-from automodel.outputs.bestmodel import BestModel, load_best, sample_images
 from automodel.errors import DatasetError, RunError, UsageError
 from automodel.files import atomic_write_text, remove_tree
 from automodel.intake.images import decode, is_image_name
+from automodel.outputs.bestmodel import BestModel, load_best, sample_images
+from automodel.sandbox import scoring
+from automodel.sandbox import tools as toolrun
 
 NEW_SET = "new"
 CONTRACT_SAMPLES = 3      # training images the harness needs for its contract check
@@ -62,8 +63,10 @@ def list_images(target: Path) -> tuple[list[Path], list[str]]:
         found += [Path(dirpath) / f for f in sorted(filenames) if is_image_name(f)]
     if not found:
         raise DatasetError(
-            f"{target} contains no images (looked for .png, .jpg, .jpeg, .bmp, .gif, .webp and .tif files in it and its "
-            f"sub-folders). Give a folder that holds the images to classify, or one image file.")
+            f"{target} contains no images (looked for .png, .jpg, .jpeg, .bmp, .gif, .webp and .tif files in it and "
+            "its "
+            f"sub-folders). Give a folder that holds the images to classify, or one image file."
+        )
     return found, [p.relative_to(target).as_posix() for p in found]
 
 
@@ -92,33 +95,63 @@ def check_writable(out: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UsageError(f"Cannot create the folder {parent} for {out} ({err.strerror or err}). Choose another path with --out.") from None
+        raise UsageError(
+            f"Cannot create the folder {parent} for {out} ({err.strerror or err}). Choose another path with --out."
+        ) from None
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise UsageError(f"Cannot write {out}: no write permission for {'the file' if out.exists() else 'its folder ' + str(parent)}. "
-                         f"Choose another path with --out.")
+        raise UsageError(
+            f"Cannot write {out}: no write permission for "
+            f"{'the file' if out.exists() else 'its folder ' + str(parent)}. "
+            f"Choose another path with --out."
+        )
 
 
-def predict_arrays(best: BestModel, images: np.ndarray, *, timeout: float | None = None,
-                   hidden: tuple[Path, ...] = (), threads: int = 0, level: str | None = None) -> tuple[np.ndarray, str]:
+def predict_arrays(
+    best: BestModel,
+    images: np.ndarray,
+    *,
+    timeout: float | None = None,
+    hidden: tuple[Path, ...] = (),
+    threads: int = 0,
+    level: str | None = None,
+) -> tuple[np.ndarray, str]:
     """Softmax probabilities of the best model on decoded images, computed in the sandbox."""
     if len(images) == 0:
         return np.zeros((0, len(best.classes)), dtype=np.float32), ""
     work, data, pipe = toolrun.pipeline_workdir(best.dir)
     try:
         # The harness checks the contract on a few training-like images first.
-        sample = sample_images(best.run, CONTRACT_SAMPLES) if _has_bundle(best) else np.asarray(images[:CONTRACT_SAMPLES])
+        sample = (
+            sample_images(best.run, CONTRACT_SAMPLES) if _has_bundle(best) else np.asarray(images[:CONTRACT_SAMPLES])
+        )
         np.save(data / "contract_x.npy", np.ascontiguousarray(sample), allow_pickle=False)
         np.save(data / f"{NEW_SET}_x.npy", np.ascontiguousarray(images), allow_pickle=False)
         info = dict(best.info, device="cpu")
-        spec = {"mode": "predict", "info": info, "seed": 0, "device": "cpu", "predict_sets": [NEW_SET],
-                "contract_set": "contract"}
+        spec = {
+            "mode": "predict",
+            "info": info,
+            "seed": 0,
+            "device": "cpu",
+            "predict_sets": [NEW_SET],
+            "contract_set": "contract",
+        }
         limit = timeout if timeout is not None else BASE_TIMEOUT + PER_IMAGE_TIMEOUT * len(images)
-        result = toolrun.run_tool(toolrun.SANDBOX_CHILD, pipe, data, spec, timeout=limit, threads=threads,
-                                  hidden=(best.run, *hidden), level=level)
+        result = toolrun.run_tool(
+            toolrun.SANDBOX_CHILD,
+            pipe,
+            data,
+            spec,
+            timeout=limit,
+            threads=threads,
+            hidden=(best.run, *hidden),
+            level=level,
+        )
         if not result.ok:
-            raise RunError(f"The best pipeline of {best.run} (iteration {best.iteration}) failed to predict in the sandbox: "
-                           f"{result.describe()}. Its code is in {best.dir}; if it worked during training, check that the "
-                           f"run's files were not edited since.")
+            raise RunError(
+                f"The best pipeline of {best.run} (iteration {best.iteration}) failed to predict in the sandbox: "
+                f"{result.describe()}. Its code is in {best.dir}; if it worked during training, check that the "
+                f"run's files were not edited since."
+            )
         try:
             probs = scoring.load_probs(pipe / f"probs_{NEW_SET}.npy", len(images), len(best.classes))
         except scoring.ScoringError as err:
@@ -139,9 +172,13 @@ def predict_paths(run_path: Path, target: Path, **kwargs) -> Predictions:
     images, kept_paths, kept_names, skipped = decode_images(paths, names, best.image_size, best.channels)
     if not kept_paths:
         examples = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:3])
-        raise DatasetError(f"None of the {len(paths)} image file(s) at {target} could be read ({examples}). "
-                           f"Check that they are real PNG/JPEG/BMP/GIF/WebP/TIFF images.")
-    probs, level = predict_arrays(best, images, hidden=(Path(target).resolve(),) if Path(target).is_dir() else (), **kwargs)
+        raise DatasetError(
+            f"None of the {len(paths)} image file(s) at {target} could be read ({examples}). "
+            f"Check that they are real PNG/JPEG/BMP/GIF/WebP/TIFF images."
+        )
+    probs, level = predict_arrays(
+        best, images, hidden=(Path(target).resolve(),) if Path(target).is_dir() else (), **kwargs
+    )
     return Predictions(kept_names, kept_paths, probs, best.classes, skipped, level)
 
 

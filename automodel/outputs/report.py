@@ -21,19 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 
-from automodel.outputs import plots
-from automodel.sandbox import scoring
-from automodel.outputs import tb
-from automodel.outputs.bestmodel import HeldOut, bundle_images, read_json_or, run_info
+from automodel.core import MODULES, JournalRecord
 from automodel.errors import AutomodelError, RunError
-from automodel.resources import template_environment
-from automodel.core import JournalRecord
+from automodel.files import atomic_write_text
+from automodel.outputs import plots, tb
+from automodel.outputs.bestmodel import HeldOut, bundle_images, read_json_or, run_info
+from automodel.outputs.render import environment
+from automodel.sandbox import scoring
 from automodel.search.loop import run_usage
 from automodel.search.workspace import BEST, RunDir, iter_name
-from automodel.files import atomic_write_text
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -182,12 +180,15 @@ def _evaluate(data: ReportData, best: JournalRecord) -> Evaluation | None:
     ev = Evaluation(classes, labels, probs, held.relpaths("test"))
     recorded = best.test_accuracy
     if recorded is not None and abs(ev.accuracy - recorded) > 1e-4:
-        data.notes.append(f"The test accuracy recomputed here ({ev.accuracy:.4f}) differs from the journal's ({recorded:.4f}); "
-                          f"the dataset or the prediction files changed after the run.")
+        data.notes.append(
+            f"The test accuracy recomputed here ({ev.accuracy:.4f}) differs from the journal's ({recorded:.4f}); "
+            f"the dataset or the prediction files changed after the run."
+        )
     return ev
 
 
 # ----------------------------------------------------------------- figures
+
 
 def figures(data: ReportData) -> dict[str, bytes]:
     """name -> PNG bytes, in the order they appear in the report."""
@@ -196,15 +197,21 @@ def figures(data: ReportData) -> dict[str, bytes]:
     if ev is not None:
         figs["confusion"] = plots.confusion_plot(ev.confusion(), ev.classes)
         rows = ev.per_class()
-        figs["per_class"] = plots.per_class_plot(ev.classes, [r["accuracy"] or 0.0 for r in rows], [r["n"] for r in rows])
+        figs["per_class"] = plots.per_class_plot(
+            ev.classes, [r["accuracy"] or 0.0 for r in rows], [r["n"] for r in rows]
+        )
         wrong = ev.misclassified()
         images = _test_images(data, wrong)
         if wrong and images is not None:
-            titles = [f"{ev.classes[ev.labels[i]]} → {ev.classes[ev.predicted[i]]}\n({ev.probs[i, ev.predicted[i]]:.2f})" for i in wrong]
+            titles = [
+                f"{ev.classes[ev.labels[i]]} → {ev.classes[ev.predicted[i]]}\n({ev.probs[i, ev.predicted[i]]:.2f})"
+                for i in wrong
+            ]
             figs["misclassified"] = plots.thumbnails_plot(images, titles)
     t = data.timings
-    figs["time"] = plots.time_plot([r["iteration"] for r in t], [r["training"] for r in t], [r["harness"] for r in t],
-                                   [r["other"] for r in t])
+    figs["time"] = plots.time_plot(
+        [r["iteration"] for r in t], [r["training"] for r in t], [r["harness"] for r in t], [r["other"] for r in t]
+    )
     if data.tokens:
         figs["tokens"] = plots.tokens_plot([r.iteration for r in data.records], [r.tokens for r in data.records])
     return figs
@@ -228,15 +235,6 @@ def _test_images(data: ReportData, indices: list[int]) -> list[np.ndarray] | Non
 
 # ----------------------------------------------------------------- rendering
 
-def environment() -> jinja2.Environment:
-    env = template_environment("report", autoescape=jinja2.select_autoescape(["html"]),
-                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["pct"] = lambda x: "-" if x is None else f"{100 * float(x):.2f}%"
-    env.filters["acc"] = lambda x: "-" if x is None else f"{float(x):.4f}"
-    env.filters["secs"] = lambda x: "-" if x is None else f"{float(x):.1f}"
-    env.filters["mdcell"] = lambda x: str(x if x is not None else "-").replace("|", "\\|").replace("\n", " ")
-    return env
-
 
 def context(data: ReportData) -> dict[str, Any]:
     """The variables both report templates (and the model card) are rendered with."""
@@ -247,8 +245,12 @@ def context(data: ReportData) -> dict[str, Any]:
         "name": data.name,
         "run": str(data.run),
         "created": info.get("created", ""),
-        "dataset": {"path": ds.get("path", ""), "layout": ds.get("layout", ""), "classes": ds.get("classes") or [],
-                    "description": (ds.get("description") or "").strip()},
+        "dataset": {
+            "path": ds.get("path", ""),
+            "layout": ds.get("layout", ""),
+            "classes": ds.get("classes") or [],
+            "description": (ds.get("description") or "").strip(),
+        },
         "profile": data.profile,
         "config": info.get("config") or {},
         "brain": info.get("brain") or {},
@@ -262,8 +264,14 @@ def context(data: ReportData) -> dict[str, Any]:
         "tokens": data.tokens,
         "cost": data.cost,
         "failed_share": data.failed_share,
-        "evaluation": None if ev is None else {"accuracy": ev.accuracy, "n": int(len(ev.labels)), "per_class": ev.per_class(),
-                                               "misclassified": int((ev.predicted != ev.labels).sum())},
+        "evaluation": None
+        if ev is None
+        else {
+            "accuracy": ev.accuracy,
+            "n": int(len(ev.labels)),
+            "per_class": ev.per_class(),
+            "misclassified": int((ev.predicted != ev.labels).sum()),
+        },
         "notes": data.notes,
         "engineer": plots.SHORT,
     }
@@ -272,11 +280,18 @@ def context(data: ReportData) -> dict[str, Any]:
 def _summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per module of the best pipeline: what it is and its hyperparameters with units."""
     out = []
-    for module in ("data", "model", "train"):
+    for module in MODULES:
         part = summary.get(module) or {}
         units = part.get("units") or {}
         hparams = [{"name": k, "value": v, "unit": units.get(k, "")} for k, v in (part.get("hparams") or {}).items()]
-        out.append({"module": module, "about": part.get("about") or "", "hparams": hparams, "defines": part.get("defines") or []})
+        out.append(
+            {
+                "module": module,
+                "about": part.get("about") or "",
+                "hparams": hparams,
+                "defines": part.get("defines") or [],
+            }
+        )
     return out
 
 
@@ -330,7 +345,9 @@ def write_submission(data: ReportData) -> Path | None:
     try:
         probs = scoring.load_probs(path, len(relpaths), len(classes))
     except scoring.ScoringError as err:
-        data.notes.append(f"No submission.csv: the best iteration's predictions for the unlabelled images cannot be used ({err}).")
+        data.notes.append(
+            f"No submission.csv: the best iteration's predictions for the unlabelled images cannot be used ({err})."
+        )
         return None
     names = _strip_common_folder(relpaths)
     buf = io.StringIO()

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from automodel.core import JournalRecord
-from automodel.search.workspace import RunDir, iter_name
 from automodel.files import read_json
+from automodel.search.workspace import RunDir, iter_name
 
 TB_DIR = "tb"
 RUN_TB = "run"

@@ -100,7 +100,11 @@ def prepare_data(ds, split, images, dest: Path, *, device: str = "cpu") -> DataB
             old = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = {}
-        if old.get("fingerprint") == digest and old.get("shape") == list(array.shape[1:]) and all((dest / f).is_file() for f in files):
+        if (
+            old.get("fingerprint") == digest
+            and old.get("shape") == list(array.shape[1:])
+            and all((dest / f).is_file() for f in files)
+        ):
             info = json.loads((dest / "info.json").read_text(encoding="utf-8"))
             if info.get("device") != device:
                 info["device"] = device

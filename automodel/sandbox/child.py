@@ -43,8 +43,6 @@ Exit status: 0 done, 3 import/contract failure, 4 any later failure.
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import json
 import os
 import random
@@ -56,19 +54,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 T0 = time.time()
-MODULES = ("data", "model", "train")
-# The packages generated code is told it may use (templates/prompts/_rules.j2), by import name.
-MAIN_PACKAGES = ("torch", "torchvision", "timm", "numpy", "albumentations", "PIL")
+# What train.py is handed lives next to this script (mounted beside it in the sandbox).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_checks import MODULES, HarnessFailure, check_contract, load_module, missing_module_hint  # noqa: E402
+from child_data import Context, TrainData, predict  # noqa: E402
+
 EXIT_CONTRACT = 3
 EXIT_ERROR = 4
-
-
-class HarnessFailure(Exception):
-    """A failure the harness diagnosed itself, with the module to blame."""
-
-    def __init__(self, module: str, message: str):
-        super().__init__(message)
-        self.module = module
 
 
 class TrainingOverran(Exception):
@@ -100,218 +92,6 @@ class Recorder:
     def close(self) -> None:
         self._curves.flush()
         self._events.flush()
-
-
-def load_module(name: str, path: Path):
-    if not path.is_file():
-        raise HarnessFailure(name, f"{name}.py is missing from the pipeline folder.")
-    spec = importlib.util.spec_from_file_location(f"pipeline_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as err:
-        raise HarnessFailure(name, f"{name}.py does not compile: {err.msg} at line {err.lineno}: {(err.text or '').strip()}") from err
-    return module
-
-
-def missing_module_hint(exc: ModuleNotFoundError) -> str:
-    """What to say after "No module named X": which packages do exist here, and that no other can be added.
-
-    find_spec only looks a name up on sys.path (it imports nothing), so this costs milliseconds.
-    """
-    available = [name for name in MAIN_PACKAGES if _findable(name)]
-    wanted = exc.name or ""
-    top = wanted.split(".")[0]
-    inside = (f" {top} itself is installed, but has no module {wanted}: check that name against the installed "
-              f"version." if top in available and wanted != top else "")
-    can = f"{', '.join(available)} and the Python standard library" if available else "only the Python standard library"
-    return (f".{inside} Generated code can import {can}. There is no network access, so no other package can be "
-            f"installed: rewrite the code to use these.")
-
-
-def _findable(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def require_function(module, module_name: str, func_name: str, nparams: int):
-    func = getattr(module, func_name, None)
-    if func is None or not callable(func):
-        raise HarnessFailure(module_name, f"{module_name}.py must define a function {func_name}() (see interfaces/{module_name}.py); it defines none.")
-    try:
-        params = [p for p in inspect.signature(func).parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        required = [p for p in params if p.default is p.empty]
-        has_varargs = any(p.kind == p.VAR_POSITIONAL for p in inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        return func
-    if len(required) > nparams or (len(params) < nparams and not has_varargs):
-        got = ", ".join(str(p) for p in inspect.signature(func).parameters.values())
-        raise HarnessFailure(module_name, f"{module_name}.py: {func_name}({got}) has the wrong signature; the contract calls it with {nparams} positional argument(s) (see interfaces/{module_name}.py).")
-    return func
-
-
-class TrainData:
-    """The training split as train.py sees it (see interfaces/train.py)."""
-
-    def __init__(self, torch, images, labels, train_tf, eval_tf, mix, info, num_workers: int):
-        self._torch = torch
-        self._images, self._labels = images, labels
-        self._train_tf, self._eval_tf, self._mix = train_tf, eval_tf, mix
-        self.info = info
-        self.num_train = int(len(labels))
-        self._num_workers = num_workers
-
-    def _dataset(self, transform):
-        torch = self._torch
-        images, labels = self._images, self._labels
-
-        class _Split(torch.utils.data.Dataset):
-            def __len__(self):
-                return len(labels)
-
-            def __getitem__(self, i):
-                return transform(images[i]), int(labels[i])
-
-        return _Split()
-
-    def loader(self, batch_size: int, shuffle: bool = True, drop_last: bool = True):
-        torch = self._torch
-        batch_size = max(1, int(batch_size))
-        # Never let drop_last make an epoch empty (tiny preflight subsets).
-        drop_last = bool(drop_last) and self.num_train >= batch_size
-        dl = torch.utils.data.DataLoader(
-            self._dataset(self._train_tf), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-            num_workers=self._num_workers, persistent_workers=False,
-        )
-        if self._mix is None:
-            return dl
-        mix, info = self._mix, self.info
-
-        class _Mixed:
-            def __len__(self):
-                return len(dl)
-
-            def __iter__(self):
-                for x, y in dl:
-                    yield mix(x, y, info)
-
-        return _Mixed()
-
-    def eval_loader(self, batch_size: int = 256):
-        return self._torch.utils.data.DataLoader(self._dataset(self._eval_tf), batch_size=max(1, int(batch_size)), shuffle=False)
-
-
-class Context:
-    """Resources and limits handed to train() (see interfaces/train.py)."""
-
-    def __init__(self, torch, device, seed, time_budget, recorder, phase, max_steps=None):
-        self._torch = torch
-        self.device = device
-        self.seed = seed
-        self.time_budget = float(time_budget)
-        self.preflight = phase == "preflight"
-        self._start = time.monotonic()
-        self.deadline = self._start + self.time_budget
-        self._rec = recorder
-        self._phase = phase
-        self._max_steps = max_steps
-        self._calls = 0
-        self.first_batch_at = None
-        self.checkpoint_state = None
-
-    def time_left(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
-
-    def progress(self) -> float:
-        frac = (time.monotonic() - self._start) / max(self.time_budget, 1e-9)
-        if self._max_steps:
-            frac = max(frac, self._calls / self._max_steps)
-        return min(1.0, max(0.0, frac))
-
-    def should_stop(self) -> bool:
-        if self._calls == 0:
-            self.first_batch_at = time.time()
-            self._rec.event(f"{self._phase}_first_batch")
-        self._calls += 1
-        if self._max_steps is not None and self._calls > self._max_steps:
-            return True
-        return time.monotonic() >= self.deadline
-
-    def log(self, tag, value, step) -> None:
-        try:
-            value = float(value.item() if hasattr(value, "item") else value)
-        except (TypeError, ValueError):
-            return
-        self._rec.curve(tag, value, step, self._phase)
-
-    def checkpoint(self, model) -> None:
-        self.checkpoint_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-def predict(torch, model, images, eval_tf, device, batch_size=256):
-    model.eval()
-    outs = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([eval_tf(img) for img in images[start:start + batch_size]]).to(device)
-            logits = model(batch)
-            if isinstance(logits, (tuple, list)):
-                logits = logits[0]
-            outs.append(torch.softmax(logits.float(), dim=1).cpu())
-    if not outs:
-        return torch.zeros((0, 0)).numpy()
-    return torch.cat(outs).numpy()
-
-
-def check_contract(torch, mods, info, sample_images):
-    """Validate the three modules on a tiny batch; raise HarnessFailure with the fix."""
-    build_transforms = require_function(mods["data"], "data", "build_transforms", 1)
-    build_model = require_function(mods["model"], "model", "build_model", 1)
-    require_function(mods["train"], "train", "train", 3)
-    mix = getattr(mods["data"], "mix_batch", None)
-    if mix is not None:
-        mix = require_function(mods["data"], "data", "mix_batch", 3)
-
-    tfs = build_transforms(info)
-    if not isinstance(tfs, (tuple, list)) or len(tfs) != 2 or not all(callable(t) for t in tfs):
-        raise HarnessFailure("data", f"data.py: build_transforms(info) must return a pair (train_transform, eval_transform) of callables; it returned {type(tfs).__name__}.")
-    train_tf, eval_tf = tfs
-    shapes = set()
-    for name, tf in (("train_transform", train_tf), ("eval_transform", eval_tf)):
-        for img in sample_images:
-            out = tf(img)
-            if not isinstance(out, torch.Tensor) or out.dim() != 3 or not out.is_floating_point():
-                desc = f"{type(out).__name__}" + (f" {tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else "")
-                raise HarnessFailure("data", f"data.py: {name} must map a uint8 array (H, W, C) to a float tensor (C, H2, W2); it returned {desc}.")
-            shapes.add(tuple(out.shape))
-    if len(shapes) != 1:
-        raise HarnessFailure("data", f"data.py: train and eval transforms must give every image the same shape; got {sorted(shapes)}.")
-
-    model = build_model(info)
-    if not isinstance(model, torch.nn.Module):
-        raise HarnessFailure("model", f"model.py: build_model(info) must return a torch.nn.Module; it returned {type(model).__name__}.")
-    batch = torch.stack([eval_tf(img) for img in sample_images[:2]])
-    model.eval()
-    with torch.no_grad():
-        out = model(batch)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    want = (batch.shape[0], info.num_classes)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise HarnessFailure("model", f"model.py: for an input batch of shape {tuple(batch.shape)} the model returned {got}, but the contract needs {want} = (batch, info.num_classes). Make the classifier output info.num_classes logits and accept {tuple(batch.shape[1:])} inputs from data.py.")
-    if not torch.isfinite(out).all():
-        raise HarnessFailure("model", f"model.py: the untrained model produced NaN or inf logits on a batch of shape {tuple(batch.shape)}; check the initialisation and normalisation layers.")
-    if mix is not None:
-        mx, my = mix(batch, torch.zeros(batch.shape[0], dtype=torch.long), info)
-        if not isinstance(mx, torch.Tensor) or tuple(mx.shape) != tuple(batch.shape):
-            raise HarnessFailure("data", f"data.py: mix_batch must return images of the shape it was given {tuple(batch.shape)}.")
-        if not isinstance(my, torch.Tensor) or (tuple(my.shape) not in ((batch.shape[0],), (batch.shape[0], info.num_classes))):
-            raise HarnessFailure("data", f"data.py: mix_batch must return targets of shape (B,) or (B, num_classes); got {getattr(my, 'shape', type(my).__name__)}.")
-    return train_tf, eval_tf, mix
 
 
 def _overran(signum, frame):
@@ -382,15 +162,27 @@ def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
         try:
             model = mods["train"].train(model, sub, ctx)
         except TrainingOverran as exc:
-            raise HarnessFailure("train", f"train.py: the preflight ({steps} batches on {len(idx)} images) did not return within {budget:.0f} s. "
-                                          "train() must call ctx.should_stop() at every batch and return as soon as it is True; the traceback shows where it was.") from exc
+            raise HarnessFailure(
+                "train",
+                f"train.py: the preflight ({steps} batches on {len(idx)} images) did not return within {budget:.0f} s. "
+                "train() must call ctx.should_stop() at every batch and return as soon as it is True; the traceback "
+                "shows where it was.",
+            ) from exc
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
         if not isinstance(model, torch.nn.Module):
-            raise HarnessFailure("train", f"train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned {type(model).__name__}.")
+            raise HarnessFailure(
+                "train",
+                "train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned "
+                f"{type(model).__name__}.",
+            )
         probs = predict(torch, model, np.asarray(train_x[idx[:8]]), eval_tf, device)
         if probs.shape != (len(idx[:8]), info.num_classes) or not np.isfinite(probs).all():
-            raise HarnessFailure("train", f"train.py: after the preflight the model's predictions have shape {probs.shape} or contain NaN; expected ({len(idx[:8])}, {info.num_classes}) finite values.")
+            raise HarnessFailure(
+                "train",
+                f"train.py: after the preflight the model's predictions have shape {probs.shape} or contain NaN; "
+                f"expected ({len(idx[:8])}, {info.num_classes}) finite values.",
+            )
         rec.event("preflight_ok")
 
     rec.phase = "train"
@@ -418,7 +210,11 @@ def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
             report["used_checkpoint"] = True
         trained = model
     if not isinstance(trained, torch.nn.Module):
-        raise HarnessFailure("train", f"train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned {type(trained).__name__}.")
+        raise HarnessFailure(
+            "train",
+            "train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned "
+            f"{type(trained).__name__}.",
+        )
     rec.event("train_done", first_batch_wall=ctx.first_batch_at)
     rec.phase = "save"
     torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, out_dir / "model.pt")
@@ -461,8 +257,15 @@ def run(spec: dict, rec: Recorder) -> dict:
         if isinstance(exc, KeyboardInterrupt):
             raise
         phase = rec.phase
-        default = {"data": None, "import": "data", "contract": "model", "preflight": "train", "train": "train",
-                   "save": "train", "predict": "model"}[phase]
+        default = {
+            "data": None,
+            "import": "data",
+            "contract": "model",
+            "preflight": "train",
+            "train": "train",
+            "save": "train",
+            "predict": "model",
+        }[phase]
         err = {
             "phase": phase,
             "module": blame(exc, default),

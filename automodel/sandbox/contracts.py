@@ -15,7 +15,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-MODULES = ("data", "model", "train")
+from automodel.core import MODULES
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,22 @@ def check_source(module: str, source: str, filename: str | None = None) -> list[
         text = (err.text or "").rstrip("\n").strip() or None
         where = f"line {err.lineno}" + (f", column {err.offset}" if err.offset else "")
         shown = f": {text}" if text else ""
-        return [ContractIssue(module, "syntax", f"{filename} does not parse: {err.msg} at {where}{shown}. Fix the syntax on that line; the module must be valid Python 3.", err.lineno, text)]
+        return [
+            ContractIssue(
+                module,
+                "syntax",
+                f"{filename} does not parse: {err.msg} at {where}{shown}. Fix the syntax on that line; the module "
+                "must be valid Python 3.",
+                err.lineno,
+                text,
+            )
+        ]
     except ValueError as err:  # e.g. source with NUL bytes
-        return [ContractIssue(module, "syntax", f"{filename} cannot be parsed: {err}. Rewrite it as plain Python 3 source text.")]
+        return [
+            ContractIssue(
+                module, "syntax", f"{filename} cannot be parsed: {err}. Rewrite it as plain Python 3 source text."
+            )
+        ]
 
     issues: list[ContractIssue] = []
     names = _top_level_names(tree)
@@ -100,18 +113,51 @@ def check_source(module: str, source: str, filename: str | None = None) -> list[
         node = names.get(spec.name)
         if node is None:
             if spec.required:
-                issues.append(ContractIssue(module, "missing_function", f"{filename} must define `def {spec.call}:` at the top level of the module (see interfaces/{module}.py); no top-level `{spec.name}` was found. Add it, not nested inside a class or another function."))
+                issues.append(
+                    ContractIssue(
+                        module,
+                        "missing_function",
+                        f"{filename} must define `def {spec.call}:` at the top level of the module (see "
+                        f"interfaces/{module}.py); no top-level `{spec.name}` was found. Add it, not nested inside "
+                        "a class or another function.",
+                    )
+                )
             continue
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             if isinstance(node, ast.AsyncFunctionDef):
-                issues.append(ContractIssue(module, "signature", f"{filename}: `{spec.name}` is `async def` at line {node.lineno}; the harness calls it as a plain function {spec.call}. Make it a normal `def`.", node.lineno))
+                issues.append(
+                    ContractIssue(
+                        module,
+                        "signature",
+                        f"{filename}: `{spec.name}` is `async def` at line {node.lineno}; the harness calls it as a "
+                        f"plain function {spec.call}. Make it a normal `def`.",
+                        node.lineno,
+                    )
+                )
                 continue
             problem = _arity_problem(node, spec)
             if problem:
                 got = ast.unparse(node.args)
-                issues.append(ContractIssue(module, "signature", f"{filename}: `def {spec.name}({got})` at line {node.lineno} {problem}. Change it to `def {spec.call}:` (see interfaces/{module}.py).", node.lineno, f"def {spec.name}({got}):"))
+                issues.append(
+                    ContractIssue(
+                        module,
+                        "signature",
+                        f"{filename}: `def {spec.name}({got})` at line {node.lineno} {problem}. Change it to `def "
+                        f"{spec.call}:` (see interfaces/{module}.py).",
+                        node.lineno,
+                        f"def {spec.name}({got}):",
+                    )
+                )
         elif isinstance(node, ast.ClassDef):
-            issues.append(ContractIssue(module, "signature", f"{filename}: `{spec.name}` is a class (line {node.lineno}), but the harness calls the function {spec.call}. Define `def {spec.call}:` at the top level.", node.lineno))
+            issues.append(
+                ContractIssue(
+                    module,
+                    "signature",
+                    f"{filename}: `{spec.name}` is a class (line {node.lineno}), but the harness calls the function "
+                    f"{spec.call}. Define `def {spec.call}:` at the top level.",
+                    node.lineno,
+                )
+            )
         # Assigned or imported names can only be checked at run time (in the sandbox).
     return issues
 
@@ -122,12 +168,23 @@ def check_pipeline_dir(pipeline_dir: Path) -> list[ContractIssue]:
     for module in MODULES:
         path = Path(pipeline_dir) / f"{module}.py"
         if not path.is_file():
-            issues.append(ContractIssue(module, "missing_file", f"{path} is missing: a pipeline needs data.py, model.py and train.py side by side (see interfaces/{module}.py)."))
+            issues.append(
+                ContractIssue(
+                    module,
+                    "missing_file",
+                    f"{path} is missing: a pipeline needs data.py, model.py and train.py side by side (see "
+                    f"interfaces/{module}.py).",
+                )
+            )
             continue
         try:
             source = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
-            issues.append(ContractIssue(module, "syntax", f"{path} is not UTF-8 text ({err.reason} at byte {err.start}). Save it as UTF-8."))
+            issues.append(
+                ContractIssue(
+                    module, "syntax", f"{path} is not UTF-8 text ({err.reason} at byte {err.start}). Save it as UTF-8."
+                )
+            )
             continue
         issues.extend(check_source(module, source, filename=f"{module}.py"))
     return issues
@@ -138,7 +195,9 @@ def check_sources(sources: dict[str, str]) -> list[ContractIssue]:
     issues: list[ContractIssue] = []
     for module in MODULES:
         if module not in sources:
-            issues.append(ContractIssue(module, "missing_file", f"the pipeline has no {module}.py (see interfaces/{module}.py)."))
+            issues.append(
+                ContractIssue(module, "missing_file", f"the pipeline has no {module}.py (see interfaces/{module}.py).")
+            )
             continue
         issues.extend(check_source(module, sources[module]))
     return issues

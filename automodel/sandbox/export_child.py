@@ -89,7 +89,13 @@ def measure_preprocessing(torch, np, eval_tf, info, images) -> dict:
     lo = black.flatten(1).mean(dim=1)
     hi = white.flatten(1).mean(dim=1)
     span = hi - lo
-    recipe = {"output_shape": out_shape, "mean": None, "std": None, "recipe_max_abs_diff": None, "recipe_matches": False}
+    recipe = {
+        "output_shape": out_shape,
+        "mean": None,
+        "std": None,
+        "recipe_max_abs_diff": None,
+        "recipe_matches": False,
+    }
     if out_shape[0] != c or bool((span.abs() < 1e-8).any()):
         return recipe
     std = 1.0 / span
@@ -101,8 +107,9 @@ def measure_preprocessing(torch, np, eval_tf, info, images) -> dict:
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0)
         if tuple(x.shape[1:]) != tuple(out_shape[1:]):
             shrink = out_shape[1] < x.shape[1] or out_shape[2] < x.shape[2]
-            x = torch.nn.functional.interpolate(x[None], size=tuple(out_shape[1:]), mode="bilinear",
-                                                align_corners=False, antialias=shrink)[0]
+            x = torch.nn.functional.interpolate(
+                x[None], size=tuple(out_shape[1:]), mode="bilinear", align_corners=False, antialias=shrink
+            )[0]
         replay = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         worst = max(worst, float((replay - eval_tf(np.asarray(img)).float()).abs().max()))
     recipe["recipe_max_abs_diff"] = worst
@@ -145,11 +152,26 @@ def export(spec: dict) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter announces its own deprecation
             try:
-                torch.onnx.export(model, (x1,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET)
+                torch.onnx.export(
+                    model,
+                    (x1,),
+                    str(path),
+                    dynamo=False,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                    opset_version=OPSET,
+                )
             except TypeError:  # a torch without the `dynamo` switch
-                torch.onnx.export(model, (x1,), str(path), input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET)
+                torch.onnx.export(
+                    model,
+                    (x1,),
+                    str(path),
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                    opset_version=OPSET,
+                )
         export_s = time.time() - t0
         options = ort.SessionOptions()
         options.intra_op_num_threads = max(1, int(spec.get("threads", 1)))
@@ -211,10 +233,15 @@ def main(argv: list[str]) -> int:
             module = None
             for frame in traceback.extract_tb(exc.__traceback__):
                 stem = Path(frame.filename).stem
-                if stem in ("data", "model", "train"):
+                if stem in ("data", "model", "train"):  # stand-alone: no automodel import here
                     module = stem
-        err = {"phase": "export", "module": module, "type": type(exc).__name__, "message": str(exc)[:2000],
-               "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-6000:]}
+        err = {
+            "phase": "export",
+            "module": module,
+            "type": type(exc).__name__,
+            "message": str(exc)[:2000],
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-6000:],
+        }
         (out_dir / "error.json").write_text(json.dumps(err, indent=2), encoding="utf-8")
         return 4
     (out_dir / "export.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

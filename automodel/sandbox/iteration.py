@@ -28,24 +28,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from automodel.core import MODULES, ErrorInfo, IterationResult, SandboxInfo
+from automodel.core import ErrorInfo, IterationResult, SandboxInfo
 from automodel.files import atomic_write_json, clear_for_write, read_untrusted_text, remove_tree
 from automodel.sandbox import contracts, scoring
 from automodel.sandbox.bundle import DataBundle, train_sample_indices
 from automodel.sandbox.child_files import EventLog, child_error, child_report, read_curves, tail
-from automodel.sandbox.levels import INSIDE_DATA, INSIDE_ITER, MISSING, Mount, Request, base_env, layout, python_mounts
-from automodel.sandbox.limits import Slot
+from automodel.sandbox.failures import ENDING_ALLOWANCE, harness_error, limit_error, status_of, timeout_error
+from automodel.sandbox.levels import INSIDE_DATA, INSIDE_ITER, MISSING, Mount, layout
 from automodel.sandbox.probe import choose_level, warn_if_weak
+from automodel.sandbox.requests import RunConfig, child_info, child_request, train_spec
 from automodel.sandbox.supervisor import ChildOutcome, run_child, signal_name
 
-CHILD_SCRIPT = Path(__file__).with_name("child.py")
-INSIDE_HARNESS = Path("/sandbox/harness.py")
 WORK, PREDICT_WORK = "work", "predict"
 TRAIN_OUTPUTS = ("events.jsonl", "curves.jsonl", "error.json", "child.json", "model.pt")
 # Everything a run leaves in iter_dir (removed before the next run in the same folder).
@@ -53,39 +50,6 @@ RUN_FILES = (*TRAIN_OUTPUTS, "predict_error.json", "stdout.txt", "stderr.txt", "
              "predict_spec.json")
 # The first event after which the child runs generated code (it imports the modules next).
 GENERATED_CODE_STARTS = "data_ready"
-ENDING_ALLOWANCE = 15.0       # s a child that said it is done or failed gets to exit
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    time_limit: float = 60.0            # seconds of training (ctx.time_budget)
-    device: str = "cpu"                 # "cpu" or "cuda"
-    seed: int = 0                       # seeds python, numpy and torch in the child
-    threads: int = 0                    # torch/OMP threads; 0 = all cores
-    preflight: bool = True              # run the tiny-subset preflight before training
-    preflight_steps: int = 3            # batches in the preflight
-    preflight_subset: int = 64          # training images in the preflight
-    preflight_limit: float = 60.0       # s from launch until the preflight must have passed
-    interrupt_grace: float | None = None  # s past the deadline before train() is interrupted (None: 5 + 10%)
-    kill_grace: float = 15.0            # s after that (saving the model) before the parent kills the tree
-    predict_allowance: float = 120.0    # s for the prediction process
-    memory_limit: int | None = None     # bytes for a child's tree, RAM-backed files included; None = 75% of RAM
-    disk_limit: int = 8 * 2**30         # bytes a child may keep in its work folder
-    log_limit: int = 20 * 2**20         # bytes per log (stdout, stderr): head and tail kept beyond it
-    max_processes: int = 1024           # processes a child's tree may have alive
-    gpu: str | None = None              # CUDA device id(s) for the child (None: as the parent sees them)
-    sandbox: str | None = None          # force a level: "bwrap" | "unshare" | "none"
-    loader_workers: int = 0             # DataLoader workers for data.loader()
-    cache_dir: Path | None = None       # Hugging Face hub cache with pretrained weights (read-only in the sandbox)
-    pretrained_available: bool | None = None  # overrides info.pretrained_available (None: the bundle's)
-    hidden: tuple[Path, ...] = ()       # more host paths to keep out of the sandbox
-
-    def grace(self) -> float:
-        return self.interrupt_grace if self.interrupt_grace is not None else 5.0 + 0.1 * self.time_limit
-
-    def slot(self) -> Slot:
-        return Slot(threads=self.threads, memory=self.memory_limit, gpu=self.gpu, max_processes=self.max_processes,
-                    disk=self.disk_limit, log_bytes=self.log_limit)
 
 
 class TrainingClock:
@@ -117,62 +81,6 @@ class TrainingClock:
         return self.stage, self.end
 
 
-# ------------------------------------------------------------------ requests
-
-def _info(bundle: DataBundle, config: RunConfig) -> dict:
-    info = dict(bundle.info, device=config.device)
-    if config.pretrained_available is not None:
-        info["pretrained_available"] = bool(config.pretrained_available)
-    return info
-
-
-def _train_spec(bundle: DataBundle, config: RunConfig, pipeline: Path, data: Path, out: Path) -> dict:
-    return {
-        "mode": "train", "pipeline_dir": str(pipeline), "data_dir": str(data), "out_dir": str(out),
-        "info": _info(bundle, config), "seed": int(config.seed), "device": config.device,
-        "threads": config.slot().cores(), "time_budget": float(config.time_limit),
-        "interrupt_grace": float(config.grace()), "loader_workers": int(config.loader_workers),
-        "preflight": {"enabled": bool(config.preflight), "max_steps": int(config.preflight_steps),
-                      "subset": int(config.preflight_subset),
-                      # The child's own limit, well inside the parent's (which also covers start-up and imports).
-                      "time_budget": max(2.0, 0.8 * float(config.preflight_limit) - 1.0)},
-    }
-
-
-def _request(level: str, iter_dir: Path, work: Path, spec_name: str, config: RunConfig, *,
-             data: list[Mount], ro: list[tuple[Path, str]], hidden: tuple[Path, ...]) -> Request:
-    """The child's request: `work` writable (its cwd), `data` read-only, the modules,
-    the spec and `ro` files (host path, name inside the work folder) read-only."""
-    cache = Path(config.cache_dir) if config.cache_dir and Path(config.cache_dir).is_dir() else None
-    lay = layout(level, work, INSIDE_DATA, cache)
-    threads = config.slot().cores()
-    if level == "bwrap":
-        env = base_env(threads)
-        harness = INSIDE_HARNESS
-        mounts = [*python_mounts(hidden), *data, Mount(work, INSIDE_ITER, writable=True)]
-        if cache:
-            mounts.append(Mount(cache.resolve(), lay.cache_dir))
-        # The sources, the spec and the inputs are laid read-only over the writable folder.
-        files = [Mount(CHILD_SCRIPT, INSIDE_HARNESS), Mount(iter_dir / spec_name, INSIDE_ITER / "spec.json")]
-        files += [Mount(iter_dir / f"{m}.py", INSIDE_ITER / f"{m}.py") for m in MODULES]
-        files += [Mount(host, INSIDE_ITER / name) for host, name in ro]
-        spec_path = INSIDE_ITER / "spec.json"
-    else:
-        scratch = work / ".tmp"
-        scratch.mkdir(exist_ok=True)
-        env = base_env(threads, home=str(scratch), tmp=str(scratch))
-        harness, mounts, files, spec_path = CHILD_SCRIPT, [], [], iter_dir / spec_name
-    if lay.cache_dir:
-        # Only the hub folder is visible (automodel.weights): timm finds the weights through HF_HUB_CACHE.
-        env["HF_HUB_CACHE"] = str(lay.cache_dir)
-    if config.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = config.gpu
-    return Request(argv=(sys.executable, "-I", "-B", str(harness), str(spec_path)), cwd=lay.iter_dir,
-                   stdout=iter_dir / "stdout.txt", stderr=iter_dir / "stderr.txt", mounts=tuple(mounts),
-                   ro_files=tuple(files), env=env, hidden=hidden, gpu=config.device.startswith("cuda"),
-                   marker=uuid.uuid4().hex)
-
-
 def _fresh(folder: Path) -> Path:
     remove_tree(folder)
     folder.mkdir()
@@ -198,70 +106,6 @@ def _discard(folder: Path) -> None:
         remove_tree(folder)
     except OSError:
         pass
-
-
-# ------------------------------------------------------------------ outcomes
-
-def _limit_error(outcome: ChildOutcome, phase: str, module: str | None, stderr: str) -> dict | None:
-    """The error for a child the supervisor stopped or that died from a signal; None for a plain exit."""
-    kinds = {"processes": "ProcessLimit", "disk": "DiskLimit", "files": "FileLimit"}
-    if outcome.reason == "exited" and outcome.exit_code != 0 and outcome.forks_refused:
-        return {"phase": phase, "module": module, "type": "ProcessLimit", "traceback": stderr,
-                "message": f"the pipeline tried to start more processes than its limit allows (the kernel refused "
-                           f"{outcome.forks_refused} of them; {outcome.peak_processes} were running at most) and failed. "
-                           "Do not start processes in a loop; use at most a few DataLoader workers."}
-    if outcome.reason in kinds:
-        return {"phase": phase, "module": module, "type": kinds[outcome.reason], "message": outcome.message, "traceback": stderr}
-    if outcome.reason == "memory":
-        return {"phase": phase, "module": module, "type": "OutOfMemory", "message": outcome.message, "traceback": stderr}
-    sig = outcome.signal
-    if outcome.reason == "exited" and sig == "SIGKILL" and outcome.oom_kills:
-        return {"phase": phase, "module": module, "type": "OutOfMemory", "traceback": stderr,
-                "message": f"the kernel's out-of-memory killer killed the pipeline's process (peak "
-                           f"{outcome.peak_memory / 2**20:.0f} MB seen). Use a smaller batch size or model."}
-    if outcome.reason == "exited" and sig:
-        return {"phase": phase, "module": module, "type": "Killed", "traceback": stderr,
-                "message": f"the pipeline's process was killed by {sig}, not by automodel's limits and not by the kernel's "
-                           f"out-of-memory killer (peak memory {outcome.peak_memory / 2**20:.0f} MB, "
-                           f"{outcome.peak_processes} processes): something in the pipeline, or outside, sent it."}
-    return None
-
-
-def _status_of(error: dict) -> str:
-    if error["type"] == "OutOfMemory":
-        return "oom"
-    return "contract_error" if error["phase"] in ("import", "contract", "static") else "failed"
-
-
-def _timeout_error(stage: str, events: EventLog, config: RunConfig, stderr: str) -> dict:
-    if stage == "preflight":
-        module = "train" if "contract_ok" in events.seen_at else ("model" if "data_ready" in events.seen_at else None)
-        message = (f"the preflight (import, contract check and {config.preflight_steps} training batches on "
-                   f"{config.preflight_subset} images) did not finish within {config.preflight_limit:.0f} s (last event: "
-                   f"{events.last_phase or 'none'}). Check for an endless loop or a blocking call, and make train() check "
-                   "ctx.should_stop() at every batch.")
-        return {"phase": "preflight", "module": module, "type": "Timeout", "message": message, "traceback": stderr}
-    if stage == "ending":
-        return {"phase": events.last_phase or "train", "module": None, "type": "Timeout", "traceback": stderr,
-                "message": f"the sandboxed process finished its work but did not exit within {ENDING_ALLOWANCE:.0f} s "
-                           "(a thread or subprocess it started kept it alive), so it was killed."}
-    return {"phase": "train", "module": "train", "type": "Timeout", "traceback": stderr,
-            "message": f"train() ran past its {config.time_limit:.0f} s budget and could not be interrupted and saved within "
-                       f"{config.grace() + config.kill_grace:.0f} s more, so the whole process tree was killed. Check "
-                       "ctx.should_stop() at every batch and return promptly; do not catch every exception or ignore signals."}
-
-
-def _harness_error(events: EventLog, outcome: ChildOutcome, config: RunConfig, stderr: str) -> dict:
-    """The child failed before it ran any generated code: the sandbox, the staged data or the harness broke."""
-    if outcome.reason == "timeout":
-        what = f"the sandboxed harness did not get its data ready within {config.preflight_limit:.0f} s"
-    else:
-        sig = outcome.signal
-        what = f"the sandboxed harness {'died from ' + sig if sig else 'exited with code ' + str(outcome.exit_code)}"
-    return {"phase": "sandbox", "module": None, "type": "HarnessError", "traceback": stderr,
-            "message": f"{what} before running any generated code (last event: {events.last_phase or 'none (it never started)'}). "
-                       "This is a problem of automodel's side (the sandbox, the staged data in the run's data/ folder, or the "
-                       "machine), not of the pipeline; its stderr ends with the lines below."}
 
 
 def _stderr_tail(iter_dir: Path) -> str:
@@ -331,17 +175,26 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
             for name, n in o.logs_dropped.items():
                 dropped[name] = dropped.get(name, 0) + n
         res = IterationResult(
-            status=status, error=ErrorInfo.from_json(error), val_accuracy=scores.get("val"), test_accuracy=scores.get("test"),
-            train_eval_accuracy=scores.get("train_eval"), curves=read_curves(iter_dir / "curves.jsonl"),
+            status=status,
+            error=ErrorInfo.from_json(error),
+            val_accuracy=scores.get("val"),
+            test_accuracy=scores.get("test"),
+            train_eval_accuracy=scores.get("train_eval"),
+            curves=read_curves(iter_dir / "curves.jsonl"),
             timings=run.timings(time.time() - t_start),
             sandbox=SandboxInfo(level, MISSING.get(level, ()), outcomes[0].limits if outcomes else ""),
-            interrupted=bool(report.get("interrupted", False)), used_checkpoint=bool(report.get("used_checkpoint", False)),
+            interrupted=bool(report.get("interrupted", False)),
+            used_checkpoint=bool(report.get("used_checkpoint", False)),
             exit_code=outcomes[-1].exit_code if outcomes else None,
             peak_memory_mb=round(max(o.peak_memory for o in outcomes) / 2**20, 1) if outcomes else None,
             peak_processes=max(o.peak_processes for o in outcomes) if outcomes else None,
-            disk_mb=round(run.train.disk_used / 2**20, 1) if run.train else None, logs_truncated=dropped,
-            config=dataclasses.asdict(config) | {"cache_dir": str(config.cache_dir) if config.cache_dir else None,
-                                                  "hidden": [str(p) for p in config.hidden]},
+            disk_mb=round(run.train.disk_used / 2**20, 1) if run.train else None,
+            logs_truncated=dropped,
+            config=dataclasses.asdict(config)
+            | {
+                "cache_dir": str(config.cache_dir) if config.cache_dir else None,
+                "hidden": [str(p) for p in config.hidden],
+            },
         )
         atomic_write_json(iter_dir / "metrics.json", res.to_json())
         return res
@@ -351,8 +204,15 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     if issues:
         first = issues[0]
         message = "\n".join(i.message for i in issues) if len(issues) > 1 else first.message
-        return result("contract_error", {"phase": "static", "module": first.module, "message": message,
-                                         "type": "SyntaxError" if first.kind == "syntax" else "ContractError"})
+        return result(
+            "contract_error",
+            {
+                "phase": "static",
+                "module": first.module,
+                "message": message,
+                "type": "SyntaxError" if first.kind == "syntax" else "ContractError",
+            },
+        )
     warn_if_weak(level)
     hidden = tuple(p for p in (bundle.source_root, iter_dir.parent, *config.hidden) if p)
 
@@ -360,11 +220,15 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     work = _fresh(iter_dir / WORK)
     inside = layout(level, work, bundle.dir, None)
     data_dir = INSIDE_DATA if level == "bwrap" else bundle.dir
-    atomic_write_json(iter_dir / "spec.json", _train_spec(bundle, config, iter_dir if level != "bwrap" else INSIDE_ITER,
-                                                          data_dir, inside.iter_dir))
+    atomic_write_json(
+        iter_dir / "spec.json",
+        train_spec(bundle, config, iter_dir if level != "bwrap" else INSIDE_ITER, data_dir, inside.iter_dir),
+    )
     for name in ("stdout.txt", "stderr.txt"):
         (iter_dir / name).write_bytes(b"")
-    request = _request(level, iter_dir, work, "spec.json", config, data=[Mount(bundle.dir, INSIDE_DATA)], ro=[], hidden=hidden)
+    request = child_request(
+        level, iter_dir, work, "spec.json", config, data=[Mount(bundle.dir, INSIDE_DATA)], ro=[], hidden=hidden
+    )
     clock = TrainingClock(run.events, config)
     run.train = run_child(request, level, config.slot(), deadline=clock, work=work, on_poll=run.events.poll)
     run.events.poll()
@@ -372,23 +236,40 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     _discard(work)
     stderr = _stderr_tail(iter_dir)
     outcome = run.train
-    if GENERATED_CODE_STARTS not in run.events.seen_at and outcome.reason in ("exited", "timeout") and (
-            outcome.exit_code != 0 or outcome.reason == "timeout"):
-        return result("harness_error", _harness_error(run.events, outcome, config, stderr))
+    if (
+        GENERATED_CODE_STARTS not in run.events.seen_at
+        and outcome.reason in ("exited", "timeout")
+        and (outcome.exit_code != 0 or outcome.reason == "timeout")
+    ):
+        return result("harness_error", harness_error(run.events, outcome, config, stderr))
     phase = run.events.last_phase if run.events.last_phase not in (None, "failed", "done") else clock.stage
-    error = _limit_error(outcome, phase or clock.stage, "train", stderr)
+    error = limit_error(outcome, phase or clock.stage, "train", stderr)
     if error is not None:
-        return result(_status_of(error), error)
+        return result(status_of(error), error)
     if outcome.reason == "timeout":
-        return result("timeout", _timeout_error(clock.stage, run.events, config, stderr))
+        return result("timeout", timeout_error(clock.stage, run.events, config, stderr))
     if outcome.exit_code != 0:
         error = child_error(iter_dir / "error.json") or {
-            "phase": phase or "train", "module": None, "type": "Crashed", "traceback": stderr,
-            "message": f"the sandboxed process exited with code {outcome.exit_code} after phase '{phase}' without reporting an error"}
-        return result(_status_of(error), error)
+            "phase": phase or "train",
+            "module": None,
+            "type": "Crashed",
+            "traceback": stderr,
+            "message": f"the sandboxed process exited with code {outcome.exit_code} after phase '{phase}' without "
+            "reporting an error",
+        }
+        return result(status_of(error), error)
     if not (iter_dir / "model.pt").is_file():
-        return result("failed", {"phase": "train", "module": "train", "type": "NoModel", "traceback": stderr,
-                                 "message": "training ended without leaving model.pt: the pipeline must not delete or move the files in its folder."})
+        return result(
+            "failed",
+            {
+                "phase": "train",
+                "module": "train",
+                "type": "NoModel",
+                "traceback": stderr,
+                "message": "training ended without leaving model.pt: the pipeline must not delete or move the files "
+                "in its folder.",
+            },
+        )
 
     # 2. prediction: images only, no labels
     sets = [*bundle.sets, "train_sample"]
@@ -396,16 +277,36 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     with open(iter_dir / "stderr.txt", "ab") as fh:
         fh.write(b"\n--- prediction process ---\n")
     pinside = layout(level, pwork, bundle.dir, None)
-    spec = {"mode": "predict", "pipeline_dir": str(iter_dir if level != "bwrap" else INSIDE_ITER),
-            "data_dir": str(data_dir), "out_dir": str(pinside.iter_dir), "info": _info(bundle, config),
-            "seed": int(config.seed), "device": config.device, "threads": config.slot().cores(), "predict_sets": sets,
-            "weights": str((INSIDE_ITER if level == "bwrap" else iter_dir) / "model.pt")}
+    spec = {
+        "mode": "predict",
+        "pipeline_dir": str(iter_dir if level != "bwrap" else INSIDE_ITER),
+        "data_dir": str(data_dir),
+        "out_dir": str(pinside.iter_dir),
+        "info": child_info(bundle, config),
+        "seed": int(config.seed),
+        "device": config.device,
+        "threads": config.slot().cores(),
+        "predict_sets": sets,
+        "weights": str((INSIDE_ITER if level == "bwrap" else iter_dir) / "model.pt"),
+    }
     atomic_write_json(iter_dir / "predict_spec.json", spec)
-    request = _request(level, iter_dir, pwork, "predict_spec.json", config, hidden=hidden,
-                       data=[Mount(bundle.images(name), INSIDE_DATA / f"{name}_x.npy") for name in sets],
-                       ro=[(iter_dir / "model.pt", "model.pt")])
-    run.predict = run_child(request, level, config.slot(), work=pwork,
-                            deadline=lambda now, launched: ("predict", launched + config.predict_allowance))
+    request = child_request(
+        level,
+        iter_dir,
+        pwork,
+        "predict_spec.json",
+        config,
+        hidden=hidden,
+        data=[Mount(bundle.images(name), INSIDE_DATA / f"{name}_x.npy") for name in sets],
+        ro=[(iter_dir / "model.pt", "model.pt")],
+    )
+    run.predict = run_child(
+        request,
+        level,
+        config.slot(),
+        work=pwork,
+        deadline=lambda now, launched: ("predict", launched + config.predict_allowance),
+    )
     _collect(pwork, iter_dir, [f"probs_{name}.npy" for name in sets])
     try:
         if stat.S_ISREG(os.lstat(pwork / "error.json").st_mode):
@@ -415,36 +316,59 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     _discard(pwork)
     stderr = _stderr_tail(iter_dir)
     outcome = run.predict
-    error = _limit_error(outcome, "predict", "model", stderr)
+    error = limit_error(outcome, "predict", "model", stderr)
     if error is not None:
-        return result(_status_of(error), error)
+        return result(status_of(error), error)
     if outcome.reason == "timeout":
-        return result("timeout", {"phase": "predict", "module": "model", "type": "Timeout", "traceback": stderr,
-                                  "message": f"predicting the validation and test images took more than {config.predict_allowance:.0f} s; "
-                                             "the model is probably far too slow for this time budget."})
+        return result(
+            "timeout",
+            {
+                "phase": "predict",
+                "module": "model",
+                "type": "Timeout",
+                "traceback": stderr,
+                "message": "predicting the validation and test images took more than "
+                f"{config.predict_allowance:.0f} s; "
+                "the model is probably far too slow for this time budget.",
+            },
+        )
     if outcome.exit_code != 0:
         error = child_error(iter_dir / "predict_error.json") or {
-            "phase": "predict", "module": "model", "type": "Crashed", "traceback": stderr,
-            "message": f"the prediction process exited with code {outcome.exit_code} without reporting an error"}
-        return result(_status_of(error), error)
+            "phase": "predict",
+            "module": "model",
+            "type": "Crashed",
+            "traceback": stderr,
+            "message": f"the prediction process exited with code {outcome.exit_code} without reporting an error",
+        }
+        return result(status_of(error), error)
 
     # 3. trusted scoring
     try:
         num_classes = int(bundle.info["num_classes"])
         val = scoring.score_file(iter_dir / "probs_val.npy", bundle.val_y, num_classes)
-        test = scoring.score_file(iter_dir / "probs_test.npy", bundle.test_y, num_classes) if "test" in bundle.sets else None
+        test = (
+            scoring.score_file(iter_dir / "probs_test.npy", bundle.test_y, num_classes)
+            if "test" in bundle.sets
+            else None
+        )
         if "predict" in bundle.sets:
             scoring.load_probs(iter_dir / "probs_predict.npy", bundle.counts["predict"], num_classes)
     except scoring.ScoringError as exc:
         return result("failed", {"phase": "score", "module": None, "type": "BadPredictions", "message": str(exc)})
-    return result("ok", val=round(val, 6), test=None if test is None else round(test, 6),
-                  train_eval=_train_sample_accuracy(iter_dir, bundle, num_classes))
+    return result(
+        "ok",
+        val=round(val, 6),
+        test=None if test is None else round(test, 6),
+        train_eval=_train_sample_accuracy(iter_dir, bundle, num_classes),
+    )
 
 
 def _train_sample_accuracy(iter_dir: Path, bundle: DataBundle, num_classes: int) -> float | None:
     """A diagnostic, not a score: missing or malformed predictions just leave it unknown."""
     try:
-        return round(scoring.score_file(iter_dir / "probs_train_sample.npy", bundle.train_sample_labels(), num_classes), 6)
+        return round(
+            scoring.score_file(iter_dir / "probs_train_sample.npy", bundle.train_sample_labels(), num_classes), 6
+        )
     except (OSError, ValueError, IndexError, scoring.ScoringError):
         return None
 

@@ -59,6 +59,11 @@ MISSING: dict[str, tuple[str, ...]] = {
 INSIDE_ITER = Path("/sandbox/iter")
 INSIDE_DATA = Path("/sandbox/data")
 INSIDE_CACHE = Path("/sandbox/cache")
+INSIDE_HARNESS = Path("/sandbox/harness.py")
+
+# The harness run inside the sandbox, and the files it imports from its own folder (mounted beside it).
+CHILD_SCRIPT = Path(__file__).with_name("child.py")
+CHILD_HELPERS = tuple(Path(__file__).with_name(name) for name in ("child_data.py", "child_checks.py"))
 
 # Files of /etc that libraries read (dynamic loader for CUDA's dlopen, time zone,
 # locale); the rest of /etc (passwd, ssh, ...) stays out.
@@ -148,7 +153,8 @@ def layout(level: str, iter_dir: Path, data_dir: Path, cache_dir: Path | None) -
     if level == "bwrap":
         return Layout(level, INSIDE_ITER, INSIDE_DATA, INSIDE_CACHE if cache_dir else None)
     # The child runs with its own working directory: every path it is given is absolute.
-    return Layout(level, Path(iter_dir).resolve(), Path(data_dir).resolve(), Path(cache_dir).resolve() if cache_dir else None)
+    cache = Path(cache_dir).resolve() if cache_dir else None
+    return Layout(level, Path(iter_dir).resolve(), Path(data_dir).resolve(), cache)
 
 
 def _contains(outer: Path, inner: Path) -> bool:

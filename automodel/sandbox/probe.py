@@ -21,7 +21,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from automodel.sandbox.levels import ENV_FORCE, INSIDE_ITER, LEVELS, MISSING, Mount, Request, SandboxError, base_env, python_mounts
+from automodel.sandbox.levels import (
+    ENV_FORCE,
+    INSIDE_ITER,
+    LEVELS,
+    MISSING,
+    Mount,
+    Request,
+    SandboxError,
+    base_env,
+    python_mounts,
+)
 from automodel.sandbox.limits import Slot
 from automodel.sandbox.supervisor import run_child
 
@@ -81,7 +91,8 @@ def fix_for(level: str) -> str:
                 "Permission denied') run `sysctl kernel.apparmor_restrict_unprivileged_userns=0` or add an AppArmor "
                 "profile for /usr/bin/bwrap; elsewhere check `sysctl user.max_user_namespaces`")
     if level == "unshare":
-        return "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)"
+        return ("allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+                "user.max_user_namespaces > 0)")
     return "check that this Python can start a child process (free memory, process limits)"
 
 
@@ -93,9 +104,11 @@ def choose_level(level: str | None = None) -> str:
             raise SandboxError(f"{ENV_FORCE}={forced!r} is not a sandbox level; use one of {', '.join(LEVELS)}.")
         result = probe_level(forced)
         if not result.works:
-            raise SandboxError(f"The sandbox level {forced!r} was requested but does not work on this machine: "
-                               f"{result.reason}. To fix it, {fix_for(forced)}; or unset {ENV_FORCE} (and drop --sandbox) "
-                               "to use the best level available.")
+            raise SandboxError(
+                f"The sandbox level {forced!r} was requested but does not work on this machine: "
+                f"{result.reason}. To fix it, {fix_for(forced)}; or unset {ENV_FORCE} (and drop --sandbox) "
+                "to use the best level available."
+            )
         return forced
     tried = []
     for candidate in LEVELS:
@@ -103,8 +116,13 @@ def choose_level(level: str | None = None) -> str:
         if result.works:
             return candidate
         tried.append(result)
-    raise SandboxError("No sandbox level can start a child process on this machine, so nothing can be trained safely: "
-                       + "; ".join(f"{r.level}: {r.reason}" for r in tried) + ". To fix it, " + fix_for("bwrap") + ".")
+    raise SandboxError(
+        "No sandbox level can start a child process on this machine, so nothing can be trained safely: "
+        + "; ".join(f"{r.level}: {r.reason}" for r in tried)
+        + ". To fix it, "
+        + fix_for("bwrap")
+        + "."
+    )
 
 
 _warned: set[str] = set()
@@ -115,10 +133,17 @@ def warn_if_weak(level: str) -> None:
     missing = MISSING[level]
     if missing and level not in _warned:
         _warned.add(level)
-        why = "not installed" if not shutil.which("bwrap") else f"installed but refused here ({probe_level('bwrap').reason})"
-        print(f"automodel: WARNING: generated code runs WITHOUT {' and WITHOUT '.join(missing)} "
-              f"(sandbox level '{level}'; bubblewrap is {why}). "
-              "It could read the held-out labels or files of this user"
-              + (" and reach the network" if "network isolation" in missing else "")
-              + ". Bubblewrap protects your files and the held-out labels from generated code: "
-              "install it with `apt-get install bubblewrap`.", file=sys.stderr)
+        why = (
+            "not installed"
+            if not shutil.which("bwrap")
+            else f"installed but refused here ({probe_level('bwrap').reason})"
+        )
+        print(
+            f"automodel: WARNING: generated code runs WITHOUT {' and WITHOUT '.join(missing)} "
+            f"(sandbox level '{level}'; bubblewrap is {why}). "
+            "It could read the held-out labels or files of this user"
+            + (" and reach the network" if "network isolation" in missing else "")
+            + ". Bubblewrap protects your files and the held-out labels from generated code: "
+            "install it with `apt-get install bubblewrap`.",
+            file=sys.stderr,
+        )

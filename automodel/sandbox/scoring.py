@@ -40,13 +40,20 @@ def load_probs(path: Path, num_rows: int, num_classes: int) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - any parse failure is the child's fault
         raise ScoringError(f"{path.name} is not a readable .npy array ({type(err).__name__}: {err}).") from None
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
-        raise ScoringError(f"{path.name} holds {getattr(arr, 'dtype', type(arr).__name__)} data; expected float probabilities.")
+        raise ScoringError(
+            f"{path.name} holds {getattr(arr, 'dtype', type(arr).__name__)} data; expected float probabilities."
+        )
     if arr.shape != (num_rows, num_classes):
-        raise ScoringError(f"{path.name} has shape {arr.shape}; expected ({num_rows}, {num_classes}) = (images in the split, classes).")
+        raise ScoringError(
+            f"{path.name} has shape {arr.shape}; expected ({num_rows}, {num_classes}) = (images in the split, classes)."
+        )
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise ScoringError(f"{path.name} contains NaN or inf in {bad} of {num_rows} rows: the model diverged or produced non-finite logits.")
+        raise ScoringError(
+            f"{path.name} contains NaN or inf in {bad} of {num_rows} rows: the model diverged or produced "
+            "non-finite logits."
+        )
     return arr
 
 

@@ -20,8 +20,9 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -72,56 +73,62 @@ class ChildOutcome:
         return signal_name(self.exit_code)
 
 
-class LogCap:
-    """Keeps a log the child appends to under `limit` bytes: its head and its tail.
+class LogPump:
+    """Drains one output pipe of the child into a log file capped at `limit` bytes.
 
-    The child's descriptor is in append mode, so after this truncates the file
-    the child goes on writing at its (new) end; `finish` writes head, a line
-    saying how much was cut, and tail."""
+    The child writes into a pipe, never into the file: this thread copies what
+    arrives to the file until it holds `limit` bytes, then keeps only the most
+    recent bytes in memory; `finish` leaves the first and the last `limit / 2`
+    bytes with a line saying how much was cut between them. A pipe that is
+    always drained cannot block the child, and nothing can be lost to a race."""
+
+    CHUNK = 1 << 16
 
     def __init__(self, path: Path, limit: int):
-        self.path, self.limit = path, max(1024, limit)
-        self.head = b""
-        self.tail = b""
+        self.path, self.limit = Path(path), max(1024, limit)
+        self.read_fd, self.write_fd = os.pipe()
+        self.written = 0             # bytes of this child's output in the file
+        self.recent = bytearray()    # once the file is full: the newest bytes, at most limit // 2
         self.dropped = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def enforce(self) -> None:
-        try:
-            size = os.stat(self.path).st_size
-        except OSError:
-            return
-        if size <= self.limit:
+    def start(self) -> None:
+        os.close(self.write_fd)      # the child holds its own copy; EOF comes when every writer is gone
+        self._thread.start()
+
+    def _run(self) -> None:
+        half = self.limit // 2
+        with open(self.path, "ab") as out:
+            while chunk := os.read(self.read_fd, self.CHUNK):
+                room = self.limit - self.written
+                if room > 0:
+                    out.write(chunk[:room])
+                    out.flush()
+                    self.written += min(room, len(chunk))
+                    chunk = chunk[room:]
+                if chunk:
+                    self.recent += chunk
+                    if len(self.recent) > half:
+                        self.dropped += len(self.recent) - half
+                        del self.recent[:len(self.recent) - half]
+        os.close(self.read_fd)
+
+    def finish(self, timeout: float = 10.0) -> None:
+        """Wait for the pipe to close (the tree is dead by now), then cut the middle out if it overflowed."""
+        self._thread.join(timeout)
+        if not self.recent:
             return
         half = self.limit // 2
-        with open(self.path, "rb") as fh:
-            if not self.head and not self.dropped:
-                self.head = fh.read(half)
-            fh.seek(max(0, size - half))
-            recent = fh.read(half)
-        # What the child wrote while we read is dropped too: count it.
-        size = max(size, os.stat(self.path).st_size)
-        os.truncate(self.path, 0)
-        kept = len(self.head) if not self.dropped else 0
-        self.dropped += size - kept - len(recent) + len(self.tail)
-        self.tail = recent
-
-    def finish(self) -> None:
-        self.enforce()
-        if not self.dropped:
-            return
-        half = self.limit // 2
-        try:
-            size = os.stat(self.path).st_size
-            with open(self.path, "rb") as fh:
-                fh.seek(max(0, size - half))
-                current = fh.read(half)
-        except OSError:
-            size, current = 0, b""
-        tail = (self.tail + current)[-half:]
-        self.dropped += len(self.tail) + size - len(tail)
-        note = f"\n[... automodel cut {self.dropped} bytes here: a log keeps its first and last {half} bytes ...]\n"
-        with open(self.path, "wb") as fh:
-            fh.write(self.head + note.encode() + tail)
+        with open(self.path, "r+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            start = fh.tell() - self.written     # where this child's output began (the file may hold earlier logs)
+            fh.seek(start + half)
+            cut_from_file = self.written - half
+            fh.truncate()
+            note = (f"\n[... automodel cut {self.dropped + cut_from_file} bytes here: each log keeps the first and "
+                    f"the last {half} bytes of a child's output ...]\n")
+            fh.write(note.encode() + bytes(self.recent))
+        self.dropped += cut_from_file
 
 
 def _work_usage(work: Path | None, max_files: int) -> tuple[int, int]:
@@ -135,8 +142,11 @@ def _work_usage(work: Path | None, max_files: int) -> tuple[int, int]:
     return total, entries
 
 
-def start(request: Request, level: str, slot: Slot, cgroup: Cgroup | None = None) -> tuple[subprocess.Popen, float]:
-    """Start `request` at isolation `level` in its own session, output to files."""
+def start(request: Request, level: str, slot: Slot, stdout: int, stderr: int,
+          cgroup: Cgroup | None = None) -> tuple[subprocess.Popen, float]:
+    """Start `request` at isolation `level` in its own session, its output into the descriptors given."""
+    if slot.gpu is not None:  # the slot's GPU(s), whatever the parent sees
+        request = replace(request, env={**request.env, "CUDA_VISIBLE_DEVICES": slot.gpu})
     cmd = build_command(level, request)
     env = dict(request.env)
     if request.marker:
@@ -153,13 +163,12 @@ def start(request: Request, level: str, slot: Slot, cgroup: Cgroup | None = None
         for res, value in limits:
             resource.setrlimit(res, (value, value))
 
-    with open(request.stdout, "ab") as out, open(request.stderr, "ab") as err:
-        started = time.time()
-        popen = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
-            env=env if level != "bwrap" else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-            start_new_session=True, preexec_fn=preexec, close_fds=True,
-        )
+    started = time.time()
+    popen = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=cwd,
+        env=env if level != "bwrap" else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        start_new_session=True, preexec_fn=preexec, close_fds=True,
+    )
     return popen, started
 
 
@@ -171,8 +180,12 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
     and is asked at every poll; `on_poll` lets the caller read the child's progress."""
     cgroup = Cgroup(slot)
     oom_before = cgroup.oom_kills() if cgroup.kind else kernel_oom_kills()
-    logs = [LogCap(request.stdout, slot.log_bytes), LogCap(request.stderr, slot.log_bytes)]
-    popen, started = start(request, level, slot, cgroup)
+    logs = [LogPump(request.stdout, slot.log_bytes), LogPump(request.stderr, slot.log_bytes)]
+    try:
+        popen, started = start(request, level, slot, logs[0].write_fd, logs[1].write_fd, cgroup)
+    finally:
+        for log in logs:
+            log.start()
     tree = ProcessTree(popen.pid)
     limit = slot.memory_bytes()
     peak = peak_procs = disk = 0
@@ -188,8 +201,6 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
                 on_poll()
             now = time.time()
             stage, end = deadline(now, started)
-            for log in logs:
-                log.enforce()
             if code is not None:
                 break
             if now >= next_mem:
@@ -197,26 +208,46 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
                 used, procs = tree.usage()
                 peak, peak_procs = max(peak, used), max(peak_procs, procs)
                 if used > limit:
-                    reason, message = "memory", (f"the pipeline's processes held {used / 2**30:.1f} GiB (RAM-backed files in /tmp "
-                                                 f"and /dev/shm included), more than the limit of {limit / 2**30:.1f} GiB, and were "
-                                                 "killed. Use a smaller batch size, model or number of DataLoader workers.")
+                    reason, message = (
+                        "memory",
+                        (
+                            f"the pipeline's processes held {used / 2**30:.1f} GiB (RAM-backed files in /tmp "
+                            f"and /dev/shm included), more than the limit of {limit / 2**30:.1f} GiB, and were "
+                            "killed. Use a smaller batch size, model or number of DataLoader workers."
+                        ),
+                    )
                     break
                 if procs > slot.max_processes:
-                    reason, message = "processes", (f"the pipeline started {procs} processes, more than the {slot.max_processes} "
-                                                    "allowed, and was killed. Do not start processes in a loop; use at most a "
-                                                    "few DataLoader workers.")
+                    reason, message = (
+                        "processes",
+                        (
+                            f"the pipeline started {procs} processes, more than the {slot.max_processes} "
+                            "allowed, and was killed. Do not start processes in a loop; use at most a "
+                            "few DataLoader workers."
+                        ),
+                    )
                     break
             if work is not None and now >= next_disk:
                 next_disk = now + DISK_EVERY
                 disk, entries = _work_usage(work, slot.max_files)
                 if entries > slot.max_files:
-                    reason, message = "files", (f"the pipeline created more than {slot.max_files} files or folders in its "
-                                                "working folder and was killed. Write a few checkpoint files at most.")
+                    reason, message = (
+                        "files",
+                        (
+                            f"the pipeline created more than {slot.max_files} files or folders in its "
+                            "working folder and was killed. Write a few checkpoint files at most."
+                        ),
+                    )
                     break
                 if disk > slot.disk:
-                    reason, message = "disk", (f"the pipeline wrote {disk / 2**30:.1f} GiB into its working folder, more than "
-                                               f"the limit of {slot.disk / 2**30:.1f} GiB, and was killed. Save fewer or "
-                                               "smaller checkpoints.")
+                    reason, message = (
+                        "disk",
+                        (
+                            f"the pipeline wrote {disk / 2**30:.1f} GiB into its working folder, more than "
+                            f"the limit of {slot.disk / 2**30:.1f} GiB, and was killed. Save fewer or "
+                            "smaller checkpoints."
+                        ),
+                    )
                     break
             if now >= end:
                 reason = "timeout"
@@ -236,9 +267,17 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
     if work is not None:
         disk = _work_usage(work, slot.max_files)[0] if reason == "exited" else disk
     return ChildOutcome(
-        reason=reason, exit_code=code, stage=stage, started=started, seconds=round(ended - started, 4), peak_memory=peak,
-        peak_processes=peak_procs, disk_used=disk, oom_kills=max(0, oom_after - oom_before), forks_refused=refused,
+        reason=reason,
+        exit_code=code,
+        stage=stage,
+        started=started,
+        seconds=round(ended - started, 4),
+        peak_memory=peak,
+        peak_processes=peak_procs,
+        disk_used=disk,
+        oom_kills=max(0, oom_after - oom_before),
+        forks_refused=refused,
         limits=f"{cgroup.describe()}; watchdog: memory, processes, disk, logs",
-        logs_dropped={log.path.name: log.dropped for log in logs if log.dropped}, message=message,
+        logs_dropped={log.path.name: log.dropped for log in logs if log.dropped},
+        message=message,
     )
-

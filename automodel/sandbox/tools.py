@@ -22,18 +22,33 @@ from pathlib import Path
 from typing import Any
 
 from automodel.errors import RunError
-from automodel.files import (UntrustedFileError, atomic_write_bytes, atomic_write_json, read_untrusted,
-                             read_untrusted_text)
+from automodel.files import (
+    UntrustedFileError,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_untrusted,
+    read_untrusted_text,
+)
 from automodel.sandbox import scoring
-from automodel.sandbox.levels import MISSING, Mount, Request, SandboxError, base_env, layout, python_mounts
+from automodel.sandbox.levels import (
+    CHILD_HELPERS,
+    CHILD_SCRIPT,
+    INSIDE_HARNESS,
+    MISSING,
+    Mount,
+    Request,
+    SandboxError,
+    base_env,
+    layout,
+    python_mounts,
+)
 from automodel.sandbox.limits import Slot
 from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.sandbox.supervisor import run_child
 
 PACKAGE = Path(__file__).resolve().parent
-SANDBOX_CHILD = PACKAGE / "child.py"
+SANDBOX_CHILD = CHILD_SCRIPT
 EXPORT_CHILD = PACKAGE / "export_child.py"
-INSIDE_HARNESS = Path("/sandbox/harness.py")
 # export_child.py imports child.py from its own folder (no automodel imports inside).
 INSIDE_SANDBOX_CHILD = Path("/sandbox/child.py")
 STDERR_TAIL = 3000   # characters of the child's stderr kept for error messages
@@ -114,6 +129,7 @@ def run_tool(script: Path, work: Path, data: Path, spec: dict[str, Any], *, time
         mounts = [*python_mounts(tuple(hidden)), Mount(data, lay.data_dir), Mount(work, lay.iter_dir, writable=True)]
         # The harness, the pipeline and the weights are laid read-only over the writable folder.
         ro_files = [Mount(Path(script).resolve(), INSIDE_HARNESS), Mount(SANDBOX_CHILD, INSIDE_SANDBOX_CHILD)]
+        ro_files += [Mount(helper, INSIDE_SANDBOX_CHILD.with_name(helper.name)) for helper in CHILD_HELPERS]
         ro_files += [Mount(work / name, lay.iter_dir / name)
                      for name in ("data.py", "model.py", "train.py", "model.pt", "spec.json")]
     else:
@@ -133,7 +149,8 @@ def run_tool(script: Path, work: Path, data: Path, spec: dict[str, Any], *, time
     tail = read_untrusted_text(work / "stderr.txt", 1_000_000)[-STDERR_TAIL:]
     timed_out, oom = outcome.reason == "timeout", outcome.reason == "memory"
     ok = outcome.reason == "exited" and outcome.exit_code == 0 and error is None
-    return ToolResult(ok, outcome.exit_code, timed_out, oom, error, tail, outcome.seconds, level, MISSING.get(level, ()))
+    return ToolResult(ok, outcome.exit_code, timed_out, oom, error, tail, outcome.seconds, level,
+                      MISSING.get(level, ()))
 
 
 def _read_error(path: Path) -> dict[str, Any] | None:
@@ -146,8 +163,10 @@ def _read_error(path: Path) -> dict[str, Any] | None:
         return {"type": "Error", "message": "the child wrote an unreadable error.json", "module": None}
     if not isinstance(raw, dict):
         return None
-    return {k: str(raw.get(k, ""))[:2000] if raw.get(k) is not None else None
-            for k in ("phase", "module", "type", "message", "traceback")}
+    return {
+        k: str(raw.get(k, ""))[:2000] if raw.get(k) is not None else None
+        for k in ("phase", "module", "type", "message", "traceback")
+    }
 
 
 def copy_child_file(src: Path, dest: Path, max_bytes: int = scoring.MAX_FILE_BYTES) -> int:

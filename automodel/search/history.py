@@ -83,7 +83,9 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
             "train_steps": int(curves["train/loss"][-1][0]) if curves.get("train/loss") else None,
             "interrupted": metrics.get("interrupted", False),
             "summary": summary,
-            "curves": {tag: downsample(pts) for tag, pts in curves.items() if tag in ("train/loss", "train/accuracy", "lr")},
+            "curves": {
+                tag: downsample(pts) for tag, pts in curves.items() if tag in ("train/loss", "train/accuracy", "lr")
+            },
         }
 
     recent = []
@@ -92,11 +94,20 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
         delta = None
         if parent and r.val_accuracy is not None and parent.val_accuracy is not None:
             delta = round(r.val_accuracy - parent.val_accuracy, 4)
-        recent.append({
-            "iteration": r.iteration, "parent": r.parent, "target": r.target, "instruction": _short(r.instruction),
-            "status": r.status, "accepted": r.accepted, "val_accuracy": r.val_accuracy, "delta_vs_parent": delta,
-            "train_accuracy": r.train_accuracy, "error": _short((r.error or {}).get("message")),
-        })
+        recent.append(
+            {
+                "iteration": r.iteration,
+                "parent": r.parent,
+                "target": r.target,
+                "instruction": _short(r.instruction),
+                "status": r.status,
+                "accepted": r.accepted,
+                "val_accuracy": r.val_accuracy,
+                "delta_vs_parent": delta,
+                "train_accuracy": r.train_accuracy,
+                "error": _short((r.error or {}).get("message")),
+            }
+        )
 
     failures: dict[str, dict[str, Any]] = {}
     for r in records:
@@ -122,7 +133,14 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
     ancestors = set(lineage(by_iter, parent)[1:]) if best is not None else set()
     rejected_earlier = [_tried(r) for r in records if r.parent in ancestors and not r.accepted and r.decision_key]
     return History(
-        dataset=dataset, budget=budget, best=best_view, recent=recent, failures=list(failures.values())[-10:],
-        parent_iteration=parent, tried_on_best=tried[-TRIED_MAX:], rejected_on_earlier_best=rejected_earlier[-TRIED_MAX:],
-        num_iterations=len(records), chance_accuracy=round(1.0 / max(1, int(dataset.get("num_classes", 2))), 4),
+        dataset=dataset,
+        budget=budget,
+        best=best_view,
+        recent=recent,
+        failures=list(failures.values())[-10:],
+        parent_iteration=parent,
+        tried_on_best=tried[-TRIED_MAX:],
+        rejected_on_earlier_best=rejected_earlier[-TRIED_MAX:],
+        num_iterations=len(records),
+        chance_accuracy=round(1.0 / max(1, int(dataset.get("num_classes", 2))), 4),
     )

@@ -16,8 +16,19 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from automodel.agents.base import Brain, BrainExhausted
-from automodel.core import (ENGINEERS, MODULES, Brief, CallRecord, Decision, ErrorInfo, IterationResult, JournalRecord,
-                            Pipeline, SandboxInfo, Usage)
+from automodel.core import (
+    ENGINEERS,
+    MODULES,
+    Brief,
+    CallRecord,
+    Decision,
+    ErrorInfo,
+    IterationResult,
+    JournalRecord,
+    Pipeline,
+    SandboxInfo,
+    Usage,
+)
 from automodel.errors import AutomodelError, HarnessError, LLMConfigError, LLMServiceError
 from automodel.files import atomic_write_json
 from automodel.search.acceptance import is_improvement, paired_evidence, standard_error
@@ -55,8 +66,15 @@ MIN_TRAIN_SECONDS = 5.0
 
 def brain_error(phase: str, module: str | None, err: Exception) -> IterationResult:
     """The result of an iteration whose brain could not write (or decide) anything."""
-    return IterationResult(status="brain_error", val_accuracy=None, test_accuracy=None, curves={}, timings={},
-                           error=ErrorInfo(phase, module, type(err).__name__, str(err)), sandbox=SandboxInfo("none", ()))
+    return IterationResult(
+        status="brain_error",
+        val_accuracy=None,
+        test_accuracy=None,
+        curves={},
+        timings={},
+        error=ErrorInfo(phase, module, type(err).__name__, str(err)),
+        sandbox=SandboxInfo("none", ()),
+    )
 
 
 def error_text(res: IterationResult) -> str:
@@ -73,9 +91,18 @@ def error_text(res: IterationResult) -> str:
 class Loop:
     """One run's loop state; `fit()` is the whole algorithm."""
 
-    def __init__(self, run: RunDir, brain: Brain, execute: Execute, cfg: FitConfig, brief: Brief,
-                 dataset_facts: dict[str, Any], progress: Progress, val_labels: np.ndarray | None = None,
-                 on_iteration: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        run: RunDir,
+        brain: Brain,
+        execute: Execute,
+        cfg: FitConfig,
+        brief: Brief,
+        dataset_facts: dict[str, Any],
+        progress: Progress,
+        val_labels: np.ndarray | None = None,
+        on_iteration: Callable[[int], None] | None = None,
+    ):
         self.run, self.brain, self.execute, self.cfg = run, brain, execute, cfg
         self.brief, self.facts, self.progress = brief, dataset_facts, progress
         self.val_labels = val_labels  # trusted side only: to compare two iterations image by image
@@ -88,15 +115,19 @@ class Loop:
         try:
             return self._fit()
         except OSError as err:  # the workspace cannot be written, the disk is full, ...
-            raise HarnessError(f"automodel could not write or read its own files ({err}). Free disk space or fix the "
-                               f"permissions of {self.run.path}.") from err
+            raise HarnessError(
+                f"automodel could not write or read its own files ({err}). Free disk space or fix the "
+                f"permissions of {self.run.path}."
+            ) from err
 
     def _fit(self) -> dict[str, Any]:
         while self.run.next_iteration() <= self.cfg.iters:
             n = self.run.next_iteration()
             time_limit = self._time_for_next()
             if time_limit is None:
-                self.progress.note(f"Time budget of {self.cfg.time_budget:.0f}s used up; stopping before iteration {n}.")
+                self.progress.note(
+                    f"Time budget of {self.cfg.time_budget:.0f}s used up; stopping before iteration {n}."
+                )
                 break
             if n == 1:
                 self._iteration(n, parent=None, decision=None, time_limit=time_limit)
@@ -120,22 +151,40 @@ class Loop:
                 self._record_brain_failure(n, parent, err, self.brain.take_calls())
                 continue
             if decision.key() in history.tried_keys():
-                self._record_brain_failure(n, parent, AutomodelError(
-                    f"the Analyst repeated a decision already tried on iteration {parent}: {decision.instruction}"),
-                    self.brain.take_calls())
+                self._record_brain_failure(
+                    n,
+                    parent,
+                    AutomodelError(
+                        f"the Analyst repeated a decision already tried on iteration {parent}: {decision.instruction}"
+                    ),
+                    self.brain.take_calls(),
+                )
                 continue
-            self._iteration(n, parent=parent, decision=decision, time_limit=time_limit, analyst_calls=self.brain.take_calls())
+            self._iteration(
+                n, parent=parent, decision=decision, time_limit=time_limit, analyst_calls=self.brain.take_calls()
+            )
         return self.outcome()
 
-    def _iteration(self, n: int, parent: int | None, decision: Decision | None, time_limit: float,
-                   analyst_calls: list[CallRecord] | None = None) -> None:
+    def _iteration(
+        self,
+        n: int,
+        parent: int | None,
+        decision: Decision | None,
+        time_limit: float,
+        analyst_calls: list[CallRecord] | None = None,
+    ) -> None:
         started = time.monotonic()
         d = self.run.fresh_iter_dir(n)
         usage = save_calls(analyst_calls or [], d, "analyst")
         target = decision.target if decision else None
         stage = "architect" if decision is None else "engineer"
-        self.progress.start(n, self.cfg.iters, self._who(decision), decision.instruction if decision else "first complete pipeline",
-                            decision.reason if decision else None)
+        self.progress.start(
+            n,
+            self.cfg.iters,
+            self._who(decision),
+            decision.instruction if decision else "first complete pipeline",
+            decision.reason if decision else None,
+        )
         try:
             if decision is None:
                 pipeline = self.brain.architect(self.brief)
@@ -157,8 +206,10 @@ class Loop:
             if res.status == "harness_error":
                 # Not the pipeline's fault: no repair, no record, no Analyst; resume redoes this iteration.
                 err = res.error or ErrorInfo("sandbox", None, "HarnessError", "unknown")
-                raise HarnessError(f"Iteration {n} could not run because automodel's own side failed, not the pipeline: "
-                                   f"{err.message}\n{err.traceback}".rstrip())
+                raise HarnessError(
+                    f"Iteration {n} could not run because automodel's own side failed, not the pipeline: "
+                    f"{err.message}\n{err.traceback}".rstrip()
+                )
             if res.ok or repairs >= self.cfg.max_repairs:
                 break
             owner = (res.error.module if res.error else None) or target or "train"
@@ -175,14 +226,28 @@ class Loop:
                 break  # the failed attempt's files stay in d with the final record
             usage += save_calls(self.brain.take_calls(), d, "repair")
             # Keep the failed attempt (files and record) before rerunning the repaired pipeline.
-            self.run.append(replace(self._record(n, parent, decision, res, started, repairs, usage, final=False),
-                                    attempt_dir=self._stash_attempt(d, repairs + 1)))
+            self.run.append(
+                replace(
+                    self._record(n, parent, decision, res, started, repairs, usage, final=False),
+                    attempt_dir=self._stash_attempt(d, repairs + 1),
+                )
+            )
             pipeline = pipeline.with_module(owner, repaired)
             repairs += 1
         self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage)
 
-    def _finish(self, n: int, parent: int | None, decision: Decision | None, d: Path, started: float,
-                res: IterationResult, pipeline: Pipeline | None, repairs: int, usage: Usage) -> None:
+    def _finish(
+        self,
+        n: int,
+        parent: int | None,
+        decision: Decision | None,
+        d: Path,
+        started: float,
+        res: IterationResult,
+        pipeline: Pipeline | None,
+        repairs: int,
+        usage: Usage,
+    ) -> None:
         if pipeline is not None:
             summary = self.brain.summarize(pipeline, {**res.to_json(), "train_accuracy": _train_accuracy(res)})
             usage += save_calls(self.brain.take_calls(), d, "summarizer")
@@ -191,10 +256,13 @@ class Loop:
         scored = res.ok and res.val_accuracy is not None
         evidence = None
         if scored and best is not None and self.val_labels is not None:
-            evidence = paired_evidence(d / "probs_val.npy", self.run.iter_dir(best.iteration) / "probs_val.npy",
-                                       self.val_labels)
-        accepted = scored and (best is None or is_improvement(res.val_accuracy, best.val_accuracy, self.cfg.min_delta,
-                                                              evidence, self.cfg.min_z))
+            evidence = paired_evidence(
+                d / "probs_val.npy", self.run.iter_dir(best.iteration) / "probs_val.npy", self.val_labels
+            )
+        accepted = scored and (
+            best is None
+            or is_improvement(res.val_accuracy, best.val_accuracy, self.cfg.min_delta, evidence, self.cfg.min_z)
+        )
         record = self._record(n, parent, decision, res, started, repairs, usage, final=True, accepted=accepted)
         if evidence is not None:
             record = replace(record, evidence=evidence.to_json())
@@ -205,20 +273,40 @@ class Loop:
         self.progress.finish(record, self.run.best_record(), self._elapsed())
 
     # ---- helpers
-    def _record(self, n: int, parent: int | None, decision: Decision | None, res: IterationResult, started: float,
-                repairs: int, usage: Usage, final: bool, accepted: bool = False) -> JournalRecord:
+    def _record(
+        self,
+        n: int,
+        parent: int | None,
+        decision: Decision | None,
+        res: IterationResult,
+        started: float,
+        repairs: int,
+        usage: Usage,
+        final: bool,
+        accepted: bool = False,
+    ) -> JournalRecord:
         err = res.error
         return JournalRecord(
-            iteration=n, final=final, attempt=repairs + 1, parent=parent,
+            iteration=n,
+            final=final,
+            attempt=repairs + 1,
+            parent=parent,
             target=decision.target if decision else "architect",
             instruction=decision.instruction if decision else "write the first complete pipeline",
             reason=decision.reason if decision else "start of the run",
-            decision_key=decision.key() if decision else None, edit=decision.edit if decision else None,
-            status=res.status, accepted=accepted, val_accuracy=_round(res.val_accuracy),
-            test_accuracy=_round(res.test_accuracy), train_accuracy=_train_accuracy(res),
-            seconds=round(time.monotonic() - started, 2), repairs=repairs,
+            decision_key=decision.key() if decision else None,
+            edit=decision.edit if decision else None,
+            status=res.status,
+            accepted=accepted,
+            val_accuracy=_round(res.val_accuracy),
+            test_accuracy=_round(res.test_accuracy),
+            train_accuracy=_train_accuracy(res),
+            seconds=round(time.monotonic() - started, 2),
+            repairs=repairs,
             error={"phase": err.phase, "module": err.module, "type": err.type, "message": err.message} if err else None,
-            tokens=usage.tokens, cost_usd=usage.cost_or_none(), brain=self.brain.name,
+            tokens=usage.tokens,
+            cost_usd=usage.cost_or_none(),
+            brain=self.brain.name,
             time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         )
 
@@ -228,8 +316,10 @@ class Loop:
         started = time.monotonic()
         self.progress.start(n, self.cfg.iters, "Performance Analyst", "decide the next edit", None)
         decision = Decision(target="analyst", instruction="(no decision)", reason=str(err))
-        record = replace(self._record(n, parent, decision, brain_error("analyst", None, err), started, 0, usage, final=True),
-                         target=None)
+        record = replace(
+            self._record(n, parent, decision, brain_error("analyst", None, err), started, 0, usage, final=True),
+            target=None,
+        )
         self.run.append(record)
         self.progress.finish(record, self.run.best_record(), self._elapsed())
 
@@ -262,8 +352,13 @@ class Loop:
 
     def _budget(self) -> dict[str, Any]:
         done = len(self.run.iterations())
-        return {"iterations_done": done, "iterations_total": self.cfg.iters, "time_per_iter": self.cfg.time_per_iter,
-                "elapsed_seconds": round(self._elapsed(), 1), "time_budget": self.cfg.time_budget}
+        return {
+            "iterations_done": done,
+            "iterations_total": self.cfg.iters,
+            "time_per_iter": self.cfg.time_per_iter,
+            "elapsed_seconds": round(self._elapsed(), 1),
+            "time_budget": self.cfg.time_budget,
+        }
 
     @staticmethod
     def _who(decision: Decision | None) -> str:
@@ -298,12 +393,25 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
     failed = [r for r in records if not r.ok]
     tokens, cost = run_usage(records)  # final records carry their iteration's whole usage
     val_images = len((run.info.get("split") or {}).get("val") or [])  # the split's val indices
-    keys = ("iteration", "status", "target", "instruction", "accepted", "val_accuracy", "test_accuracy", "seconds",
-            "repairs", "tokens", "cost_usd", "evidence")
+    keys = (
+        "iteration",
+        "status",
+        "target",
+        "instruction",
+        "accepted",
+        "val_accuracy",
+        "test_accuracy",
+        "seconds",
+        "repairs",
+        "tokens",
+        "cost_usd",
+        "evidence",
+    )
     return {
         "iterations": [{k: getattr(r, k) for k in keys} for r in records],
         "best": {"iteration": best.iteration, "val_accuracy": best.val_accuracy, "test_accuracy": best.test_accuracy}
-        if best else None,
+        if best
+        else None,
         "val_images": val_images or None,
         "val_std_error": standard_error(best.val_accuracy, val_images) if best else None,
         "failed_share": round(len(failed) / len(records), 3) if records else None,

@@ -15,7 +15,11 @@ from automodel.core import IterationResult, JournalRecord
 
 def clock(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 def pct(x: float | None) -> str:
@@ -59,14 +63,18 @@ class Progress:
     def finish(self, record: JournalRecord, best: JournalRecord | None, elapsed: float) -> None:
         self._stop_ticker()
         mark = "kept" if record.accepted else ("failed" if not record.ok else "discarded")
-        line = (f"        {record.status}: val {pct(record.val_accuracy)}  test {pct(record.test_accuracy)}"
-                f"  -> {mark} | {record.seconds:.0f}s | best val {pct(best.val_accuracy if best else None)}"
-                f" (iter {best.iteration if best else '-'}) | elapsed {clock(elapsed)}")
+        line = (
+            f"        {record.status}: val {pct(record.val_accuracy)}  test {pct(record.test_accuracy)}"
+            f"  -> {mark} | {record.seconds:.0f}s | best val {pct(best.val_accuracy if best else None)}"
+            f" (iter {best.iteration if best else '-'}) | elapsed {clock(elapsed)}"
+        )
         ev = record.evidence
         if ev:
             chance = not record.accepted and (record.val_accuracy or 0) > (best.val_accuracy if best else 1)
-            line += (f"\n        vs the best: {ev['gained']} validation images gained, {ev['lost']} lost (z {ev['z']:.1f})"
-                     + ("; higher, but within what chance gives: not kept" if chance else ""))
+            line += (
+                f"\n        vs the best: {ev['gained']} validation images gained, {ev['lost']} lost (z {ev['z']:.1f})"
+                + ("; higher, but within what chance gives: not kept" if chance else "")
+            )
         message = (record.error or {}).get("message") if not record.ok else None
         if message:
             line += f"\n        error: {message.splitlines()[0][:200]}"

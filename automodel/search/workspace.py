@@ -41,10 +41,16 @@ class RunDir:
     @classmethod
     def create(cls, workspace: Path, name: str, run_info: dict[str, Any]) -> "RunDir":
         if workspace.exists() and not workspace.is_dir():
-            raise RunError(f"The workspace {workspace} is a file, not a folder. Pass --workspace with a folder path (it is created if missing).")
+            raise RunError(
+                f"The workspace {workspace} is a file, not a folder. Pass --workspace with a folder path (it is "
+                "created if missing)."
+            )
         path = workspace / name
         if path.exists() and any(path.iterdir()):
-            raise RunError(f"A run named '{name}' already exists at {path}. Continue it with `automodel resume {path}`, or pick another --name.")
+            raise RunError(
+                f"A run named '{name}' already exists at {path}. Continue it with `automodel resume {path}`, or "
+                "pick another --name."
+            )
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         atomic_write_json(path / RUN_FILE, run_info)
@@ -54,9 +60,15 @@ class RunDir:
     def open(cls, path: Path) -> "RunDir":
         path = Path(path)
         if not path.is_dir():
-            raise RunError(f"{path} is not a run directory (no such folder). Give the folder `automodel fit` created, e.g. workspace/<run>.")
+            raise RunError(
+                f"{path} is not a run directory (no such folder). Give the folder `automodel fit` created, e.g. "
+                "workspace/<run>."
+            )
         if not (path / RUN_FILE).is_file():
-            raise RunError(f"{path} has no {RUN_FILE}, so it is not an automodel run directory (or it was created by an interrupted start; delete it and run `automodel fit` again).")
+            raise RunError(
+                f"{path} has no {RUN_FILE}, so it is not an automodel run directory (or it was created by an "
+                "interrupted start; delete it and run `automodel fit` again)."
+            )
         return cls(path)
 
     @property
@@ -85,8 +97,10 @@ class RunDir:
             try:
                 records.append(JournalRecord.from_json(data))
             except TypeError:
-                raise RunError(f"{path} holds a record this version of automodel cannot read ({line[:120]}…): the run was "
-                               "made by an incompatible version. Start a new run with `automodel fit`.") from None
+                raise RunError(
+                    f"{path} holds a record this version of automodel cannot read ({line[:120]}…): the run was "
+                    "made by an incompatible version. Start a new run with `automodel fit`."
+                ) from None
         return records
 
     def append(self, record: JournalRecord) -> None:
@@ -203,7 +217,9 @@ def reopen(run: RunDir, dataset_override: Path | None = None):
     path = Path(dataset_override or info["dataset"]["path"])
     ds = load_dataset(path, describe=info["dataset"].get("description") or None)
     if ds.fingerprint != info["dataset"]["fingerprint"]:
-        raise RunError(f"The dataset at {path} is not the one this run was trained on (its files changed since "
-                       f"{info['created']}): resuming would mix two datasets. Start a new run with `automodel fit {path}`, "
-                       f"or restore the original files.")
+        raise RunError(
+            f"The dataset at {path} is not the one this run was trained on (its files changed since "
+            f"{info['created']}): resuming would mix two datasets. Start a new run with `automodel fit {path}`, "
+            f"or restore the original files."
+        )
     return ds, Split.from_json(info["split"], ds)

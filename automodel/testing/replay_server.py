@@ -100,17 +100,24 @@ def _step(raw: Any, base: Path, where: str, role: str | None = None) -> Step:
     if isinstance(raw, str):
         raw = {"reply": raw}
     if not isinstance(raw, dict):
-        raise ScriptError(f"{where}: a step must be a mapping (reply/reply_file/status/hang/...) or a reply string; got {type(raw).__name__}.")
+        raise ScriptError(
+            f"{where}: a step must be a mapping (reply/reply_file/status/hang/...) or a reply string; got "
+            f"{type(raw).__name__}."
+        )
     unknown = set(raw) - STEP_KEYS
     if unknown:
-        raise ScriptError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a step may have {', '.join(sorted(STEP_KEYS))}.")
+        raise ScriptError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a step may have {', '.join(sorted(STEP_KEYS))}."
+        )
     reply = raw.get("reply")
     if raw.get("reply_file"):
         path = (base / str(raw["reply_file"])).resolve()
         try:
             reply = path.read_text(encoding="utf-8")
         except OSError as err:
-            raise ScriptError(f"{where}: cannot read reply_file {path} ({err.strerror}). Paths are relative to the script's folder.") from None
+            raise ScriptError(
+                f"{where}: cannot read reply_file {path} ({err.strerror}). Paths are relative to the script's folder."
+            ) from None
     step = Step(
         role=raw.get("role", role),
         reply=None if reply is None else str(reply),
@@ -127,7 +134,9 @@ def _step(raw: Any, base: Path, where: str, role: str | None = None) -> Step:
         step.truncate = int(raw["truncate"])
         step.finish_reason = "length"
     if step.reply is None and step.status is None and step.hang is None and not step.disconnect and not step.garbage:
-        raise ScriptError(f"{where}: the step has neither a reply (reply/reply_file) nor a fault (status/hang/disconnect/garbage).")
+        raise ScriptError(
+            f"{where}: the step has neither a reply (reply/reply_file) nor a fault (status/hang/disconnect/garbage)."
+        )
     return step
 
 
@@ -207,9 +216,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.rstrip("/") in ("/v1/models", "/models"):
-            self._send_json(200, {"object": "list", "data": [{"id": self.server.model_name, "object": "model", "owned_by": "replay"}]})
+            self._send_json(
+                200,
+                {"object": "list", "data": [{"id": self.server.model_name, "object": "model", "owned_by": "replay"}]},
+            )
         else:
-            self._error(404, f"no such endpoint {self.path}; the replay server serves /v1/chat/completions and /v1/models")
+            self._error(
+                404, f"no such endpoint {self.path}; the replay server serves /v1/chat/completions and /v1/models"
+            )
 
     def do_POST(self) -> None:  # noqa: N802
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
@@ -255,14 +269,19 @@ class _Handler(BaseHTTPRequestHandler):
         usage = {"prompt_tokens": _tokens(prompt_chars), "completion_tokens": _tokens(text)}
         usage.update(step.usage or {})
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        self._send_json(200, {
-            "id": f"chatcmpl-replay-{len(self.server.requests)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or self.server.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": step.finish_reason}],
-            "usage": usage,
-        })
+        self._send_json(
+            200,
+            {
+                "id": f"chatcmpl-replay-{len(self.server.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model") or self.server.model_name,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": step.finish_reason}
+                ],
+                "usage": usage,
+            },
+        )
 
 
 class _Server(ThreadingHTTPServer):
@@ -284,7 +303,13 @@ class _Server(ThreadingHTTPServer):
             for i, step in enumerate(self.script.steps):
                 if not step.used and step.matches(role):
                     step.used = True
-                    if step.reply is not None and step.status is None and step.truncate is None and not step.disconnect and not step.garbage:
+                    if (
+                        step.reply is not None
+                        and step.status is None
+                        and step.truncate is None
+                        and not step.disconnect
+                        and not step.garbage
+                    ):
                         self._served_good.append(step)
                     return step, f"step {i + 1}: {step.kind}"
             if self.script.repeat_last:
@@ -294,8 +319,15 @@ class _Server(ThreadingHTTPServer):
             return None, "script exhausted"
 
     def record(self, role: str, body: dict, step: Step | None, action: str) -> None:
-        entry = {"n": len(self.requests) + 1, "time": time.time(), "role": role, "model": body.get("model"),
-                 "action": action, "messages": body.get("messages"), "params": {k: v for k, v in body.items() if k not in ("messages",)}}
+        entry = {
+            "n": len(self.requests) + 1,
+            "time": time.time(),
+            "role": role,
+            "model": body.get("model"),
+            "action": action,
+            "messages": body.get("messages"),
+            "params": {k: v for k, v in body.items() if k not in ("messages",)},
+        }
         with self._lock:
             self.requests.append(entry)
             if self._log is not None:
@@ -306,8 +338,13 @@ class _Server(ThreadingHTTPServer):
 class ReplayServer:
     """The scripted endpoint, started in a background thread; use as a context manager."""
 
-    def __init__(self, script: Script | str | Path | list | dict, port: int = 0, log_file: str | Path | None = None,
-                 model_name: str = "replay-model"):
+    def __init__(
+        self,
+        script: Script | str | Path | list | dict,
+        port: int = 0,
+        log_file: str | Path | None = None,
+        model_name: str = "replay-model",
+    ):
         self.script = script if isinstance(script, Script) else load_script(script)
         self._server = _Server(self.script, port, Path(log_file) if log_file else None, model_name)
         self._thread: threading.Thread | None = None
@@ -331,8 +368,9 @@ class ReplayServer:
         return [s for s in self.script.steps if not s.used]
 
     def start(self) -> "ReplayServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="replay-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="replay-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -354,7 +392,8 @@ class ReplayServer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m automodel.testing.replay_server",
-        description="Serve scripted LLM replies on 127.0.0.1 as an OpenAI-compatible endpoint (offline demos and tests).",
+        description="Serve scripted LLM replies on 127.0.0.1 as an OpenAI-compatible endpoint (offline demos and "
+        "tests).",
     )
     parser.add_argument("--script", required=True, help="YAML or JSON replay script (see the module docstring)")
     parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: any free port); default 8765")
@@ -366,11 +405,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replay_server: error: {err}", file=sys.stderr)
         return err.exit_code
     except OSError as err:
-        print(f"replay_server: error: cannot listen on {HOST}:{args.port} ({err.strerror}); pick another --port.", file=sys.stderr)
+        print(
+            f"replay_server: error: cannot listen on {HOST}:{args.port} ({err.strerror}); pick another --port.",
+            file=sys.stderr,
+        )
         return 2
     server.start()
     print(f"replay server: {len(server.script.steps)} scripted steps from {args.script}", flush=True)
-    print(f"listening on {server.base_url}  (use: --agent llm --base-url {server.base_url}); Ctrl-C stops it", flush=True)
+    print(
+        f"listening on {server.base_url}  (use: --agent llm --base-url {server.base_url}); Ctrl-C stops it", flush=True
+    )
     try:
         while True:
             time.sleep(3600)

@@ -38,7 +38,9 @@ class SmallResNet(nn.Module):
             layers += [_Residual(width) for _ in range(BLOCKS_PER_STAGE)]
             cin = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(DROPOUT), nn.Linear(cin, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(DROPOUT), nn.Linear(cin, num_classes)
+        )
 
     def forward(self, x):
         return self.head(self.features(x))

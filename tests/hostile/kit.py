@@ -7,11 +7,10 @@ import os
 import shutil
 from pathlib import Path
 
-
 from needs import need_level
 
-from automodel.sandbox.iteration import RunConfig
 from automodel.sandbox.bundle import prepare_data
+from automodel.sandbox.iteration import RunConfig
 
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE.parents[1] / "pipelines" / "reference"
@@ -44,7 +43,7 @@ def make_iter(iter_dir: Path, replace: dict[str, str] | None = None, hostile: di
 
 def fast_config(**overrides) -> RunConfig:
     """Short limits so a misbehaving pipeline costs a few seconds."""
-    values = dict(time_limit=2.0, threads=1, interrupt_grace=1.0, kill_grace=2.0, preflight_limit=60.0,
+    values = dict(time_limit=2.0, threads=1, interrupt_grace=1.0, kill_grace=5.0, preflight_limit=60.0,
                   predict_allowance=60.0, preflight_subset=32)
     values.update(overrides)
     return RunConfig(**values)

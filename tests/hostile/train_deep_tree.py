@@ -12,7 +12,9 @@ def train(model, data, ctx):
     depth = int(globals().get("HOSTILE_CONFIG", {}).get("depth", 1500))
     top = os.open(".", os.O_RDONLY)
     fd = top
-    for _ in range(depth if not os.path.exists("d") else 0):  # once: train() runs in the preflight too  # by descriptor: the path grows past PATH_MAX
+    for _ in range(
+        depth if not os.path.exists("d") else 0
+    ):  # once: train() runs in the preflight too  # by descriptor: the path grows past PATH_MAX
         os.mkdir("d", dir_fd=fd)
         nxt = os.open("d", os.O_RDONLY, dir_fd=fd)
         if fd != top:

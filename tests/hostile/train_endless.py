@@ -24,7 +24,9 @@ def train(model, data, ctx):
     sleeper = [sys.executable, "-c", "import time; time.sleep(1000)", token]
     subprocess.Popen(sleeper)
     subprocess.Popen(sleeper, start_new_session=True)  # escapes the process group
-    print("HOSTILE_REPORT", json.dumps({"marker": os.environ.get("AUTOMODEL_SANDBOX_ID"), "pid": os.getpid()}), flush=True)
+    print(
+        "HOSTILE_REPORT", json.dumps({"marker": os.environ.get("AUTOMODEL_SANDBOX_ID"), "pid": os.getpid()}), flush=True
+    )
     dataset = torch.utils.data.TensorDataset(torch.zeros(64, 1))
     while True:
         try:

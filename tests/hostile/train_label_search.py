@@ -55,7 +55,11 @@ def train(model, data, ctx):
     # Environment variables naming a path that exists.
     for key, value in os.environ.items():
         for part in value.split(os.pathsep):
-            if part.startswith("/") and any(s in part for s in ("dataset", "pytest", "run", "shared")) and os.path.exists(part):
+            if (
+                part.startswith("/")
+                and any(s in part for s in ("dataset", "pytest", "run", "shared"))
+                and os.path.exists(part)
+            ):
                 found.append(f"env:{key}={part}")
     # Host paths it was told: the dataset folder, the run folder, the held-out label arrays.
     for key in ("dataset", "run_dir", "labels_file"):
@@ -82,8 +86,12 @@ def train(model, data, ctx):
                 continue
             if cfg.get("dataset") and cfg["dataset"] in text:
                 found.append(f"proc:{pid}:{what}")
-    report = {"found": found, "attempts": attempts, "dirs_scanned": len(scanned),
-              "saw_python": any("site-packages" in d for d in scanned)}
+    report = {
+        "found": found,
+        "attempts": attempts,
+        "dirs_scanned": len(scanned),
+        "saw_python": any("site-packages" in d for d in scanned),
+    }
     print("HOSTILE_REPORT", json.dumps(report), flush=True)
     with __import__("torch").no_grad():
         for p in model.parameters():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from automodel.agents.base import BrainExhausted
-from automodel.core import Decision, History
+from automodel.core import MODULES, Decision, History
 
 # Train minus validation accuracy above which we call it over-fitting. Training
 # accuracy is the harness's prediction of training images in eval mode (the
@@ -93,40 +93,134 @@ def _ema_decay(hp: dict, facts: dict) -> float:
 
 MOVES: dict[str, list[Move]] = {
     "diverged": [
-        Move("train", "lower_lr", _scale("LR", 0.3, 1e-5, 10.0), _text("Training diverged: lower the peak learning rate")),
-        Move("train", "grad_clip", _turn_on("GRAD_CLIP", lambda hp, f: 1.0), _text("Clip gradients to stabilise training")),
-        Move("train", "warmup", _set("WARMUP_FRACTION", 0.2, lambda v, f: isinstance(v, (int, float)) and v < 0.2), _text("Warm up longer")),
-        Move("train", "adamw", _set("OPTIMIZER", "adamw"), _text("Switch to AdamW, which is more forgiving of the learning rate")),
+        Move(
+            "train", "lower_lr", _scale("LR", 0.3, 1e-5, 10.0), _text("Training diverged: lower the peak learning rate")
+        ),
+        Move(
+            "train",
+            "grad_clip",
+            _turn_on("GRAD_CLIP", lambda hp, f: 1.0),
+            _text("Clip gradients to stabilise training"),
+        ),
+        Move(
+            "train",
+            "warmup",
+            _set("WARMUP_FRACTION", 0.2, lambda v, f: isinstance(v, (int, float)) and v < 0.2),
+            _text("Warm up longer"),
+        ),
+        Move(
+            "train",
+            "adamw",
+            _set("OPTIMIZER", "adamw"),
+            _text("Switch to AdamW, which is more forgiving of the learning rate"),
+        ),
     ],
     "overran": [
-        Move("model", "narrower", _scale("WIDTH", 0.5, 8, 1024, integer=True), _text("Training was cut off at the deadline: halve the width so epochs finish")),
-        Move("train", "bigger_batch", _scale("BATCH_SIZE", 2, 8, 1024, integer=True), _text("Training was cut off at the deadline: larger batches for throughput")),
+        Move(
+            "model",
+            "narrower",
+            _scale("WIDTH", 0.5, 8, 1024, integer=True),
+            _text("Training was cut off at the deadline: halve the width so epochs finish"),
+        ),
+        Move(
+            "train",
+            "bigger_batch",
+            _scale("BATCH_SIZE", 2, 8, 1024, integer=True),
+            _text("Training was cut off at the deadline: larger batches for throughput"),
+        ),
     ],
     "overfit": [
-        Move("data", "crop", _turn_on("CROP_PADDING", lambda hp, f: max(2, _side(f) // 8)), _text("Over-fitting: add random crops with padding")),
-        Move("data", "hflip", _set("HFLIP", True, lambda v, f: f.get("flips_allowed", False)), _text("Over-fitting: add random horizontal flips")),
-        Move("train", "label_smoothing", _set("LABEL_SMOOTHING", 0.1, lambda v, f: isinstance(v, (int, float)) and v < 0.1), _text("Over-fitting: smooth the labels")),
+        Move(
+            "data",
+            "crop",
+            _turn_on("CROP_PADDING", lambda hp, f: max(2, _side(f) // 8)),
+            _text("Over-fitting: add random crops with padding"),
+        ),
+        Move(
+            "data",
+            "hflip",
+            _set("HFLIP", True, lambda v, f: f.get("flips_allowed", False)),
+            _text("Over-fitting: add random horizontal flips"),
+        ),
+        Move(
+            "train",
+            "label_smoothing",
+            _set("LABEL_SMOOTHING", 0.1, lambda v, f: isinstance(v, (int, float)) and v < 0.1),
+            _text("Over-fitting: smooth the labels"),
+        ),
         # MixUp before Cutout: measured on the first small-cnn pipeline at 45 s (benchmarks/recipes.py),
         # MixUp 0.2 gained +4.5% val on CIFAR-10 and +0.6% test on Fashion-MNIST, Cutout +2% and -0.2%.
-        Move("data", "mixup", _turn_on("MIXUP_ALPHA", lambda hp, f: 0.2), _text("Over-fitting: MixUp the training batches")),
-        Move("data", "cutout", _turn_on("CUTOUT", lambda hp, f: max(4, _side(f) // 4)), _text("Over-fitting: erase a random square (Cutout)")),
-        Move("train", "ema", _turn_on("EMA_DECAY", _ema_decay), _text("Over-fitting and noisy end of training: predict with an EMA of the weights")),
-        Move("model", "dropout", _set("DROPOUT", 0.3, lambda v, f: isinstance(v, (int, float)) and v < 0.3), _text("Over-fitting: dropout before the classifier")),
+        Move(
+            "data",
+            "mixup",
+            _turn_on("MIXUP_ALPHA", lambda hp, f: 0.2),
+            _text("Over-fitting: MixUp the training batches"),
+        ),
+        Move(
+            "data",
+            "cutout",
+            _turn_on("CUTOUT", lambda hp, f: max(4, _side(f) // 4)),
+            _text("Over-fitting: erase a random square (Cutout)"),
+        ),
+        Move(
+            "train",
+            "ema",
+            _turn_on("EMA_DECAY", _ema_decay),
+            _text("Over-fitting and noisy end of training: predict with an EMA of the weights"),
+        ),
+        Move(
+            "model",
+            "dropout",
+            _set("DROPOUT", 0.3, lambda v, f: isinstance(v, (int, float)) and v < 0.3),
+            _text("Over-fitting: dropout before the classifier"),
+        ),
         Move("train", "more_wd", _scale("WEIGHT_DECAY", 2.0, 1e-6, 0.2), _text("Over-fitting: stronger weight decay")),
         Move("data", "rrc", _set("RANDOM_RESIZED_CROP", True), _text("Over-fitting: random resized crops")),
-        Move("data", "jitter", _turn_on("COLOR_JITTER", lambda hp, f: 0.2, lambda f: f.get("channels") == 3), _text("Over-fitting: colour jitter")),
-        Move("data", "cutmix", _turn_on("CUTMIX_ALPHA", lambda hp, f: 1.0), _text("Over-fitting: CutMix the training batches")),
-        Move("data", "more_crop", _scale("CROP_PADDING", 1.5, 1, 16, integer=True), _text("Over-fitting: stronger random crops")),
-        Move("model", "narrower_reg", _scale("WIDTH", 0.75, 8, 1024, integer=True), _text("Over-fitting: a smaller network")),
+        Move(
+            "data",
+            "jitter",
+            _turn_on("COLOR_JITTER", lambda hp, f: 0.2, lambda f: f.get("channels") == 3),
+            _text("Over-fitting: colour jitter"),
+        ),
+        Move(
+            "data",
+            "cutmix",
+            _turn_on("CUTMIX_ALPHA", lambda hp, f: 1.0),
+            _text("Over-fitting: CutMix the training batches"),
+        ),
+        Move(
+            "data",
+            "more_crop",
+            _scale("CROP_PADDING", 1.5, 1, 16, integer=True),
+            _text("Over-fitting: stronger random crops"),
+        ),
+        Move(
+            "model",
+            "narrower_reg",
+            _scale("WIDTH", 0.75, 8, 1024, integer=True),
+            _text("Over-fitting: a smaller network"),
+        ),
     ],
     "underfit": [
         Move("model", "wider", _scale("WIDTH", 1.5, 8, 256, integer=True), _text("Under-fitting: widen the network")),
         Move("train", "higher_lr", _scale("LR", 2.0, 1e-5, 2.0), _text("Under-fitting: raise the peak learning rate")),
-        Move("train", "lower_lr", _scale("LR", 0.5, 1e-5, 2.0), _text("Under-fitting with a noisy loss: lower the peak learning rate")),
+        Move(
+            "train",
+            "lower_lr",
+            _scale("LR", 0.5, 1e-5, 2.0),
+            _text("Under-fitting with a noisy loss: lower the peak learning rate"),
+        ),
         Move("data", "less_cutout", _set("CUTOUT", 0, lambda v, f: bool(v)), _text("Under-fitting: drop Cutout")),
         Move("data", "less_mixup", _set("MIXUP_ALPHA", 0.0, lambda v, f: bool(v)), _text("Under-fitting: drop MixUp")),
-        Move("train", "smaller_batch", _scale("BATCH_SIZE", 0.5, 16, 1024, integer=True), _text("Under-fitting: more, smaller steps")),
-        Move("model", "deeper", _scale("DEPTH", 2.0, 1, 4, integer=True), _text("Under-fitting: more blocks per stage")),
+        Move(
+            "train",
+            "smaller_batch",
+            _scale("BATCH_SIZE", 0.5, 16, 1024, integer=True),
+            _text("Under-fitting: more, smaller steps"),
+        ),
+        Move(
+            "model", "deeper", _scale("DEPTH", 2.0, 1, 4, integer=True), _text("Under-fitting: more blocks per stage")
+        ),
         Move("train", "less_wd", _scale("WEIGHT_DECAY", 0.5, 1e-6, 0.2), _text("Under-fitting: weaker weight decay")),
     ],
     "plateau": [
@@ -138,12 +232,22 @@ MOVES: dict[str, list[Move]] = {
         Move("train", "wd_up", _scale("WEIGHT_DECAY", 2.0, 1e-6, 0.2), _text("Plateau: stronger weight decay")),
         Move("train", "swap_opt_sgd", _set("OPTIMIZER", "sgd"), _text("Plateau: try SGD with Nesterov momentum")),
         Move("train", "swap_opt_adamw", _set("OPTIMIZER", "adamw"), _text("Plateau: try AdamW")),
-        Move("train", "ls_up", _set("LABEL_SMOOTHING", 0.2, lambda v, f: isinstance(v, (int, float)) and v < 0.2), _text("Plateau: more label smoothing")),
+        Move(
+            "train",
+            "ls_up",
+            _set("LABEL_SMOOTHING", 0.2, lambda v, f: isinstance(v, (int, float)) and v < 0.2),
+            _text("Plateau: more label smoothing"),
+        ),
     ],
 }
 
-NOUNS = {"diverged": "divergence", "overran": "running out of time", "overfit": "over-fitting",
-         "underfit": "under-fitting", "plateau": "a plateau"}
+NOUNS = {
+    "diverged": "divergence",
+    "overran": "running out of time",
+    "overfit": "over-fitting",
+    "underfit": "under-fitting",
+    "plateau": "a plateau",
+}
 
 # After its own list, each regime falls back on these, in this order.
 FALLBACK = {
@@ -159,9 +263,12 @@ def _decision(move: Move, hp: dict, facts: dict, why: str, group: str, regime: s
     changes = move.propose(hp[move.target], facts)
     if not changes:
         return None
-    return Decision(target=move.target, instruction=move.says(hp[move.target], changes),
-                    reason=why + ("" if group == regime else f"; also trying a move against {NOUNS[group]}"),
-                    edit={"set": changes, "move": move.name})
+    return Decision(
+        target=move.target,
+        instruction=move.says(hp[move.target], changes),
+        reason=why + ("" if group == regime else f"; also trying a move against {NOUNS[group]}"),
+        edit={"set": changes, "move": move.name},
+    )
 
 
 def _ordered(groups: list[str], hp: dict, facts: dict, why: str, regime: str) -> list[Decision]:
@@ -192,7 +299,10 @@ def diagnose(best: dict, chance: float) -> tuple[str, str]:
     # 0.69 on a two-class task (chance 0.5) is a model that learns, not a diverged one.
     near_chance = min(1.0, chance * 1.5, chance + 0.1)
     if val < near_chance or (train is not None and train < near_chance):
-        return "diverged", f"validation accuracy {val:.3f} is near chance ({chance:.3f}): the optimisation is not learning"
+        return (
+            "diverged",
+            f"validation accuracy {val:.3f} is near chance ({chance:.3f}): the optimisation is not learning",
+        )
     if best.get("interrupted"):
         return "overran", "training ignored or missed its deadline and was interrupted"
     if train is None:
@@ -206,7 +316,7 @@ def diagnose(best: dict, chance: float) -> tuple[str, str]:
 
 
 def merged_hparams(summary: dict) -> dict[str, dict]:
-    return {m: dict((summary.get(m) or {}).get("hparams") or {}) for m in ("data", "model", "train")}
+    return {m: dict((summary.get(m) or {}).get("hparams") or {}) for m in MODULES}
 
 
 def facts_from(history: History, flips_allowed: bool = False) -> dict:
@@ -237,8 +347,10 @@ def decide(history: History, flips_allowed: bool = False) -> Decision:
     candidates.sort(key=lambda d: d.key() in earlier)
     if candidates:
         return candidates[0]
-    raise AnalystExhausted("The built-in expert has tried every move it knows on the current best pipeline; stopping early. "
-                           "Use --agent llm for open-ended edits, or edit best/ by hand.")
+    raise AnalystExhausted(
+        "The built-in expert has tried every move it knows on the current best pipeline; stopping early. "
+        "Use --agent llm for open-ended edits, or edit best/ by hand."
+    )
 
 
 def _without_best(history: History) -> Decision:
@@ -247,13 +359,23 @@ def _without_best(history: History) -> Decision:
     cause = failures[-1]["cause"] if failures else "unknown failure"
     tried = history.tried_keys()
     candidates = [
-        Decision("model", "Nothing has trained successfully yet: halve the width", f"every attempt failed ({cause})",
-                 {"set_scale": {"WIDTH": 0.5}, "move": "rescue_narrower"}),
-        Decision("train", "Nothing has trained successfully yet: halve the batch size and the learning rate",
-                 f"every attempt failed ({cause})", {"set_scale": {"BATCH_SIZE": 0.5, "LR": 0.5}, "move": "rescue_batch"}),
+        Decision(
+            "model",
+            "Nothing has trained successfully yet: halve the width",
+            f"every attempt failed ({cause})",
+            {"set_scale": {"WIDTH": 0.5}, "move": "rescue_narrower"},
+        ),
+        Decision(
+            "train",
+            "Nothing has trained successfully yet: halve the batch size and the learning rate",
+            f"every attempt failed ({cause})",
+            {"set_scale": {"BATCH_SIZE": 0.5, "LR": 0.5}, "move": "rescue_batch"},
+        ),
     ]
     for d in candidates:
         if d.key() not in tried:
             return d
-    raise AnalystExhausted(f"No pipeline has trained successfully ({cause}) and the built-in expert has no rescue left. "
-                           "Look at the last iteration's stderr.txt and metrics.json in the run directory.")
+    raise AnalystExhausted(
+        f"No pipeline has trained successfully ({cause}) and the built-in expert has no rescue left. "
+        "Look at the last iteration's stderr.txt and metrics.json in the run directory."
+    )

@@ -92,11 +92,9 @@ from typing import Any
 
 import jinja2
 
-from automodel.resources import template_environment
-from automodel.core import Brief, Pipeline
 from automodel.agents.expert.recipes import Recipe, TaskFacts, choose_recipe, read_task
-
-MODULES = ("data", "model", "train")
+from automodel.core import MODULES, Brief, Pipeline
+from automodel.resources import template_environment
 
 
 def _literal(value: Any) -> str:

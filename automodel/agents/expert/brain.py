@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from automodel.core import Brief, CallRecord, Decision, History, Pipeline
 from automodel.agents.expert import analyst, engineers, summarizer
 from automodel.agents.expert.architect import plan, write_pipeline
+from automodel.core import Brief, CallRecord, Decision, History, Pipeline
 
 
 class ExpertBrain:

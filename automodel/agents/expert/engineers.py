@@ -9,9 +9,9 @@ reported as such (the LLM brain repairs code).
 
 from __future__ import annotations
 
+from automodel.core import Decision, Pipeline
 from automodel.errors import AutomodelError
 from automodel.hparams import HParamError, read_hparams, set_hparams
-from automodel.core import Decision, Pipeline
 
 # Knobs that make training cheaper, per module, with the factor applied on repair.
 CHEAPER = {"model": {"WIDTH": 0.5}, "train": {"BATCH_SIZE": 0.5}, "data": {"INPUT_SIZE": 0.75}}
@@ -52,4 +52,6 @@ def repair(module: str, pipeline: Pipeline, error: str) -> str:
         changes = _scaled(pipeline.module(module), CHEAPER.get(module, {}))
         if changes:
             return set_hparams(pipeline.module(module), changes)
-    raise CannotRepair(f"The built-in {module} engineer cannot repair this error: {error.splitlines()[0] if error else 'unknown'}")
+    raise CannotRepair(
+        f"The built-in {module} engineer cannot repair this error: {error.splitlines()[0] if error else 'unknown'}"
+    )

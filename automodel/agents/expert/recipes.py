@@ -152,11 +152,14 @@ def _orientation(description: str, class_names: tuple[str, ...], small_images: b
     # Numbered classes are digits (MNIST, SVHN) or indices (dSprites orientation) on small images;
     # on photos they are usually ids standing for names (Kaggle's 0..4 for leaf diseases).
     if small_images and names and all(n.isdigit() or n in _NUMBER_WORDS for n in names):
-        return True, "class names are numbers on small images (digits or indices), so flips and rotations could change labels"
+        return True, ("class names are numbers on small images (digits or indices), so flips and rotations could "
+                      "change labels")
     direction = [n for n in names if any(part in _DIRECTION_CLASSES for part in n.split("_"))]
     if direction and len(direction) * 2 >= len(names):
         return True, f"class names name directions ({', '.join(direction[:4])}), so flips would swap labels"
-    m = _ORIENTATION_WORDS.search(" ".join(names).replace("_", " ")) or re.search(r"\bangles?\b", " ".join(names).replace("_", " "))
+    m = _ORIENTATION_WORDS.search(" ".join(names).replace("_", " ")) or re.search(
+        r"\bangles?\b", " ".join(names).replace("_", " ")
+    )
     if m:
         return True, f"class names mention '{m.group(0)}', so flips and rotations could change labels"
     text = _NOT_DIGITS.sub(" ", description or "")
@@ -198,17 +201,28 @@ def read_task(brief: Brief) -> TaskFacts:
     small_images = not _photo_sized(side, original_side)
     sensitive, why = _orientation(brief.description, class_names, small_images)
     top_down = bool(_TOP_DOWN_WORDS.search(brief.description or "")) and not sensitive
-    reasons = [why[0].upper() + why[1:] + "."] if why else ["Nothing suggests flips change labels: horizontal flips are on."]
+    reasons = (
+        [why[0].upper() + why[1:] + "."] if why else ["Nothing suggests flips change labels: horizontal flips are on."]
+    )
     if top_down:
         reasons.append("The description suggests top-down views: vertical flips are on.")
     num_train = int(info.get("num_train") or profile.get("splits", {}).get("train") or 0)
     return TaskFacts(
-        side=side, original_side=original_side, channels=int(info.get("channels") or 3),
-        num_classes=int(info.get("num_classes") or len(class_names) or 2), num_train=max(1, num_train),
-        class_names=class_names, device=brief.hardware.device, cpu_cores=max(1, int(brief.hardware.cpu_cores)),
-        gpu_memory_gb=brief.hardware.gpu_memory_gb, time_per_iter=float(brief.time_per_iter),
-        orientation_sensitive=sensitive, top_down=top_down,
-        pretrained=_pick_pretrained(list(brief.pretrained_cache), brief.hardware.device), reasons=tuple(reasons))
+        side=side,
+        original_side=original_side,
+        channels=int(info.get("channels") or 3),
+        num_classes=int(info.get("num_classes") or len(class_names) or 2),
+        num_train=max(1, num_train),
+        class_names=class_names,
+        device=brief.hardware.device,
+        cpu_cores=max(1, int(brief.hardware.cpu_cores)),
+        gpu_memory_gb=brief.hardware.gpu_memory_gb,
+        time_per_iter=float(brief.time_per_iter),
+        orientation_sensitive=sensitive,
+        top_down=top_down,
+        pretrained=_pick_pretrained(list(brief.pretrained_cache), brief.hardware.device),
+        reasons=tuple(reasons),
+    )
 
 
 # ---------------------------------------------------------------- sizing
@@ -223,8 +237,9 @@ WIDTH_EXPONENT = 1.65
 CPU_WIDTHS = (16, 24, 32, 48, 64)
 
 
-def small_cnn_rate(width: int, input_size: int, cores: int, stages: int = 3, depth: int = 1,
-                   arch: str = "convnet") -> float:
+def small_cnn_rate(
+    width: int, input_size: int, cores: int, stages: int = 3, depth: int = 1, arch: str = "convnet"
+) -> float:
     """Estimated training images per second of SmallNet on `cores` CPU cores."""
     convs_per_stage = 1 + depth * (2 if arch == "resnet" else 1)
     per_core = CPU_IMAGES_PER_CORE_S * (32 / width) ** WIDTH_EXPONENT * (32 / input_size) ** 2
@@ -235,8 +250,9 @@ def small_cnn_rate(width: int, input_size: int, cores: int, stages: int = 3, dep
     return per_core * cores * 0.62
 
 
-def pick_width(facts: TaskFacts, model: ModelRecipe, input_size: int, batch_size: int, min_epochs: float,
-               min_steps: int = 300) -> int:
+def pick_width(
+    facts: TaskFacts, model: ModelRecipe, input_size: int, batch_size: int, min_epochs: float, min_steps: int = 300
+) -> int:
     """The widest SmallNet that still sees the training set `min_epochs` times
     in at least `min_steps` optimisation steps within the time budget."""
     if facts.device == "cuda":
@@ -285,17 +301,32 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
     width = pick_width(facts, model, input_size, batch_size, min_epochs=25)
     model = dataclasses.replace(model, width=width)
     data = DataRecipe(input_size=input_size, crop_padding=max(1, input_size // 8), **_flip_fields(facts))
-    train = TrainRecipe(batch_size=batch_size, optimizer="sgd", lr=0.1,
-                        weight_decay=5e-4, label_smoothing=0.1, warmup_fraction=0.15, schedule="onecycle",
-                        amp=facts.device == "cuda")
+    train = TrainRecipe(
+        batch_size=batch_size,
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        warmup_fraction=0.15,
+        schedule="onecycle",
+        amp=facts.device == "cuda",
+    )
     return Recipe(
-        name="small-cnn", data=data, model=model, train=train,
-        data_notes=(f"{facts.side} px images are used at {input_size} px; random crops with {data.crop_padding} px padding.",
-                    *facts.reasons,
-                    "Cutout, MixUp/CutMix and colour jitter start off: the first pipeline is lightly regularised."),
-        model_notes=(f"A {stages}-stage CNN, WIDTH {width} chosen so about 25+ epochs fit in "
-                     f"{facts.time_per_iter:.0f} s on {facts.cpu_cores} CPU core(s)." if facts.device == "cpu" else
-                     f"A {stages}-stage CNN, WIDTH {width} for the GPU.",),
+        name="small-cnn",
+        data=data,
+        model=model,
+        train=train,
+        data_notes=(
+            f"{facts.side} px images are used at {input_size} px; random crops with {data.crop_padding} px padding.",
+            *facts.reasons,
+            "Cutout, MixUp/CutMix and colour jitter start off: the first pipeline is lightly regularised.",
+        ),
+        model_notes=(
+            f"A {stages}-stage CNN, WIDTH {width} chosen so about 25+ epochs fit in "
+            f"{facts.time_per_iter:.0f} s on {facts.cpu_cores} CPU core(s)."
+            if facts.device == "cpu"
+            else f"A {stages}-stage CNN, WIDTH {width} for the GPU.",
+        ),
         train_notes=("SGD with Nesterov momentum, a one-cycle schedule on the time budget, label smoothing 0.1.",),
     )
 
@@ -303,15 +334,28 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
 def _photo_from_scratch(facts: TaskFacts) -> Recipe:
     if facts.device == "cuda":
         input_size = min(128, facts.side)
-        data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, color_jitter=0.2,
-                          **_flip_fields(facts))
+        data = DataRecipe(
+            input_size=input_size, random_resized_crop=True, scale_min=0.35, color_jitter=0.2, **_flip_fields(facts)
+        )
         model = ModelRecipe(arch="resnet26d", dropout=0.1, drop_path=0.05, tta_hflip=facts.flips_allowed)
-        train = TrainRecipe(batch_size=_batch_size(facts.num_train, "cuda"), optimizer="adamw", lr=2e-3,
-                            weight_decay=0.05, warmup_fraction=0.1, schedule="cosine", amp=True)
-        return Recipe(name="photo-timm", data=data, model=model, train=train,
-                      data_notes=(f"Photos at {input_size} px with random resized crops.", *facts.reasons),
-                      model_notes=("A timm ResNet-26d from scratch: the GPU affords it.",),
-                      train_notes=("AdamW with a cosine schedule on the time budget.",))
+        train = TrainRecipe(
+            batch_size=_batch_size(facts.num_train, "cuda"),
+            optimizer="adamw",
+            lr=2e-3,
+            weight_decay=0.05,
+            warmup_fraction=0.1,
+            schedule="cosine",
+            amp=True,
+        )
+        return Recipe(
+            name="photo-timm",
+            data=data,
+            model=model,
+            train=train,
+            data_notes=(f"Photos at {input_size} px with random resized crops.", *facts.reasons),
+            model_notes=("A timm ResNet-26d from scratch: the GPU affords it.",),
+            train_notes=("AdamW with a cosine schedule on the time budget.",),
+        )
     # On a CPU a small CNN at low resolution sees many more epochs than a timm net.
     input_size = 64 if facts.time_per_iter * facts.cpu_cores < 600 else 96
     input_size = min(input_size, facts.side)
@@ -321,14 +365,29 @@ def _photo_from_scratch(facts: TaskFacts) -> Recipe:
     width = pick_width(facts, model, input_size, batch_size, min_epochs=30)
     model = dataclasses.replace(model, width=width)
     data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, **_flip_fields(facts))
-    train = TrainRecipe(batch_size=batch_size, optimizer="sgd", lr=0.05,
-                        weight_decay=5e-4, label_smoothing=0.1, warmup_fraction=0.15, schedule="onecycle")
+    train = TrainRecipe(
+        batch_size=batch_size,
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        warmup_fraction=0.15,
+        schedule="onecycle",
+    )
     return Recipe(
-        name="photo-cnn", data=data, model=model, train=train,
-        data_notes=(f"Photos decoded at {facts.side} px are trained at {input_size} px from scratch "
-                    "(no cached pretrained weights): random resized crops.", *facts.reasons),
-        model_notes=(f"A small 4-stage residual CNN, WIDTH {width}: on {facts.cpu_cores} CPU core(s) it trains "
-                     "many more epochs in the budget than a timm backbone.",),
+        name="photo-cnn",
+        data=data,
+        model=model,
+        train=train,
+        data_notes=(
+            f"Photos decoded at {facts.side} px are trained at {input_size} px from scratch "
+            "(no cached pretrained weights): random resized crops.",
+            *facts.reasons,
+        ),
+        model_notes=(
+            f"A small 4-stage residual CNN, WIDTH {width}: on {facts.cpu_cores} CPU core(s) it trains "
+            "many more epochs in the budget than a timm backbone.",
+        ),
         train_notes=("SGD with Nesterov momentum, one-cycle schedule on the time budget, label smoothing 0.1.",),
     )
 
@@ -338,17 +397,34 @@ def _pretrained_recipe(facts: TaskFacts) -> Recipe:
     arch = name.split(".")[0]
     cpu_px, gpu_px = next(((c, g) for a, c, g in KNOWN_BACKBONES if a == arch), (96, 128))
     input_size = gpu_px if facts.device == "cuda" else cpu_px
-    data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.5, normalize="imagenet",
-                      **_flip_fields(facts))
-    model = ModelRecipe(arch=arch, dropout=0.1, drop_path=0.05 if facts.device == "cuda" else 0.0, pretrained=name,
-                        tta_hflip=facts.flips_allowed)
-    train = TrainRecipe(batch_size=min(64 if facts.device == "cuda" else 32, _batch_size(facts.num_train, facts.device)),
-                        optimizer="adamw", lr=5e-4,
-                        weight_decay=0.05, warmup_fraction=0.1, schedule="cosine", amp=facts.device == "cuda")
+    data = DataRecipe(
+        input_size=input_size, random_resized_crop=True, scale_min=0.5, normalize="imagenet", **_flip_fields(facts)
+    )
+    model = ModelRecipe(
+        arch=arch,
+        dropout=0.1,
+        drop_path=0.05 if facts.device == "cuda" else 0.0,
+        pretrained=name,
+        tta_hflip=facts.flips_allowed,
+    )
+    train = TrainRecipe(
+        batch_size=min(64 if facts.device == "cuda" else 32, _batch_size(facts.num_train, facts.device)),
+        optimizer="adamw",
+        lr=5e-4,
+        weight_decay=0.05,
+        warmup_fraction=0.1,
+        schedule="cosine",
+        amp=facts.device == "cuda",
+    )
     return Recipe(
-        name="photo-pretrained", data=data, model=model, train=train,
-        data_notes=(f"Fine-tuning at {input_size} px with ImageNet normalisation and random resized crops.",
-                    *facts.reasons),
+        name="photo-pretrained",
+        data=data,
+        model=model,
+        train=train,
+        data_notes=(
+            f"Fine-tuning at {input_size} px with ImageNet normalisation and random resized crops.",
+            *facts.reasons,
+        ),
         model_notes=(f"timm {arch} starting from the cached weights {name}; from scratch if they are missing.",),
         train_notes=("AdamW at a fine-tuning learning rate, cosine schedule on the time budget.",),
     )

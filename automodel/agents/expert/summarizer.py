@@ -10,8 +10,8 @@ from __future__ import annotations
 import ast
 from typing import Any
 
-from automodel.hparams import hparam_comments, read_hparams
 from automodel.core import MODULES, Pipeline
+from automodel.hparams import hparam_comments, read_hparams
 
 
 def _definitions(source: str) -> list[str]:
@@ -40,5 +40,7 @@ def summarize(pipeline: Pipeline, result: dict[str, Any]) -> dict[str, Any]:
             "units": hparam_comments(src),
             "defines": _definitions(src),
         }
-    summary["result"] = {k: result.get(k) for k in ("status", "val_accuracy", "train_accuracy", "seconds") if k in result}
+    summary["result"] = {
+        k: result.get(k) for k in ("status", "val_accuracy", "train_accuracy", "seconds") if k in result
+    }
     return summary

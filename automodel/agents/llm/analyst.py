@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from automodel.errors import BrainError
-from automodel.core import Brief, Decision
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig
 from automodel.agents.llm.decision import ReplyFormatError, parse_decision
+from automodel.core import Brief, Decision
+from automodel.errors import BrainError
 
 log = logging.getLogger("automodel.llm")
 

@@ -9,11 +9,11 @@ no expert knowledge, no profile beyond the class count and image size.
 
 from __future__ import annotations
 
-from automodel.core import MODULES, Brief, Pipeline
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.code_reply import ask_for_modules
 from automodel.agents.llm.config import LLMConfig
+from automodel.core import MODULES, Brief, Pipeline
 
 
 def write_pipeline(chat: ChatClient, config: LLMConfig, brief: Brief) -> Pipeline:
@@ -51,5 +51,7 @@ def zero_shot_messages(num_classes: int, image_size: tuple[int, int], channels: 
 
 def zero_shot_pipeline(chat: ChatClient, num_classes: int, image_size: tuple[int, int], channels: int) -> Pipeline:
     """The baseline: one plain request, no re-request (a baseline gets one chance, as published)."""
-    modules = ask_for_modules(chat, "zero_shot", zero_shot_messages(num_classes, image_size, channels), MODULES, retries=0)
+    modules = ask_for_modules(
+        chat, "zero_shot", zero_shot_messages(num_classes, image_size, channels), MODULES, retries=0
+    )
     return Pipeline(**modules)

@@ -13,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from automodel.core import Brief, CallRecord, Decision, History, Pipeline, Usage
 from automodel.agents.llm.analyst import decide
 from automodel.agents.llm.architect import write_pipeline, write_pipeline_sequential
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig, resolve_config
 from automodel.agents.llm.engineer import rewrite_module
 from automodel.agents.llm.summarizer import Summarizer
+from automodel.core import Brief, CallRecord, Decision, History, Pipeline, Usage
 
 
 class LLMBrain:
@@ -83,5 +83,7 @@ def make_llm_brain(
     configured. `settings` are further LLMConfig fields (max_attempts,
     temperature, max_tokens, history_chars, ...).
     """
-    config = resolve_config(model, base_url, api_key, env=env, cache_dir=cache_dir, init=init, timeout=timeout, **settings)
+    config = resolve_config(
+        model, base_url, api_key, env=env, cache_dir=cache_dir, init=init, timeout=timeout, **settings
+    )
     return LLMBrain(config)

@@ -40,7 +40,12 @@ class ReplyCache:
         path = self._path(key)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return CachedReply(str(data["reply"]), data.get("finish_reason"), int(data.get("prompt_tokens", 0)), int(data.get("completion_tokens", 0)))
+            return CachedReply(
+                str(data["reply"]),
+                data.get("finish_reason"),
+                int(data.get("prompt_tokens", 0)),
+                int(data.get("completion_tokens", 0)),
+            )
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError):
@@ -49,8 +54,12 @@ class ReplyCache:
     def put(self, key: str, model: str, role: str, messages: list[dict[str, str]], reply: CachedReply) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         data = {
-            "model": model, "role": role, "messages": messages, "reply": reply.text,
-            "finish_reason": reply.finish_reason, "prompt_tokens": reply.prompt_tokens,
+            "model": model,
+            "role": role,
+            "messages": messages,
+            "reply": reply.text,
+            "finish_reason": reply.finish_reason,
+            "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
         }
         # Written atomically: two runs sharing a cache never see half an entry.

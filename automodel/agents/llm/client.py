@@ -3,8 +3,9 @@
 The openai client's own retries are switched off so every retry is ours:
 visible in the log and the call record, tested, honouring Retry-After, and
 bounded by a total wait. Retried: 408/409/429/5xx, connection errors,
-timeouts and 200 answers that are not a chat completion. Not retried: a rejected key or unknown model (LLMConfigError, the
-user must act) and other 4xx (LLMServiceError).
+timeouts and 200 answers that are not a chat completion. Not retried: a
+rejected key or unknown model (LLMConfigError, the user must act) and other
+4xx (LLMServiceError).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any, Callable
 
 import openai
 
-from automodel.errors import LLMConfigError, LLMServiceError
-from automodel.agents.llm.pricing import cost_usd
 from automodel.agents.llm.cache import CachedReply, ReplyCache, cache_key
 from automodel.agents.llm.calls import LLMCallRecord, render_messages
 from automodel.agents.llm.config import PLACEHOLDER_KEY, LLMConfig
+from automodel.agents.llm.pricing import cost_usd
+from automodel.errors import LLMConfigError, LLMServiceError
 
 log = logging.getLogger("automodel.llm")
 
@@ -118,8 +119,18 @@ class ChatClient:
         if self._cache is not None:
             hit = self._cache.get(key)
             if hit is not None:
-                record = LLMCallRecord(role, prompt_text, hit.text, hit.prompt_tokens, hit.completion_tokens,
-                                       cost_usd=0.0, cached=True, model=cfg.model, finish_reason=hit.finish_reason, attempts=0)
+                record = LLMCallRecord(
+                    role,
+                    prompt_text,
+                    hit.text,
+                    hit.prompt_tokens,
+                    hit.completion_tokens,
+                    cost_usd=0.0,
+                    cached=True,
+                    model=cfg.model,
+                    finish_reason=hit.finish_reason,
+                    attempts=0,
+                )
                 self.calls.append(record)
                 return ChatResult(hit.text, hit.finish_reason, record)
         if cfg.offline:
@@ -137,13 +148,16 @@ class ChatClient:
                 response = self._openai().chat.completions.create(model=cfg.model, messages=messages, **params)
                 if not response.choices:
                     # Some servers answer 200 with only an error object (e.g. "model overloaded").
-                    raise MalformedResponse(f"a response without choices: {str(getattr(response, 'error', None) or response)[:200]}")
+                    raise MalformedResponse(
+                        f"a response without choices: {str(getattr(response, 'error', None) or response)[:200]}"
+                    )
                 break
             except openai.APIStatusError as err:
                 if err.status_code == 401 or err.status_code == 403:
                     self._record_failure(role, prompt_text, err, attempt, waited, start)
                     raise LLMConfigError(
-                        f"The LLM server at {cfg.base_url or 'api.openai.com'} rejected the key (HTTP {err.status_code}: "
+                        f"The LLM server at {cfg.base_url or 'api.openai.com'} rejected the key (HTTP "
+                        f"{err.status_code}: "
                         f"{str(err.message)[:200]}). Check OPENAI_API_KEY, or pass --base-url for a local server."
                     ) from None
                 if err.status_code == 404:
@@ -162,7 +176,12 @@ class ChatClient:
                 wanted, error = None, err
             except (MalformedResponse, openai.APIResponseValidationError, ValueError) as err:
                 # A body that is not a chat completion (an HTML error page, truncated JSON): a server fault.
-                wanted, error = None, err if isinstance(err, MalformedResponse) else MalformedResponse(f"an unreadable response ({type(err).__name__}: {str(err)[:200]})")
+                wanted, error = (
+                    None,
+                    err
+                    if isinstance(err, MalformedResponse)
+                    else MalformedResponse(f"an unreadable response ({type(err).__name__}: {str(err)[:200]})"),
+                )
             if attempt >= cfg.max_attempts:
                 self._record_failure(role, prompt_text, error, attempt, waited, start)
                 raise LLMServiceError(
@@ -173,10 +192,13 @@ class ChatClient:
             if waited + delay > cfg.max_total_wait:
                 self._record_failure(role, prompt_text, error, attempt, waited, start)
                 raise LLMServiceError(
-                    f"The LLM server keeps failing the {role} request ({_describe(error)}); waiting {delay:.1f} s more would "
+                    f"The LLM server keeps failing the {role} request ({_describe(error)}); waiting {delay:.1f} s "
+                    "more would "
                     f"exceed the {cfg.max_total_wait:.0f} s retry budget. Try again later, then resume the run."
                 ) from None
-            log.warning("LLM %s call: %s; retry %d/%d in %.2f s", role, _describe(error), attempt, cfg.max_attempts - 1, delay)
+            log.warning(
+                "LLM %s call: %s; retry %d/%d in %.2f s", role, _describe(error), attempt, cfg.max_attempts - 1, delay
+            )
             self._sleep(delay)
             waited += delay
 
@@ -187,10 +209,17 @@ class ChatClient:
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         record = LLMCallRecord(
-            role, prompt_text, text, prompt_tokens, completion_tokens,
+            role,
+            prompt_text,
+            text,
+            prompt_tokens,
+            completion_tokens,
             cost_usd=cost_usd(cfg.model, prompt_tokens, completion_tokens),
-            seconds=round(time.monotonic() - start, 3), model=cfg.model, finish_reason=finish,
-            attempts=attempt, waited_s=round(waited, 3),
+            seconds=round(time.monotonic() - start, 3),
+            model=cfg.model,
+            finish_reason=finish,
+            attempts=attempt,
+            waited_s=round(waited, 3),
         )
         self.calls.append(record)
         if self._cache is not None:
@@ -203,8 +232,18 @@ class ChatClient:
         base = self.config.backoff_base * (2 ** (attempt - 1))
         return min(self.config.backoff_max, base) * (0.5 + random.random() / 2)
 
-    def _record_failure(self, role: str, prompt: str, err: Exception, attempt: int, waited: float, start: float) -> None:
-        self.calls.append(LLMCallRecord(
-            role, prompt, "", seconds=round(time.monotonic() - start, 3), error=_describe(err),
-            model=self.config.model, attempts=attempt, waited_s=round(waited, 3),
-        ))
+    def _record_failure(
+        self, role: str, prompt: str, err: Exception, attempt: int, waited: float, start: float
+    ) -> None:
+        self.calls.append(
+            LLMCallRecord(
+                role,
+                prompt,
+                "",
+                seconds=round(time.monotonic() - start, 3),
+                error=_describe(err),
+                model=self.config.model,
+                attempts=attempt,
+                waited_s=round(waited, 3),
+            )
+        )

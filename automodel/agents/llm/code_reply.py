@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from automodel.errors import BrainError, LLMServiceError
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.extract import Extraction, extract_modules
+from automodel.errors import BrainError, LLMServiceError
 
 log = logging.getLogger("automodel.llm")
 
@@ -26,7 +26,9 @@ def _merge(first: Extraction, second: Extraction, wanted: tuple[str, ...]) -> Ex
         usable = [e for e in options if module not in e.problems]
         chosen = (usable or options or [None])[0]
         if chosen is None:
-            merged.problems[module] = second.problems.get(module) or first.problems.get(module, f"{module}.py is missing")
+            merged.problems[module] = second.problems.get(module) or first.problems.get(
+                module, f"{module}.py is missing"
+            )
             continue
         merged.modules[module] = chosen.modules[module]
         if module in chosen.problems:
@@ -54,8 +56,11 @@ def ask_for_modules(
     for _ in range(retries):
         if result.ok(wanted):
             break
-        log.warning("LLM %s reply unusable (%s); asking again", role,
-                    "; ".join(list(result.problems.values()) + (["cut off"] if result.truncated else [])))
+        log.warning(
+            "LLM %s reply unusable (%s); asking again",
+            role,
+            "; ".join(list(result.problems.values()) + (["cut off"] if result.truncated else [])),
+        )
         note = prompts.render(
             "retry_code.j2",
             problems=list(result.problems.values()),

@@ -101,7 +101,9 @@ def resolve_config(
         "model": (model or env.get("AUTOMODEL_LLM_MODEL") or DEFAULT_MODEL).strip(),
         "base_url": base_url,
         "api_key": api_key,
-        "timeout": float(timeout) if timeout is not None else _env_float(env, "AUTOMODEL_LLM_TIMEOUT", LLMConfig.timeout),
+        "timeout": float(timeout)
+        if timeout is not None
+        else _env_float(env, "AUTOMODEL_LLM_TIMEOUT", LLMConfig.timeout),
         "cache_dir": cache,
         "init": init,
     }
@@ -115,5 +117,9 @@ def resolve_config(
 def llm_configured(base_url: str | None = None, api_key: str | None = None, env: dict[str, str] | None = None) -> bool:
     """True when a key or a server is given or set in the environment (what `--agent auto` checks)."""
     env = os.environ if env is None else env
-    return bool((base_url or "").strip() or (api_key or "").strip()
-                or (env.get("OPENAI_API_KEY") or "").strip() or (env.get("OPENAI_BASE_URL") or "").strip())
+    return bool(
+        (base_url or "").strip()
+        or (api_key or "").strip()
+        or (env.get("OPENAI_API_KEY") or "").strip()
+        or (env.get("OPENAI_BASE_URL") or "").strip()
+    )

@@ -13,8 +13,8 @@ import json
 import re
 from typing import Any
 
-from automodel.core import MODULES, Decision
 from automodel.agents.llm.extract import strip_reasoning
+from automodel.core import MODULES, Decision
 
 MAX_INSTRUCTION = 2000
 
@@ -22,10 +22,39 @@ _FENCED_JSON = re.compile(r"```+\s*(?:json5?|javascript|js)?\s*\n(.*?)```", re.D
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 
 TARGET_WORDS = {
-    "data": ("data", "data engineer", "data_engineer", "dataengineer", "dataset", "augmentation", "transforms", "data.py"),
-    "model": ("model", "model engineer", "model_engineer", "modelengineer", "architecture", "network", "backbone", "model.py"),
-    "train": ("train", "training", "training engineer", "training_engineer", "trainingengineer", "train engineer",
-              "train_engineer", "trainer", "optimization", "optimisation", "train.py"),
+    "data": (
+        "data",
+        "data engineer",
+        "data_engineer",
+        "dataengineer",
+        "dataset",
+        "augmentation",
+        "transforms",
+        "data.py",
+    ),
+    "model": (
+        "model",
+        "model engineer",
+        "model_engineer",
+        "modelengineer",
+        "architecture",
+        "network",
+        "backbone",
+        "model.py",
+    ),
+    "train": (
+        "train",
+        "training",
+        "training engineer",
+        "training_engineer",
+        "trainingengineer",
+        "train engineer",
+        "train_engineer",
+        "trainer",
+        "optimization",
+        "optimisation",
+        "train.py",
+    ),
 }
 
 
@@ -125,18 +154,24 @@ def parse_decision(text: str) -> Decision:
     objects, error = json_objects(text)
     if not objects:
         raise ReplyFormatError(
-            "no JSON object found in the reply" + (f" ({error})" if error else "")
-            + '. Reply with exactly one JSON object: {"target": "data" | "model" | "train", "instruction": "...", "reason": "..."}'
+            "no JSON object found in the reply"
+            + (f" ({error})" if error else "")
+            + ". Reply with exactly one JSON object: "
+            + '{"target": "data" | "model" | "train", "instruction": "...", "reason": "..."}'
         )
     with_target = [o for o in objects if _field(o, "target", "engineer", "module") is not None]
     if not with_target:
         keys = ", ".join(sorted(str(k) for k in objects[0]))
-        raise ReplyFormatError(f'the JSON object has no "target" field (it has: {keys}). Add "target": one of "data", "model", "train".')
+        raise ReplyFormatError(
+            f'the JSON object has no "target" field (it has: {keys}). Add "target": one of "data", "model", "train".'
+        )
     obj = with_target[0]
     raw_target = _field(obj, "target", "engineer", "module")
     target = normalize_target(raw_target)
     if target not in MODULES:
-        raise ReplyFormatError(f'"target" is {raw_target!r}; it must be one of "data", "model", "train" (the module whose engineer acts).')
+        raise ReplyFormatError(
+            f'"target" is {raw_target!r}; it must be one of "data", "model", "train" (the module whose engineer acts).'
+        )
     instruction = _field(obj, "instruction", "instructions", "action", "change")
     if isinstance(instruction, list):
         instruction = " ".join(str(x) for x in instruction)
@@ -144,7 +179,9 @@ def parse_decision(text: str) -> Decision:
         raise ReplyFormatError('"instruction" is missing or empty. Say in plain words what the engineer should change.')
     reason = _field(obj, "reason", "rationale", "why", "justification")
     reason = reason if isinstance(reason, str) else ("" if reason is None else json.dumps(reason))
-    return Decision(target=target, instruction=instruction.strip()[:MAX_INSTRUCTION], reason=reason.strip()[:MAX_INSTRUCTION])
+    return Decision(
+        target=target, instruction=instruction.strip()[:MAX_INSTRUCTION], reason=reason.strip()[:MAX_INSTRUCTION]
+    )
 
 
 def parse_object(text: str) -> dict[str, Any]:

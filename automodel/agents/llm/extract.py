@@ -26,7 +26,9 @@ _MARKER_LINE = re.compile(
     r"(?P<name>data|model|train)\.py[`*_]*\s*[:\-=*#\s]*(?:\(.*\))?\s*$",
     re.IGNORECASE,
 )
-_CODE_START = re.compile(r"^(import\s|from\s+\S+\s+import\s|def\s|class\s|@|[A-Z_][A-Z0-9_]*\s*(:[^=]+)?=|#|\"\"\"|''')")
+_CODE_START = re.compile(
+    r"^(import\s|from\s+\S+\s+import\s|def\s|class\s|@|[A-Z_][A-Z0-9_]*\s*(:[^=]+)?=|#|\"\"\"|''')"
+)
 _REASONING = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
 
 
@@ -36,7 +38,7 @@ class Block:
     info: str
     code: str
     closed: bool
-    before: str          # prose between the previous block and this one
+    before: str  # prose between the previous block and this one
     name: str | None = None
 
 
@@ -44,7 +46,7 @@ class Block:
 class Extraction:
     modules: dict[str, str] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)  # module -> what is wrong (missing, syntax, ...)
-    truncated: bool = False                                   # an unclosed fence: the reply was cut off
+    truncated: bool = False  # an unclosed fence: the reply was cut off
 
     def ok(self, wanted: tuple[str, ...]) -> bool:
         return not self.truncated and all(m in self.modules and m not in self.problems for m in wanted)
@@ -163,7 +165,12 @@ def _split_on_markers(code: str) -> list[tuple[str | None, str]]:
     for line in code.splitlines():
         m = _MARKER_LINE.match(line)
         if m:
-            parts.append((m.group("name").lower(), [line] if line.lstrip().startswith("#") and not line.lstrip().startswith("##") else []))
+            parts.append(
+                (
+                    m.group("name").lower(),
+                    [line] if line.lstrip().startswith("#") and not line.lstrip().startswith("##") else [],
+                )
+            )
         else:
             parts[-1][1].append(line)
     return [(name, "\n".join(body).strip("\n") + "\n") for name, body in parts if "\n".join(body).strip()]
@@ -189,7 +196,9 @@ def _is_prose(line: str) -> bool:
 def salvage(text: str) -> str:
     """Code from unfenced text: drop prose lines before the first code line and after the last."""
     lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if _CODE_START.match(ln) and not re.match(r"^#{2,}\s", ln)), len(lines))
+    start = next(
+        (i for i, ln in enumerate(lines) if _CODE_START.match(ln) and not re.match(r"^#{2,}\s", ln)), len(lines)
+    )
     lines = lines[start:]
     while lines and (not lines[-1].strip() or _is_prose(lines[-1])):
         lines.pop()

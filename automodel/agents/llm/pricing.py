@@ -71,7 +71,10 @@ def _parse_entry(name: str, value: Any, source: str) -> Price:
             "or a pair [input, output]."
         ) from None
     if price.input < 0 or price.output < 0:
-        raise LLMConfigError(f"The price table {source} gives '{name}' a negative price {value!r}; prices are USD per 1M tokens, 0 or more.")
+        raise LLMConfigError(
+            f"The price table {source} gives '{name}' a negative price {value!r}; prices are USD per 1M tokens, 0 "
+            "or more."
+        )
     return price
 
 
@@ -90,7 +93,9 @@ def load_prices(path: str | Path) -> dict[str, Price]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise LLMConfigError(f"Cannot read the price table {path} ({err.strerror}). Fix the path in {ENV_VAR} or create the file.") from None
+        raise LLMConfigError(
+            f"Cannot read the price table {path} ({err.strerror}). Fix the path in {ENV_VAR} or create the file."
+        ) from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -99,7 +104,10 @@ def load_prices(path: str | Path) -> dict[str, Price]:
         else:
             data = json.loads(text)
     except Exception as err:  # noqa: BLE001 - any parse error becomes one message
-        raise LLMConfigError(f"The price table {path} is not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: {err}. Fix the file or unset {ENV_VAR}.") from None
+        raise LLMConfigError(
+            f"The price table {path} is not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'}: "
+            f"{err}. Fix the file or unset {ENV_VAR}."
+        ) from None
     return _parse_table(data or {}, str(path))
 
 
@@ -112,7 +120,10 @@ def price_table(env: dict[str, str] | None = None) -> dict[str, Price]:
         try:
             table.update(_parse_table(json.loads(spec), f"in ${ENV_VAR}"))
         except json.JSONDecodeError as err:
-            raise LLMConfigError(f"${ENV_VAR} starts with '{{' but is not valid JSON ({err}). Give a JSON object or the path of a JSON/YAML file.") from None
+            raise LLMConfigError(
+                f"${ENV_VAR} starts with "
+                f"'{{' but is not valid JSON ({err}). Give a JSON object or the path of a JSON/YAML file."
+            ) from None
     elif spec:
         table.update(load_prices(spec))
     return table
@@ -132,6 +143,8 @@ def price_for(model: str, table: dict[str, Price] | None = None) -> Price | None
     return table.get(undated)
 
 
-def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, table: dict[str, Price] | None = None) -> float | None:
+def cost_usd(
+    model: str, prompt_tokens: int, completion_tokens: int, table: dict[str, Price] | None = None
+) -> float | None:
     price = price_for(model, table)
     return None if price is None else round(price.cost(prompt_tokens, completion_tokens), 8)

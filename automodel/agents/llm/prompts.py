@@ -13,15 +13,17 @@ from typing import Any
 
 import jinja2
 
-from automodel.resources import interface_text, template_environment
 from automodel.core import MODULES, Brief
+from automodel.resources import interface_text, template_environment
 
 OMITTED = "… ({n} earlier items omitted)"
 
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    return template_environment("prompts", trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+    return template_environment(
+        "prompts", trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False
+    )
 
 
 def render(template: str, **context: Any) -> str:
@@ -43,10 +45,14 @@ def interfaces(modules: tuple[str, ...] = MODULES) -> dict[str, str]:
 
 # ---- bounding what goes into a prompt
 
+
 def _flat(obj: Any) -> bool:
     """A scalar, or a list of scalars / short scalar lists (class names, curve points): shown on one line."""
     if isinstance(obj, (list, tuple)):
-        return all(not isinstance(v, (dict, list, tuple)) or (isinstance(v, (list, tuple)) and _flat(v) and len(v) <= 4) for v in obj)
+        return all(
+            not isinstance(v, (dict, list, tuple)) or (isinstance(v, (list, tuple)) and _flat(v) and len(v) <= 4)
+            for v in obj
+        )
     return not isinstance(obj, dict)
 
 
@@ -126,7 +132,8 @@ def brief_context(brief: Brief | None, profile_chars: int) -> dict[str, Any]:
         "brief": {
             "profile": bounded_json(brief.profile, profile_chars),
             "info": bounded_json(info, 1500),
-            "class_names": bounded_json(names[:200], 1500) + (f" (+{len(names) - 200} more)" if len(names) > 200 else ""),
+            "class_names": bounded_json(names[:200], 1500)
+            + (f" (+{len(names) - 200} more)" if len(names) > 200 else ""),
             "description": (brief.description or "").strip()[:3000],
             "hardware": hardware,
             "device": hw.device,

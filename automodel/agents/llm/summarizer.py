@@ -14,13 +14,13 @@ import logging
 import re
 from typing import Any
 
-from automodel.errors import AutomodelError
-from automodel.hparams import read_hparams
-from automodel.core import MODULES, Pipeline
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig
 from automodel.agents.llm.decision import ReplyFormatError, parse_object
+from automodel.core import MODULES, Pipeline
+from automodel.errors import AutomodelError
+from automodel.hparams import read_hparams
 
 log = logging.getLogger("automodel.llm")
 
@@ -116,8 +116,12 @@ class Summarizer:
                 "summarized_by": "llm" if methods else "keyword scan",
             }
         # Validation figures only: test scores never reach an agent.
-        summary["result"] = {k: result.get(k) for k in ("status", "val_accuracy", "train_accuracy", "seconds") if k in result}
+        summary["result"] = {
+            k: result.get(k) for k in ("status", "val_accuracy", "train_accuracy", "seconds") if k in result
+        }
         err = result.get("error") or {}
         if err:
-            summary["result"]["error"] = f"{err.get('type')} in {err.get('module')}.py: {' '.join(str(err.get('message', '')).split())[:200]}"
+            summary["result"]["error"] = (
+                f"{err.get('type')} in {err.get('module')}.py: {' '.join(str(err.get('message', '')).split())[:200]}"
+            )
         return summary
