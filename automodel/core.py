@@ -68,6 +68,9 @@ class Brief:
     hardware: Hardware
     time_per_iter: float          # training seconds each iteration gets
     pretrained_cache: list[str] = field(default_factory=list)  # timm weights available offline
+    # Measured before the first pipeline (automodel.sandbox.throughput): training images per second of a
+    # reference CNN at a few widths, on this machine, at the data's resolution; None where not measured.
+    throughput: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,10 @@ class IterationResult:
     peak_processes: int | None = None
     disk_mb: float | None = None                # what the training process kept in its work folder
     logs_truncated: dict[str, int] = field(default_factory=dict)  # log -> bytes cut from its middle
+    # What training consumed: steps, images, epochs, images_per_second (the child's counts over the
+    # parent's clock), cpu_utilisation of the slot's cores and steal_share of the machine (measured
+    # by the parent), batched (which data path data.py took).
+    compute: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -96,6 +96,8 @@ def drive(
     bundle = prepare_data(ds, split, images, run.path / DATA_DIR, device=cfg.device)
     info = dict(bundle.info)
     weights = find_cached()
+    run_config = RunConfig(device=cfg.device, seed=cfg.seed, sandbox=level, threads=hardware.cpu_cores,
+                           cache_dir=weights.hub_dir, pretrained_available=bool(weights.names))
     brief = Brief(
         profile=run.info["dataset"]["profile"],
         info=info,
@@ -103,6 +105,7 @@ def drive(
         hardware=hardware,
         time_per_iter=cfg.time_per_iter,
         pretrained_cache=list(weights.names),
+        throughput=_throughput(run, bundle, run_config, level, max(images.image_size), progress),
     )
     brain = make_brain(brain_cfg)
     brain.start(brief)
@@ -122,19 +125,7 @@ def drive(
     }
 
     def execute(iter_dir: Path, time_limit: float):
-        return run_iteration(
-            iter_dir,
-            bundle,
-            RunConfig(
-                time_limit=time_limit,
-                device=cfg.device,
-                seed=cfg.seed,
-                sandbox=level,
-                threads=hardware.cpu_cores,
-                cache_dir=weights.hub_dir,
-                pretrained_available=bool(weights.names),
-            ),
-        )
+        return run_iteration(iter_dir, bundle, dataclasses.replace(run_config, time_limit=time_limit))
 
     loop = Loop(
         run,
@@ -153,6 +144,24 @@ def drive(
         progress.close()
     finish(run, progress)
     return outcome
+
+
+def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Progress) -> dict | None:
+    """The machine's measured training speed, once per run (kept in run.json so resume reuses it)."""
+    if "throughput" in run.info:
+        return run.info["throughput"]
+    from automodel.sandbox.throughput import measure_throughput
+
+    # Photos are trained from scratch at 64 px on a CPU: measure there, not at the decoded size.
+    figures = measure_throughput(bundle, config, level, input_size=None if side <= 64 else 64)
+    run.update_info(throughput=figures)
+    if figures:
+        rates = ", ".join(f"{float(v):,.0f} at WIDTH {k}" for k, v in figures["images_per_second"].items())
+        progress.note(f"automodel: this machine trains {rates} images/s ({figures['input_size']} px, batch "
+                      f"{figures['batch_size']}, {figures['threads']} threads; measured in {figures['seconds']} s)")
+    else:
+        progress.note("automodel: the throughput probe failed; the Architect sizes the first pipeline from its table")
+    return figures
 
 
 def drive_command(

@@ -1,17 +1,26 @@
-"""CONTRACT for data.py: how one decoded image becomes a tensor.
+"""CONTRACT for data.py: how decoded images become the tensors the model sees.
 
-The harness has already decoded every image ONCE into a numpy uint8 array of
-shape (H, W, C), where (H, W) == info.image_size and C == info.channels (1 for
-grayscale data, 3 for colour). data.py only decides augmentation and
-normalization. It never reads files and never sees validation or test labels.
+The harness has already decoded every image ONCE to uint8 at info.image_size
+(H, W) with info.channels channels (1 for grayscale, 3 for colour), and keeps
+the training split in memory (on the GPU when training there). data.py only
+decides augmentation and normalization. It never reads files and never sees
+validation or test labels.
 
 Your module starts with ONE block of UPPER_CASE hyperparameters, each with its
 unit or meaning in a comment, e.g.
 
-    CROP_PADDING = 4        # pixels of reflect padding before a random crop
+    CROP_PADDING = 4        # pixels of padding before a random crop (random translation)
     HFLIP = True            # random horizontal flips (False for digits/text)
 
-Required: build_transforms. Optional: mix_batch.
+Define ONE of:
+- build_batch_transforms (preferred, fast): transforms whole batches of uint8
+  tensors with tensor operations, on the device. Use it for images up to
+  about 128 px: random translations by indexing, flips with torch.where,
+  normalization; no per-image Python loop.
+- build_transforms (per image): one numpy image at a time, on the CPU. Use it
+  only for what needs per-image code, such as albumentations on large photos.
+If both are defined, the batched one is used.
+Optional: mix_batch (MixUp/CutMix on the float batch).
 You may use numpy, torch, torchvision.transforms.v2 or albumentations.
 """
 
@@ -20,9 +29,38 @@ from typing import Callable, Tuple
 import numpy as np
 import torch
 
+BatchTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def build_batch_transforms(info) -> Tuple[BatchTransform, BatchTransform]:
+    """Return (train_batch_transform, eval_batch_transform).
+
+    Each maps a batch of images, a uint8 tensor (B, C, H, W) already on the
+    training device, to a float32 tensor (B, C, H2, W2) on the same device.
+    Both must give the same (C, H2, W2); that is the input the model receives.
+    eval_batch_transform must be deterministic (it predicts validation, test
+    and new images). `info` is as for build_transforms below.
+
+    Example (random flips, then normalization):
+
+        def build_batch_transforms(info):
+            mean = torch.tensor(info.mean).view(1, -1, 1, 1) * 255
+            std = torch.tensor(info.std).view(1, -1, 1, 1) * 255
+
+            def normalize(x):
+                return (x.float() - mean.to(x.device)) / std.to(x.device)
+
+            def train_tf(x):
+                flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
+                return normalize(torch.where(flip, x.flip(3), x))
+
+            return train_tf, normalize
+    """
+    raise NotImplementedError
+
 
 def build_transforms(info) -> Tuple[Callable[[np.ndarray], torch.Tensor], Callable[[np.ndarray], torch.Tensor]]:
-    """Return (train_transform, eval_transform).
+    """Return (train_transform, eval_transform), one image at a time.
 
     Each maps ONE image, a numpy uint8 array (H, W, C), to a float32 torch
     tensor (C, H2, W2). Both must produce the same (C, H2, W2) for every image,
@@ -31,7 +69,7 @@ def build_transforms(info) -> Tuple[Callable[[np.ndarray], torch.Tensor], Callab
 
     `info` has: num_classes (int), class_names (list[str]), channels (1|3),
     image_size ((H, W) of the decoded arrays), mean and std (per-channel floats
-    in [0, 1] measured on the training split), num_train (int).
+    in [0, 1] measured on the training split), num_train (int), device (str).
     """
     raise NotImplementedError
 

@@ -23,14 +23,17 @@ def train(model: torch.nn.Module, data, ctx) -> torch.nn.Module:
       data.loader(batch_size, shuffle=True, drop_last=True)
                                        an iterable over one epoch of
                                        (images float32 (B, C, H2, W2), targets)
-                                       on the CPU, with data.py's train
-                                       transform (and mix_batch if defined)
-                                       applied; targets are int64 (B,) or
-                                       float32 (B, num_classes) soft targets.
-                                       Move both to ctx.device yourself.
+                                       with data.py's train transform (and
+                                       mix_batch if defined) applied; targets
+                                       are int64 (B,) or float32
+                                       (B, num_classes) soft targets. Batched
+                                       transforms deliver them on ctx.device,
+                                       per-image ones on the CPU: call
+                                       .to(ctx.device) on both either way.
       data.eval_loader(batch_size)     the training images with the eval
                                        transform and int64 targets, in order.
     `ctx` gives the run's resources and limits:
+      ctx.steps                        should_stop() calls so far (your steps)
       ctx.device                       torch.device to train on
       ctx.seed                         int; the harness has already seeded
                                        python, numpy and torch with it

@@ -164,12 +164,14 @@ def test_generated_modules_handle_real_images(name, tasks, tmp_path):
     mods = load_modules(pipeline, tmp_path)
     info = info_ns(task.info)
     size = read_hparams(pipeline.data)["INPUT_SIZE"]
-    train_tf, eval_tf = mods["data"].build_transforms(info)
+    train_tf, eval_tf = mods["data"].build_batch_transforms(info)
     images, labels = task.train_arrays(8)
     assert images.shape[-1] == DATASETS[name][2] == info.channels
-    batch = torch.stack([train_tf(img) for img in images])
+    uint8 = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    batch = train_tf(uint8)
     assert batch.shape == (8, info.channels, size, size) and batch.dtype == torch.float32
-    assert torch.equal(eval_tf(images[0]), eval_tf(images[0]))
+    assert torch.equal(eval_tf(uint8), eval_tf(uint8))
+    assert not torch.equal(train_tf(uint8), train_tf(uint8))  # the augmentation is random
     model = mods["model"].build_model(info)
     with torch.no_grad():
         logits = model.eval()(batch)
@@ -265,8 +267,10 @@ def test_data_knobs_change_the_transforms(tasks, tmp_path):
     quiet = _quiet_data(write_pipeline(task.brief()))
 
     def draws(pipeline, where, n=24):
-        train_tf, eval_tf = load_modules(pipeline, tmp_path / where)["data"].build_transforms(info)
-        return [train_tf(img) for _ in range(n)], eval_tf(img)
+        """n augmented copies of one image (one batch) and its eval tensor."""
+        train_tf, eval_tf = load_modules(pipeline, tmp_path / where)["data"].build_batch_transforms(info)
+        one = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
+        return list(train_tf(one.expand(n, -1, -1, -1))), eval_tf(one)[0]
 
     outs, ref = draws(quiet, "quiet")
     assert all(torch.equal(o, ref) for o in outs)
@@ -337,14 +341,15 @@ def test_schedules_end_at_the_budget(tasks, tmp_path):
 
 
 def _harness_train(pipeline: Pipeline, task: Task, where: Path, steps: int):
-    """Train in-process with the real harness classes from sandbox_child.py."""
+    """Train in-process with the real harness classes of the sandbox child."""
     import automodel.sandbox.child as child
 
     mods = load_modules(pipeline, where)
     info = info_ns(task.info)
-    train_tf, eval_tf = mods["data"].build_transforms(info)
+    transforms = child.Transforms(*mods["data"].build_batch_transforms(info), batched=True)
     x, y = task.train_arrays(64)
-    data = child.TrainData(torch, x, y, train_tf, eval_tf, getattr(mods["data"], "mix_batch", None), info, 0)
+    data = child.TrainData(torch, x, y, transforms, getattr(mods["data"], "mix_batch", None), info, 0,
+                           torch.device("cpu"))
     where.mkdir(exist_ok=True)
     rec = child.Recorder(where)
     ctx = child.Context(torch, torch.device("cpu"), 0, 30.0, rec, "train", max_steps=steps)

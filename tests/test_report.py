@@ -22,6 +22,7 @@ import pytest
 from needs import missing
 from PIL import Image
 
+from automodel.core import JournalRecord
 from automodel.intake import Split, load_dataset
 from automodel.outputs import report
 from automodel.search.workspace import RunDir
@@ -159,7 +160,7 @@ def test_report_shows_failures_and_llm_usage(finished_run, tmp_path):
     """A run with a failed iteration and LLM tokens (as an LLM run records them) still reports."""
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    RunDir(run).append(
+    RunDir(run).append(JournalRecord.from_json(
         {
             "iteration": 3,
             "final": True,
@@ -179,7 +180,7 @@ def test_report_shows_failures_and_llm_usage(finished_run, tmp_path):
             "cost_usd": 0.0021,
             "error": {"phase": "train", "module": "model", "type": "RuntimeError", "message": "shape mismatch"},
         }
-    )
+    ))
     paths = report.write_outputs(run)
     assert [p.name for p in paths] == ["report.html", "report.md", "MODEL_CARD.md", "tb"]
     md = (run / "report.md").read_text()

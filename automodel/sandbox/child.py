@@ -57,7 +57,7 @@ T0 = time.time()
 # What train.py is handed lives next to this script (mounted beside it in the sandbox).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from child_checks import MODULES, HarnessFailure, check_contract, load_module, missing_module_hint  # noqa: E402
-from child_data import Context, TrainData, predict  # noqa: E402
+from child_data import Context, TrainData, Transforms, predict  # noqa: E402, F401 - Transforms: for export_child and tests
 
 EXIT_CONTRACT = 3
 EXIT_ERROR = 4
@@ -116,7 +116,7 @@ def seed_all(torch, np, seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _load_pipeline(torch, np, spec: dict, rec: Recorder, sample_images) -> tuple:
+def _load_pipeline(torch, np, spec: dict, rec: Recorder, sample_images, device) -> tuple:
     """Import the three modules and check them on a few images (phases import, contract)."""
     pipeline = Path(spec["pipeline_dir"])
     info = SimpleNamespace(**spec["info"])
@@ -125,9 +125,9 @@ def _load_pipeline(torch, np, spec: dict, rec: Recorder, sample_images) -> tuple
     mods = {name: load_module(name, pipeline / f"{name}.py") for name in MODULES}
     rec.phase = "contract"
     seed_all(torch, np, int(spec.get("seed", 0)))
-    train_tf, eval_tf, mix = check_contract(torch, mods, info, sample_images)
-    rec.event("contract_ok")
-    return mods, info, train_tf, eval_tf, mix
+    transforms, mix = check_contract(torch, np, mods, info, sample_images, device)
+    rec.event("contract_ok", batched=transforms.batched)
+    return mods, info, transforms, mix
 
 
 def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
@@ -143,13 +143,13 @@ def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
     report: dict = {"interrupted": False, "used_checkpoint": False}
     rec.phase = "import"
     sample = [np.asarray(train_x[i]) for i in range(min(3, len(train_x)))]
-    mods, info, train_tf, eval_tf, mix = _load_pipeline(torch, np, spec, rec, sample)
+    mods, info, transforms, mix = _load_pipeline(torch, np, spec, rec, sample, device)
 
     pf = spec.get("preflight", {})
     if pf.get("enabled", True):
         rec.phase = "preflight"
         idx = np.linspace(0, len(train_y) - 1, num=min(int(pf.get("subset", 64)), len(train_y))).astype(int)
-        sub = TrainData(torch, np.asarray(train_x[idx]), train_y[idx], train_tf, eval_tf, mix, info, 0)
+        sub = TrainData(torch, np.asarray(train_x[idx]), train_y[idx], transforms, mix, info, 0, device)
         # time_budget counts from this script's start (imports included), like the parent's limit.
         budget = max(1.0, T0 + float(pf.get("time_budget", 20)) - time.time())
         steps = int(pf.get("max_steps", 3))
@@ -176,7 +176,7 @@ def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
                 "train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned "
                 f"{type(model).__name__}.",
             )
-        probs = predict(torch, model, np.asarray(train_x[idx[:8]]), eval_tf, device)
+        probs = predict(torch, np, model, np.asarray(train_x[idx[:8]]), transforms, device)
         if probs.shape != (len(idx[:8]), info.num_classes) or not np.isfinite(probs).all():
             raise HarnessFailure(
                 "train",
@@ -188,8 +188,9 @@ def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
     rec.phase = "train"
     seed_all(torch, np, seed)
     workers = int(spec.get("loader_workers", 0))
-    data = TrainData(torch, train_x, train_y, train_tf, eval_tf, mix, info, workers)
+    data = TrainData(torch, train_x, train_y, transforms, mix, info, workers, device)
     rec.event("train_start")
+    started = time.time()
     ctx = Context(torch, device, seed, spec["time_budget"], rec, "train")
     model = mods["model"].build_model(info).to(device)
     trained = None
@@ -215,7 +216,11 @@ def run_train(spec: dict, rec: Recorder, torch, np) -> dict:
             "train.py: train(model, data, ctx) must return the trained torch.nn.Module; it returned "
             f"{type(trained).__name__}.",
         )
-    rec.event("train_done", first_batch_wall=ctx.first_batch_at)
+    # What training consumed, as this process counted it (the parent measures time and CPU itself).
+    report.update(steps=ctx.steps, images=data.images_served, batches=data.batches_served,
+                  epochs=round(data.images_served / max(1, data.num_train), 3), batched=transforms.batched,
+                  seconds=round(time.time() - started, 3))
+    rec.event("train_done", first_batch_wall=ctx.first_batch_at, steps=ctx.steps, images=data.images_served)
     rec.phase = "save"
     torch.save({k: v.detach().cpu() for k, v in trained.state_dict().items()}, out_dir / "model.pt")
     rec.event("saved")
@@ -234,14 +239,33 @@ def run_predict(spec: dict, rec: Recorder, torch, np) -> dict:
     rec.event("data_ready")
     rec.phase = "import"
     sample = [np.asarray(first[i]) for i in range(min(3, len(first)))] if first is not None else []
-    mods, info, _, eval_tf, _ = _load_pipeline(torch, np, spec, rec, sample)
+    mods, info, transforms, _ = _load_pipeline(torch, np, spec, rec, sample, device)
     rec.phase = "predict"
     model = mods["model"].build_model(info).to(device)
     model.load_state_dict(torch.load(spec["weights"], map_location=device, weights_only=True))
     for name, images in sets.items():
-        np.save(out_dir / f"probs_{name}.npy", predict(torch, model, images, eval_tf, device).astype(np.float32))
+        probs = predict(torch, np, model, images, transforms, device, batch_size=int(spec.get("batch_size", 256)))
+        np.save(out_dir / f"probs_{name}.npy", probs.astype(np.float32))
     rec.event("predict_done")
     return {}
+
+
+def run_probe(spec: dict, rec: Recorder, torch, np) -> dict:
+    """Mode "probe": training throughput of a reference network on the training images (child_probe.py)."""
+    import child_probe
+
+    data_dir = Path(spec["data_dir"])
+    images = np.load(data_dir / "train_x.npy", mmap_mode="r")
+    labels = np.load(data_dir / "train_y.npy")
+    rec.event("data_ready")
+    rec.phase = "probe"
+    device = torch.device(spec.get("device", "cpu"))
+    result = child_probe.measure(torch, np, images, labels, spec.get("probe", {}), device)
+    (Path(spec["out_dir"]) / "probe.json").write_text(json.dumps(result), encoding="utf-8")
+    return {}
+
+
+MODES = {"train": run_train, "predict": run_predict, "probe": run_probe}
 
 
 def run(spec: dict, rec: Recorder) -> dict:
@@ -252,13 +276,14 @@ def run(spec: dict, rec: Recorder) -> dict:
     torch.set_num_threads(max(1, int(spec.get("threads", 1))))
     rec.phase = "data"
     try:
-        return (run_predict if spec["mode"] == "predict" else run_train)(spec, rec, torch, np)
+        return MODES[spec["mode"]](spec, rec, torch, np)
     except BaseException as exc:  # noqa: BLE001 - everything is reported, then re-raised as exit code
         if isinstance(exc, KeyboardInterrupt):
             raise
         phase = rec.phase
         default = {
             "data": None,
+            "probe": None,
             "import": "data",
             "contract": "model",
             "preflight": "train",

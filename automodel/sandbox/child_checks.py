@@ -94,48 +94,91 @@ def require_function(module, module_name: str, func_name: str, nparams: int):
     return func
 
 
-def check_contract(torch, mods, info, sample_images):
-    """Validate the three modules on a tiny batch; raise HarnessFailure with the fix."""
-    build_transforms = require_function(mods["data"], "data", "build_transforms", 1)
-    build_model = require_function(mods["model"], "model", "build_model", 1)
-    require_function(mods["train"], "train", "train", 3)
-    mix = getattr(mods["data"], "mix_batch", None)
-    if mix is not None:
-        mix = require_function(mods["data"], "data", "mix_batch", 3)
+def _describe(out, torch) -> str:
+    return type(out).__name__ + (f" {tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else "")
 
-    tfs = build_transforms(info)
+
+def _pair(tfs, call: str):
     if not isinstance(tfs, (tuple, list)) or len(tfs) != 2 or not all(callable(t) for t in tfs):
+        raise HarnessFailure("data", f"data.py: {call} must return a pair (train, eval) of callables; it returned "
+                                     f"{type(tfs).__name__}.")
+    return tfs
+
+
+def check_batch_transforms(torch, build, info, batch):
+    """The batched transforms on a uint8 (B, C, H, W) batch: float (B, C2, H2, W2), same shape, same device."""
+    train_tf, eval_tf = _pair(build(info), "build_batch_transforms(info)")
+    shapes = set()
+    for name, tf in (("train_batch_transform", train_tf), ("eval_batch_transform", eval_tf)):
+        out = tf(batch.clone())
+        if not isinstance(out, torch.Tensor) or out.dim() != 4 or not out.is_floating_point() \
+                or out.shape[0] != batch.shape[0]:
+            raise HarnessFailure(
+                "data",
+                f"data.py: {name} must map a uint8 tensor (B, C, H, W) = {tuple(batch.shape)} to a float tensor "
+                f"(B, C2, H2, W2) with the same B; it returned {_describe(out, torch)}. Convert with x.float() and "
+                "keep the batch dimension first.",
+            )
+        if out.device != batch.device:
+            raise HarnessFailure(
+                "data",
+                f"data.py: {name} must return the batch on the device it received it on ({batch.device}); it returned "
+                f"one on {out.device}. Create constants (mean, std, masks) on x.device.",
+            )
+        shapes.add(tuple(out.shape[1:]))
+    if len(shapes) != 1:
         raise HarnessFailure(
-            "data",
-            "data.py: build_transforms(info) must return a pair (train_transform, eval_transform) of callables; it "
-            f"returned {type(tfs).__name__}.",
+            "data", f"data.py: train and eval batch transforms must give images of one shape; got {sorted(shapes)}."
         )
-    train_tf, eval_tf = tfs
+    return train_tf, eval_tf
+
+
+def check_image_transforms(torch, build, info, sample_images):
+    """The per-image transforms on a few uint8 (H, W, C) arrays: float (C, H2, W2), one shape for all."""
+    train_tf, eval_tf = _pair(build(info), "build_transforms(info)")
     shapes = set()
     for name, tf in (("train_transform", train_tf), ("eval_transform", eval_tf)):
         for img in sample_images:
             out = tf(img)
             if not isinstance(out, torch.Tensor) or out.dim() != 3 or not out.is_floating_point():
-                desc = f"{type(out).__name__}" + (
-                    f" {tuple(out.shape)} {out.dtype}" if isinstance(out, torch.Tensor) else ""
-                )
                 raise HarnessFailure(
                     "data",
                     f"data.py: {name} must map a uint8 array (H, W, C) to a float tensor (C, H2, W2); it returned "
-                    f"{desc}.",
+                    f"{_describe(out, torch)}.",
                 )
             shapes.add(tuple(out.shape))
     if len(shapes) != 1:
         raise HarnessFailure(
             "data", f"data.py: train and eval transforms must give every image the same shape; got {sorted(shapes)}."
         )
+    return train_tf, eval_tf
+
+
+def check_contract(torch, np, mods, info, sample_images, device="cpu"):
+    """Validate the three modules on a tiny batch; return (Transforms, mix_batch); raise HarnessFailure with the fix."""
+    from child_data import Transforms
+
+    data = mods["data"]
+    build_model = require_function(mods["model"], "model", "build_model", 1)
+    require_function(mods["train"], "train", "train", 3)
+    mix = getattr(data, "mix_batch", None)
+    if mix is not None:
+        mix = require_function(data, "data", "mix_batch", 3)
+    uint8 = torch.from_numpy(np.ascontiguousarray(np.stack(sample_images))).to(device).permute(0, 3, 1, 2)
+    if getattr(data, "build_batch_transforms", None) is not None:
+        build = require_function(data, "data", "build_batch_transforms", 1)
+        transforms = Transforms(*check_batch_transforms(torch, build, info, uint8), batched=True)
+    else:
+        build = require_function(data, "data", "build_transforms", 1)
+        transforms = Transforms(*check_image_transforms(torch, build, info, sample_images), batched=False)
 
     model = build_model(info)
     if not isinstance(model, torch.nn.Module):
         raise HarnessFailure(
             "model", f"model.py: build_model(info) must return a torch.nn.Module; it returned {type(model).__name__}."
         )
-    batch = torch.stack([eval_tf(img) for img in sample_images[:2]])
+    batch = transforms.eval_batch(torch, np, np.stack(sample_images[:2]), device)
+    model = model.to(device)
     model.eval()
     with torch.no_grad():
         out = model(batch)
@@ -157,7 +200,7 @@ def check_contract(torch, mods, info, sample_images):
             "check the initialisation and normalisation layers.",
         )
     if mix is not None:
-        mx, my = mix(batch, torch.zeros(batch.shape[0], dtype=torch.long), info)
+        mx, my = mix(batch, torch.zeros(batch.shape[0], dtype=torch.long, device=batch.device), info)
         if not isinstance(mx, torch.Tensor) or tuple(mx.shape) != tuple(batch.shape):
             raise HarnessFailure(
                 "data", f"data.py: mix_batch must return images of the shape it was given {tuple(batch.shape)}."
@@ -170,4 +213,4 @@ def check_contract(torch, mods, info, sample_images):
                 "data.py: mix_batch must return targets of shape (B,) or (B, num_classes); got "
                 f"{getattr(my, 'shape', type(my).__name__)}.",
             )
-    return train_tf, eval_tf, mix
+    return transforms, mix

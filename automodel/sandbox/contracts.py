@@ -24,12 +24,15 @@ class FunctionSpec:
     nargs: int            # positional arguments the harness passes
     required: bool        # False: optional hook, checked only when defined
     call: str             # how the harness calls it, quoted in messages
+    instead: str | None = None  # another function that may stand in for this required one
 
 
-# What the harness calls in each module (see interfaces/*.py).
+# What the harness calls in each module (see interfaces/*.py). data.py defines the
+# batched transforms (preferred) or the per-image ones.
 REQUIRED: dict[str, tuple[FunctionSpec, ...]] = {
     "data": (
-        FunctionSpec("build_transforms", 1, True, "build_transforms(info)"),
+        FunctionSpec("build_transforms", 1, True, "build_transforms(info)", instead="build_batch_transforms"),
+        FunctionSpec("build_batch_transforms", 1, False, "build_batch_transforms(info)"),
         FunctionSpec("mix_batch", 3, False, "mix_batch(images, targets, info)"),
     ),
     "model": (FunctionSpec("build_model", 1, True, "build_model(info)"),),
@@ -112,7 +115,19 @@ def check_source(module: str, source: str, filename: str | None = None) -> list[
     for spec in REQUIRED.get(module, ()):
         node = names.get(spec.name)
         if node is None:
-            if spec.required:
+            if spec.instead and spec.instead in names:
+                continue
+            if spec.instead:
+                issues.append(
+                    ContractIssue(
+                        module,
+                        "missing_function",
+                        f"{filename} must define `def {spec.instead}(info):` (batched transforms on the device, "
+                        f"preferred) or `def {spec.call}:` (per image, for albumentations on large photos) at the top "
+                        f"level of the module (see interfaces/{module}.py); neither was found.",
+                    )
+                )
+            elif spec.required:
                 issues.append(
                     ContractIssue(
                         module,

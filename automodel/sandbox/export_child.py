@@ -133,7 +133,12 @@ def export(spec: dict) -> dict:
     mods = {name: sc.load_module(name, pipeline / f"{name}.py") for name in sc.MODULES}
     images = np.load(data_dir / f"{spec.get('sample_set', 'sample')}_x.npy")
     sc.seed_all(torch, np, 0)
-    _, eval_tf, _ = sc.check_contract(torch, mods, info, [np.asarray(images[i]) for i in range(min(3, len(images)))])
+    sample = [np.asarray(images[i]) for i in range(min(3, len(images)))]
+    transforms, _ = sc.check_contract(torch, np, mods, info, sample, "cpu")
+
+    def eval_tf(img):  # one image, whichever path data.py takes
+        return transforms.eval_batch(torch, np, np.asarray(img)[None], "cpu")[0]
+
     model = mods["model"].build_model(info)
     model.load_state_dict(torch.load(spec["weights"], map_location="cpu", weights_only=True))
     model = _logits_module(torch, model.eval())

@@ -150,6 +150,16 @@ class _Run:
         out["total"] = total
         return {k: round(v, 4) for k, v in out.items() if v is not None}
 
+    def compute(self, report: dict, cores: int) -> dict:
+        """Steps, images and epochs as the child counted them, over the parent's training time and CPU measures."""
+        out: dict = {k: report[k] for k in ("steps", "images", "epochs", "batched") if k in report}
+        seconds = self.timings(0.0).get("training")
+        if seconds and isinstance(report.get("images"), (int, float)):
+            out["images_per_second"] = round(report["images"] / seconds, 1)
+        if self.train is not None:
+            out.update(self.train.compute("train", cores))
+        return out
+
 
 def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunConfig()) -> IterationResult:
     """Run the pipeline in `iter_dir` (data.py, model.py, train.py) once and score it.
@@ -190,6 +200,7 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
             peak_processes=max(o.peak_processes for o in outcomes) if outcomes else None,
             disk_mb=round(run.train.disk_used / 2**20, 1) if run.train else None,
             logs_truncated=dropped,
+            compute=run.compute(report, config.slot().cores()),
             config=dataclasses.asdict(config)
             | {
                 "cache_dir": str(config.cache_dir) if config.cache_dir else None,
@@ -241,7 +252,10 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
         and outcome.reason in ("exited", "timeout")
         and (outcome.exit_code != 0 or outcome.reason == "timeout")
     ):
-        return result("harness_error", harness_error(run.events, outcome, config, stderr))
+        # The harness reports its own failure in error.json (with the traceback) when it can.
+        reported = child_error(iter_dir / "error.json")
+        detail = (f"{reported['type']}: {reported['message']}\n{reported['traceback']}" if reported else stderr)
+        return result("harness_error", harness_error(run.events, outcome, config, detail))
     phase = run.events.last_phase if run.events.last_phase not in (None, "failed", "done") else clock.stage
     error = limit_error(outcome, phase or clock.stage, "train", stderr)
     if error is not None:

@@ -63,7 +63,7 @@ INSIDE_HARNESS = Path("/sandbox/harness.py")
 
 # The harness run inside the sandbox, and the files it imports from its own folder (mounted beside it).
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
-CHILD_HELPERS = tuple(Path(__file__).with_name(name) for name in ("child_data.py", "child_checks.py"))
+CHILD_HELPERS = tuple(Path(__file__).with_name(name) for name in ("child_data.py", "child_checks.py", "child_probe.py"))
 
 # Files of /etc that libraries read (dynamic loader for CUDA's dlopen, time zone,
 # locale); the rest of /etc (passwd, ssh, ...) stays out.

@@ -69,6 +69,30 @@ def _memory_bytes(pid: int) -> int:
         return 0
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of `pid` and of its children it has reaped (user + system), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("ascii", "replace")
+        fields = raw[raw.rfind(")") + 2:].split()
+        return sum(int(v) for v in fields[11:15]) / _TICKS  # utime stime cutime cstime
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def machine_cpu() -> dict[str, int]:
+    """The machine's CPU time counters (/proc/stat, clock ticks): total and steal (taken by the hypervisor)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return {"total": 0, "steal": 0}
+    return {"total": sum(values[:8]), "steal": values[7] if len(values) > 7 else 0}
+
+
 def _tmpfs_bytes(pids: list[int]) -> int:
     """Bytes used in the private /tmp and /dev/shm the processes see (each file system counted once).
 
@@ -135,10 +159,14 @@ class ProcessTree:
             stack.extend(children.get(pid, ()))
         return alive
 
-    def usage(self) -> tuple[int, int]:
-        """(bytes of memory held, processes alive) of the whole tree, RAM-backed files included."""
+    def usage(self) -> tuple[int, int, float]:
+        """(bytes of memory held, processes alive, CPU seconds used) of the whole tree, RAM-backed files included.
+
+        The CPU figure adds each living process's own time and that of the children it reaped, so a
+        DataLoader worker that has exited is still counted (through its parent) and none twice."""
         alive = self.scan()
-        return sum(_memory_bytes(pid) for pid in alive) + _tmpfs_bytes(alive), len(alive)
+        memory = sum(_memory_bytes(pid) for pid in alive) + _tmpfs_bytes(alive)
+        return memory, len(alive), sum(_cpu_seconds(pid) for pid in alive)
 
     def memory_bytes(self) -> int:
         return self.usage()[0]

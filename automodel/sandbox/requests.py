@@ -93,7 +93,8 @@ def child_request(level: str, iter_dir: Path, work: Path, spec_name: str, config
         # The sources, the spec and the inputs are laid read-only over the writable folder.
         files = [Mount(CHILD_SCRIPT, INSIDE_HARNESS), Mount(iter_dir / spec_name, INSIDE_ITER / "spec.json")]
         files += [Mount(helper, INSIDE_HARNESS.with_name(helper.name)) for helper in CHILD_HELPERS]
-        files += [Mount(iter_dir / f"{m}.py", INSIDE_ITER / f"{m}.py") for m in MODULES]
+        modules = [iter_dir / f"{m}.py" for m in MODULES]
+        files += [Mount(path, INSIDE_ITER / path.name) for path in modules if path.is_file()]
         files += [Mount(host, INSIDE_ITER / name) for host, name in ro]
         spec_path = INSIDE_ITER / "spec.json"
     else:

@@ -29,7 +29,7 @@ from typing import Callable
 from automodel.files import walk_entries
 from automodel.sandbox.levels import Request, build_command
 from automodel.sandbox.limits import Cgroup, Slot, kernel_oom_kills, rlimits
-from automodel.sandbox.proctree import ProcessTree
+from automodel.sandbox.proctree import ProcessTree, machine_cpu
 
 POLL = 0.1               # s between checks of exit, deadline and logs
 MEMORY_EVERY = 0.25      # s between scans of the process tree (memory, process count)
@@ -51,6 +51,15 @@ def signal_name(code: int | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Sample:
+    """One measurement of a child: when, its tree's CPU seconds, the machine's CPU counters."""
+
+    time: float
+    cpu: float
+    machine: dict[str, int]
+
+
+@dataclass(frozen=True)
 class ChildOutcome:
     """How a supervised child ended, measured by the parent."""
 
@@ -67,6 +76,20 @@ class ChildOutcome:
     limits: str                      # how the limits were enforced (cgroup or watchdog)
     logs_dropped: dict[str, int] = field(default_factory=dict)   # log file name -> bytes cut out of its middle
     message: str = ""                # why a limit stopped it, for people and repair prompts
+    stage_samples: dict[str, "Sample"] = field(default_factory=dict)  # the first measurement in each stage
+    last_sample: "Sample | None" = None                                # the last measurement before the end
+
+    def compute(self, stage: str, cores: int) -> dict[str, float]:
+        """CPU use from `stage` to the end, measured here: utilisation of `cores`, and the share of the
+        machine's CPU time its hypervisor took (steal) meanwhile. {} when there is too little to measure."""
+        first, last = self.stage_samples.get(stage), self.last_sample
+        if first is None or last is None or last.time - first.time < 0.5:
+            return {}
+        wall = last.time - first.time
+        total = last.machine["total"] - first.machine["total"]
+        steal = last.machine["steal"] - first.machine["steal"]
+        return {"cpu_seconds": round(last.cpu - first.cpu, 2), "cpu_utilisation": round((last.cpu - first.cpu) / wall
+                / max(1, cores), 3), "steal_share": round(steal / total, 3) if total > 0 else None}
 
     @property
     def signal(self) -> str | None:
@@ -190,6 +213,9 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
     limit = slot.memory_bytes()
     peak = peak_procs = disk = 0
     next_mem = next_disk = 0.0
+    cpu = 0.0
+    stages: dict[str, Sample] = {}   # the first sample taken in each stage
+    last_sample: Sample | None = None
     reason, message, code, stage = "exited", "", None, ""
     try:
         while True:
@@ -205,8 +231,11 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
                 break
             if now >= next_mem:
                 next_mem = now + MEMORY_EVERY
-                used, procs = tree.usage()
+                used, procs, cpu_now = tree.usage()
                 peak, peak_procs = max(peak, used), max(peak_procs, procs)
+                cpu = max(cpu, cpu_now)
+                last_sample = Sample(now, cpu, machine_cpu())
+                stages.setdefault(stage, last_sample)
                 if used > limit:
                     reason, message = (
                         "memory",
@@ -267,17 +296,9 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
     if work is not None:
         disk = _work_usage(work, slot.max_files)[0] if reason == "exited" else disk
     return ChildOutcome(
-        reason=reason,
-        exit_code=code,
-        stage=stage,
-        started=started,
-        seconds=round(ended - started, 4),
-        peak_memory=peak,
-        peak_processes=peak_procs,
-        disk_used=disk,
-        oom_kills=max(0, oom_after - oom_before),
-        forks_refused=refused,
-        limits=f"{cgroup.describe()}; watchdog: memory, processes, disk, logs",
-        logs_dropped={log.path.name: log.dropped for log in logs if log.dropped},
-        message=message,
+        reason=reason, exit_code=code, stage=stage, started=started, seconds=round(ended - started, 4),
+        peak_memory=peak, peak_processes=peak_procs, disk_used=disk, oom_kills=max(0, oom_after - oom_before),
+        forks_refused=refused, limits=f"{cgroup.describe()}; watchdog: memory, processes, disk, logs",
+        logs_dropped={log.path.name: log.dropped for log in logs if log.dropped}, message=message,
+        stage_samples=stages, last_sample=last_sample,
     )

@@ -13,6 +13,7 @@ what changing it does.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,7 @@ class TaskFacts:
     top_down: bool                   # no canonical "up": vertical flips are safe
     pretrained: str | None           # cached timm weights to use, if any
     reasons: tuple[str, ...] = field(default_factory=tuple)  # how the flags above were decided
+    throughput: dict[str, Any] | None = None  # measured training images/s of the reference CNN (Brief.throughput)
 
     @property
     def is_photo(self) -> bool:
@@ -222,6 +224,7 @@ def read_task(brief: Brief) -> TaskFacts:
         top_down=top_down,
         pretrained=_pick_pretrained(list(brief.pretrained_cache), brief.hardware.device),
         reasons=tuple(reasons),
+        throughput=brief.throughput or None,
     )
 
 
@@ -238,10 +241,20 @@ CPU_WIDTHS = (16, 24, 32, 48, 64)
 
 
 def small_cnn_rate(
-    width: int, input_size: int, cores: int, stages: int = 3, depth: int = 1, arch: str = "convnet"
+    width: int, input_size: int, cores: int, stages: int = 3, depth: int = 1, arch: str = "convnet",
+    measured: dict[str, Any] | None = None,
 ) -> float:
-    """Estimated training images per second of SmallNet on `cores` CPU cores."""
+    """Training images per second of SmallNet on `cores` CPU cores: from the throughput probe's
+    measurement of the same network family on this machine when there is one, else from the table."""
     convs_per_stage = 1 + depth * (2 if arch == "resnet" else 1)
+    rates = {int(k): float(v) for k, v in ((measured or {}).get("images_per_second") or {}).items()}
+    if len(rates) >= 2:
+        # The probe's reference CNN is SmallNet with DEPTH 1 ("convnet"): fit rate = a * width**-k through its
+        # points, then scale by pixels, stages and the extra convolutions of this recipe.
+        (w0, r0), (w1, r1) = sorted(rates.items())[0], sorted(rates.items())[-1]
+        k = math.log(r0 / r1) / math.log(w1 / w0)
+        rate = r0 * (w0 / width) ** k * (int(measured.get("input_size") or input_size) / input_size) ** 2
+        return rate / ((stages / int(measured.get("stages") or stages)) * (1.0 + 0.2 * (convs_per_stage - 2)))
     per_core = CPU_IMAGES_PER_CORE_S * (32 / width) ** WIDTH_EXPONENT * (32 / input_size) ** 2
     per_core /= (stages / 3) * (1.0 + 0.2 * (convs_per_stage - 2))  # each conv after a stage's first adds ~20%
     # Measured end to end through the runner (2 threads, per-sample transforms
@@ -259,7 +272,8 @@ def pick_width(
         return 64
     best = CPU_WIDTHS[0]
     for width in CPU_WIDTHS:
-        rate = small_cnn_rate(width, input_size, facts.cpu_cores, model.stages, model.depth, model.arch)
+        rate = small_cnn_rate(width, input_size, facts.cpu_cores, model.stages, model.depth, model.arch,
+                              facts.throughput)
         images = rate * facts.time_per_iter
         if images / facts.num_train >= min_epochs and images / batch_size >= min_steps:
             best = width

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from automodel.core import MODULES
 
-REQUIRED_DEF = {"data": "build_transforms", "model": "build_model", "train": "train"}
+# The top-level function that makes a block that module (data.py: either entry point of interfaces/data.py).
+REQUIRED_DEF = {"data": ("build_batch_transforms", "build_transforms"), "model": ("build_model",), "train": ("train",)}
 PYTHON_TAGS = {"", "python", "python3", "py", "py3", "ipython", "python-code"}
 
 _FENCE_OPEN = re.compile(r"^\s{0,3}(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
@@ -69,16 +70,16 @@ def module_problem(module: str, source: str) -> str | None:
     except ValueError as err:
         return f"{module}.py cannot be parsed: {err}"
     wanted = REQUIRED_DEF[module]
-    if not any(isinstance(n, ast.FunctionDef) and n.name == wanted for n in tree.body):
-        return f"{module}.py does not define the required top-level function {wanted}()"
+    if not any(isinstance(n, ast.FunctionDef) and n.name in wanted for n in tree.body):
+        return f"{module}.py does not define the required top-level function {' or '.join(f + '()' for f in wanted)}"
     return None
 
 
 def _defines(code: str) -> set[str]:
     """Modules whose required function this code defines at top level (regex: works on broken code too)."""
     found = set()
-    for module, func in REQUIRED_DEF.items():
-        if re.search(rf"^def\s+{func}\s*\(", code, re.MULTILINE):
+    for module, funcs in REQUIRED_DEF.items():
+        if any(re.search(rf"^def\s+{func}\s*\(", code, re.MULTILINE) for func in funcs):
             found.add(module)
     return found
 
@@ -154,7 +155,7 @@ def _name_block(block: Block) -> str | None:
     # Content wins when the label contradicts it (e.g. "model.py" over a block defining only build_transforms).
     if len(by_content) == 1 and (name is None or name not in by_content):
         only = next(iter(by_content))
-        if name is None or not re.search(rf"^def\s+{REQUIRED_DEF[name]}\s*\(", block.code, re.MULTILINE):
+        if name is None or name not in _defines(block.code):
             name = only
     return name
 
