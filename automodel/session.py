@@ -50,11 +50,19 @@ def start_run(
     brain_cfg: BrainConfig,
     describe_text: str | None,
     progress: Progress,
+    *,
+    loaded: tuple[Any, Any] | None = None,
+    findings: list[dict[str, Any]] | None = None,
 ) -> RunDir:
+    """Create the run folder; `loaded` is the (Dataset, Split) the caller already read, `findings` the
+    feasibility findings it chose to start despite (recorded in run.json)."""
     from automodel.intake import load_dataset
 
-    ds = load_dataset(dataset_path, describe=describe_text)
-    split = ds.split(seed=cfg.seed)
+    if loaded is None:
+        ds = load_dataset(dataset_path, describe=describe_text)
+        split = ds.split(seed=cfg.seed)
+    else:
+        ds, split = loaded
     run_info = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": dataclasses.asdict(cfg),
@@ -69,6 +77,7 @@ def start_run(
             "profile": ds.profile(split),
         },
         "split": split.to_json(),
+        "feasibility": list(findings or []),
         "versions": versions(),
         "command": sys.argv,
     }

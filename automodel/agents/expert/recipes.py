@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automodel.core import Brief
+from automodel.hardware import CPU_IMAGES_PER_CORE_S, CPU_PARALLEL_EFFICIENCY
 
 # ---------------------------------------------------------------- recipe parts
 
@@ -227,12 +228,12 @@ def read_task(brief: Brief) -> TaskFacts:
 
 # ---------------------------------------------------------------- sizing
 
-# Training images per second per CPU core for SmallNet ("convnet", 3 stages,
-# DEPTH 1, WIDTH 32, 32 px, channels_last), measured on one thread with
-# `benchmarks/recipes.py --throughput`. Cost grows about as WIDTH**1.65 and
+# hardware.CPU_IMAGES_PER_CORE_S: training images per second per CPU core for
+# SmallNet ("convnet", 3 stages, DEPTH 1, WIDTH 32, 32 px, channels_last),
+# measured on one thread with `benchmarks/recipes.py --throughput` (the
+# feasibility check uses it too). Cost grows about as WIDTH**1.65 and
 # with the pixel count; every stage costs about the same (channels double as
 # the resolution halves); each conv at a stage's pooled resolution adds ~20%.
-CPU_IMAGES_PER_CORE_S = 1000.0
 WIDTH_EXPONENT = 1.65
 CPU_WIDTHS = (16, 24, 32, 48, 64)
 
@@ -247,7 +248,7 @@ def small_cnn_rate(
     # Measured end to end through the runner (2 threads, per-sample transforms
     # in the same process): 1225 images/s at WIDTH 32 on CIFAR, ~0.62 of 2x the
     # single-thread rate.
-    return per_core * cores * 0.62
+    return per_core * cores * CPU_PARALLEL_EFFICIENCY
 
 
 def pick_width(
