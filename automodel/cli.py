@@ -19,6 +19,7 @@ from automodel.errors import AutomodelError
 # Order is the order shown in --help.
 COMMANDS = (
     "fit", "resume", "show", "diff", "inspect", "run", "report", "predict", "export", "serve", "zero_shot", "datasets",
+    "weights",
 )
 
 

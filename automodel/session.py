@@ -24,7 +24,7 @@ from automodel.search.acceptance import noise_note
 from automodel.search.loop import FitConfig, Loop, summarize_run
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir, reopen
-from automodel.weights import find_cached
+from automodel.weights import find_cached, named_in
 
 DATA_DIR = "data"
 
@@ -207,6 +207,8 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
             + (f"{best['test_accuracy']:.4f}." if best["test_accuracy"] is not None else "None.")
         )
         lines.append(f"Its pipeline and weights are in {run.path / 'best'}.")
+        if backbone := backbone_line(run):
+            lines.append(backbone)
     else:
         lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")
     if outcome.get("failed_share") is not None:
@@ -215,6 +217,19 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
         lines.append(note)
     lines.append(f"Details: automodel show {run.path}")
     return "\n".join(lines)
+
+
+def backbone_line(run: RunDir) -> str | None:
+    """Which cached pretrained weights the best model.py starts from, if any (the sandbox read them)."""
+    try:
+        source = (run.path / "best" / "model.py").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    names = named_in(source, find_cached().names)
+    if not names:
+        return None
+    return (f"Pretrained backbone: {', '.join(names)}, fine-tuned from the weights in your Hugging Face cache "
+            f"(named in best/model.py).")
 
 
 __all__ = ["start_run", "drive", "drive_command", "final_message", "summarize_run"]

@@ -111,6 +111,12 @@ def register(sub) -> None:
         action="store_true",
         help="start even when the feasibility check finds that the run would be meaningless (see automodel inspect)",
     )
+    p.add_argument(
+        "--download-weights",
+        action="store_true",
+        help="before iteration 1, download the pretrained backbone the Architect would fine-tune for photos into "
+        "your Hugging Face cache (needs the network; same as `automodel weights fetch NAME`)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_brain_options(p)
     p.set_defaults(func=run)
@@ -149,6 +155,8 @@ def run(args) -> int:
     split = ds.split(seed=cfg.seed)
     profile = ds.profile(split)
     findings = check_feasibility(profile, cfg, progress, force=args.force)
+    if args.download_weights:
+        download_backbone(profile, cfg.device, progress)
     run_dir = start_run(
         args.dataset,
         args.workspace,
@@ -182,3 +190,18 @@ def check_feasibility(profile: dict, cfg: FitConfig, progress: Progress, force: 
         raise error
     return findings
 
+
+def download_backbone(profile: dict, device: str, progress: Progress) -> None:
+    """Fetch the weights the Architect would fine-tune for this data; WeightsError when offline."""
+    from automodel.agents.expert.recipes import backbone_to_fetch
+    from automodel.weights import fetch
+
+    arch = backbone_to_fetch(profile, device)
+    if arch is None:
+        progress.note(
+            "automodel: --download-weights: the images are small, so the Architect trains a CNN from scratch "
+            "on this device; nothing to download."
+        )
+        return
+    for item in fetch([arch]):
+        progress.note(item.text())

@@ -194,6 +194,15 @@ def _pick_pretrained(cache: list[str], device: str) -> str | None:
     return None
 
 
+def backbone_to_fetch(profile: dict[str, Any], device: str) -> str | None:
+    """The timm architecture the Architect would fine-tune for this dataset once its weights are cached
+    (its first choice on `device`), or None where it trains from scratch anyway (small images on a CPU)."""
+    h, w = (int(v) for v in (profile.get("working") or {}).get("image_size") or (32, 32))
+    if device != "cuda" and not _photo_sized(max(h, w), _median_original_side(profile, min(h, w))):
+        return None
+    return _GPU_PREFERENCE[0] if device == "cuda" else KNOWN_BACKBONES[0][0]
+
+
 def read_task(brief: Brief) -> TaskFacts:
     info, profile = brief.info, brief.profile or {}
     h, w = (int(v) for v in info.get("image_size") or profile.get("working", {}).get("image_size") or (32, 32))
