@@ -85,6 +85,31 @@ def test_a_request_larger_than_a_batch_is_cut_and_a_model_error_reaches_every_ca
     assert all(isinstance(r, RuntimeError) and "onnxruntime failed" in str(r) for r in results)
 
 
+def test_a_batch_waits_only_for_requests_on_their_way():
+    async def scenario():
+        calls: list[int] = []
+
+        def model(x):
+            calls.append(len(x))
+            return x
+
+        batcher = Batcher(model, max_batch=8, max_delay=30.0)
+        await batcher.start()
+        # Alone: answered at once, not after the 30 s delay.
+        await asyncio.wait_for(batcher.submit(np.zeros((1, 1))), 5)
+        # One request is still decoding: the first waits for it and they share a call.
+        with batcher.arriving():
+            first = asyncio.ensure_future(batcher.submit(np.zeros((1, 1))))
+            await asyncio.sleep(0.1)
+            assert not first.done()
+            second = batcher.submit(np.ones((1, 1)))
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        await batcher.stop()
+        return calls
+
+    assert asyncio.run(scenario()) == [1, 2]
+
+
 def torch_reference(images: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """What the export's parity check replays in torch: [0, 1], resize (antialiased when shrinking), normalise."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0

@@ -7,7 +7,9 @@
 
 The first waiting request opens a batch; requests already waiting, and those
 that arrive within `max_delay` seconds, join it until it holds `max_batch`
-images. The model runs
+images. The batch waits only while other requests are on their way (announced
+with `arriving()` while they upload and decode), so a lone client never pays
+the delay. The model runs
 in one worker thread, one batch at a time, so the event loop keeps accepting
 requests meanwhile (they form the next batch). A request larger than
 `max_batch` is cut into pieces that run as batches of their own.
@@ -18,8 +20,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -46,6 +49,7 @@ class Batcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._arriving = 0  # requests between arrival and submit (uploading, decoding)
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -63,6 +67,15 @@ class Batcher:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request that will submit soon (while it uploads and decodes): batches wait for it."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """The model's output rows for the rows of `x`, possibly computed together with other requests'."""
@@ -91,7 +104,7 @@ class Batcher:
                     item = self._queue.get_nowait()
                 else:
                     wait = deadline - loop.time()
-                    if wait <= 0:
+                    if wait <= 0 or not self._arriving:  # nobody else on the way: run now
                         break
                     try:
                         item = await asyncio.wait_for(self._queue.get(), wait)

@@ -221,17 +221,18 @@ def create_app(served: ServedModel, estimate: Estimate, cfg: ServeConfig) -> Fas
     async def predict(
         request: Request, top_k: int = Query(cfg.top_k, ge=1, description="how many ranked classes per image")
     ):
-        try:
-            uploads = await read_uploads(request, cfg)
-        except BadImage as bad:
-            return _problem(bad.status, str(bad))
-        images = []
-        for name, data in uploads:
+        with batcher.arriving():
             try:
-                images.append(await run_in_threadpool(served.decode, data, cfg.max_pixels))
+                uploads = await read_uploads(request, cfg)
             except BadImage as bad:
-                return _problem(bad.status, f"{name}: {bad}", name)
-        x = await run_in_threadpool(served.inputs, np.stack(images))
+                return _problem(bad.status, str(bad))
+            images = []
+            for name, data in uploads:
+                try:
+                    images.append(await run_in_threadpool(served.decode, data, cfg.max_pixels))
+                except BadImage as bad:
+                    return _problem(bad.status, f"{name}: {bad}", name)
+            x = await run_in_threadpool(served.inputs, np.stack(images))
         probs = softmax(await batcher.submit(x))
         k = min(top_k, len(served.classes))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
