@@ -17,7 +17,10 @@ from automodel import __version__
 from automodel.errors import AutomodelError
 
 # Order is the order shown in --help.
-COMMANDS = ("fit", "resume", "show", "diff", "inspect", "run", "report", "predict", "export", "zero_shot", "datasets")
+COMMANDS = (
+    "fit", "resume", "show", "diff", "inspect", "run", "report", "predict", "export", "serve", "zero_shot", "datasets",
+    "weights",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

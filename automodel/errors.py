@@ -59,3 +59,9 @@ class HarnessError(AutomodelError):
     the run stops and says how to continue once the cause is fixed."""
 
     exit_code = 9
+
+
+class WeightsError(AutomodelError):
+    """Pretrained weights could not be fetched (the hub cannot be reached, or has no such weights)."""
+
+    exit_code = 10

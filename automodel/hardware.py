@@ -7,6 +7,15 @@ import os
 from automodel.core import Hardware
 from automodel.errors import UsageError
 
+# Training images per second per CPU core of the expert's first small CNN (3 stages, WIDTH 32) at
+# 32 px, measured on one thread with `benchmarks/recipes.py --throughput`; cost grows with the pixels.
+CPU_IMAGES_PER_CORE_S = 1000.0
+# Share of cores x the one-thread rate kept end to end through the runner (1225 images/s on 2 cores).
+CPU_PARALLEL_EFFICIENCY = 0.62
+# One GPU, same network and size. NOT measured (no GPU where this was written): a rough guess only
+# used by the feasibility estimates, which say so.
+GPU_IMAGES_PER_S = 20000.0
+
 
 def cpu_cores() -> int:
     try:
@@ -54,3 +63,11 @@ def detect(device: str) -> Hardware:
     return Hardware(
         cpu_cores=cpu_cores(), device=device, gpu_name=gpu_name, gpu_memory_gb=gpu_mem, memory_gb=memory_gb()
     )
+
+
+def training_rate(side: int, hw: Hardware) -> float:
+    """Estimated training images per second of a small CNN at `side` x `side` px on `hw`."""
+    pixels = (32.0 / max(1, int(side))) ** 2
+    if hw.device == "cuda":
+        return GPU_IMAGES_PER_S * pixels
+    return CPU_IMAGES_PER_CORE_S * pixels * max(1, hw.cpu_cores) * CPU_PARALLEL_EFFICIENCY

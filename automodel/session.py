@@ -24,7 +24,7 @@ from automodel.search.acceptance import noise_note
 from automodel.search.loop import FitConfig, Loop, summarize_run
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir, reopen
-from automodel.weights import find_cached
+from automodel.weights import find_cached, named_in
 
 DATA_DIR = "data"
 
@@ -50,11 +50,19 @@ def start_run(
     brain_cfg: BrainConfig,
     describe_text: str | None,
     progress: Progress,
+    *,
+    loaded: tuple[Any, Any] | None = None,
+    findings: list[dict[str, Any]] | None = None,
 ) -> RunDir:
+    """Create the run folder; `loaded` is the (Dataset, Split) the caller already read, `findings` the
+    feasibility findings it chose to start despite (recorded in run.json)."""
     from automodel.intake import load_dataset
 
-    ds = load_dataset(dataset_path, describe=describe_text)
-    split = ds.split(seed=cfg.seed)
+    if loaded is None:
+        ds = load_dataset(dataset_path, describe=describe_text)
+        split = ds.split(seed=cfg.seed)
+    else:
+        ds, split = loaded
     run_info = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": dataclasses.asdict(cfg),
@@ -69,6 +77,7 @@ def start_run(
             "profile": ds.profile(split),
         },
         "split": split.to_json(),
+        "feasibility": list(findings or []),
         "versions": versions(),
         "command": sys.argv,
     }
@@ -207,6 +216,8 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
             + (f"{best['test_accuracy']:.4f}." if best["test_accuracy"] is not None else "None.")
         )
         lines.append(f"Its pipeline and weights are in {run.path / 'best'}.")
+        if backbone := backbone_line(run):
+            lines.append(backbone)
     else:
         lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")
     if outcome.get("failed_share") is not None:
@@ -215,6 +226,19 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
         lines.append(note)
     lines.append(f"Details: automodel show {run.path}")
     return "\n".join(lines)
+
+
+def backbone_line(run: RunDir) -> str | None:
+    """Which cached pretrained weights the best model.py starts from, if any (the sandbox read them)."""
+    try:
+        source = (run.path / "best" / "model.py").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    names = named_in(source, find_cached().names)
+    if not names:
+        return None
+    return (f"Pretrained backbone: {', '.join(names)}, fine-tuned from the weights in your Hugging Face cache "
+            f"(named in best/model.py).")
 
 
 __all__ = ["start_run", "drive", "drive_command", "final_message", "summarize_run"]

@@ -39,3 +39,4 @@ def test_wheel_ships_interfaces_templates_and_registry(tmp_path):
         assert init.relative_to(REPO).as_posix() in names
     assert any(n.startswith("automodel/templates/prompts/") and n.endswith(".j2") for n in names)
     assert any(n.startswith("automodel/templates/report/") for n in names)
+    assert "automodel/templates/serve/description.md.j2" in names  # the service's OpenAPI description

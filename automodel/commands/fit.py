@@ -7,8 +7,8 @@ from pathlib import Path
 
 from automodel.agents.registry import AGENT_CHOICES, BRAINS, BrainConfig
 from automodel.errors import UsageError
-from automodel.hardware import resolve_device
-from automodel.search.loop import FitConfig
+from automodel.hardware import detect, resolve_device
+from automodel.search.loop import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, FitConfig
 from automodel.search.progress import Progress
 from automodel.search.workspace import default_run_name
 
@@ -106,6 +106,17 @@ def register(sub) -> None:
         default=FitConfig.max_repairs,
         help="repair attempts per failed iteration (default %(default)s)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start even when the feasibility check finds that the run would be meaningless (see automodel inspect)",
+    )
+    p.add_argument(
+        "--download-weights",
+        action="store_true",
+        help="before iteration 1, download the pretrained backbone the Architect would fine-tune for photos into "
+        "your Hugging Face cache (needs the network; same as `automodel weights fetch NAME`)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     add_brain_options(p)
     p.set_defaults(func=run)
@@ -118,6 +129,7 @@ def brain_config(args) -> BrainConfig:
 
 
 def run(args) -> int:
+    from automodel.intake import load_dataset
     from automodel.intake.layouts import check_folder
     from automodel.sandbox.probe import choose_level
     from automodel.session import drive_command, start_run
@@ -139,6 +151,12 @@ def run(args) -> int:
     )
     choose_level()  # no sandbox that works: say so before a run folder is made
     progress = Progress(quiet=args.quiet)
+    ds = load_dataset(args.dataset, describe=args.describe)
+    split = ds.split(seed=cfg.seed)
+    profile = ds.profile(split)
+    findings = check_feasibility(profile, cfg, progress, force=args.force)
+    if args.download_weights:
+        download_backbone(profile, cfg.device, progress)
     run_dir = start_run(
         args.dataset,
         args.workspace,
@@ -147,5 +165,43 @@ def run(args) -> int:
         brain_config(args),
         args.describe,
         progress,
+        loaded=(ds, split),
+        findings=[f.to_json() for f in findings],
     )
     return drive_command(run_dir, cfg, brain_config(args), progress)
+
+
+def budget_of(cfg: FitConfig):
+    from automodel.intake.feasibility import Budget
+
+    return Budget(cfg.time_per_iter, cfg.iters, cfg.time_budget, OVERHEAD_GUESS, MIN_TRAIN_SECONDS)
+
+
+def check_feasibility(profile: dict, cfg: FitConfig, progress: Progress, force: bool) -> list:
+    """Warn about every finding; refuse (an InfeasibleDataset/InfeasibleBudget) on a blocking one unless forced."""
+    from automodel.intake.feasibility import assess, refusal
+
+    findings = assess(profile, detect(cfg.device), budget_of(cfg))
+    for f in findings:
+        if force or not f.blocking:
+            progress.warn(("forced past: " if f.blocking else "") + f.line())
+    error = refusal(findings)
+    if error is not None and not force:
+        raise error
+    return findings
+
+
+def download_backbone(profile: dict, device: str, progress: Progress) -> None:
+    """Fetch the weights the Architect would fine-tune for this data; WeightsError when offline."""
+    from automodel.agents.expert.recipes import backbone_to_fetch
+    from automodel.weights import fetch
+
+    arch = backbone_to_fetch(profile, device)
+    if arch is None:
+        progress.note(
+            "automodel: --download-weights: the images are small, so the Architect trains a CNN from scratch "
+            "on this device; nothing to download."
+        )
+        return
+    for item in fetch([arch]):
+        progress.note(item.text())

@@ -7,7 +7,10 @@ import json
 import sys
 from typing import Any
 
+from automodel.commands.fit import positive_int, seconds
+from automodel.hardware import detect, resolve_device
 from automodel.intake import load_dataset
+from automodel.search.loop import FitConfig
 
 _MAX_CLASS_ROWS = 30
 _MAX_SKIPPED_ROWS = 10
@@ -26,12 +29,25 @@ def register(subparsers) -> None:
     p.add_argument("--describe", metavar="TEXT", default=None,
                    help="what the images show and what matters (default: description.txt or README.md in the folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split shown (default 0, as `fit` uses)")
+    g = p.add_argument_group("budget for the feasibility check (as you would give them to fit)")
+    g.add_argument("--iters", type=positive_int, default=FitConfig.iters, help="iterations (default %(default)s)")
+    g.add_argument("--time-per-iter", type=seconds, default=FitConfig.time_per_iter, metavar="S",
+                   help="training seconds per iteration (default %(default)s)")
+    g.add_argument("--time-budget", type=seconds, metavar="S", help="seconds for the whole run (default: no limit)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where training would run")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from automodel.commands.fit import budget_of
+    from automodel.intake.feasibility import assess
+
     ds = load_dataset(args.dataset, describe=args.describe, progress=not args.json or sys.stderr.isatty())
     profile = ds.profile(ds.split(seed=args.seed))
+    cfg = FitConfig(iters=args.iters, time_per_iter=args.time_per_iter, time_budget=args.time_budget,
+                    device=resolve_device(args.device))
+    hardware = detect(cfg.device)
+    findings = assess(profile, hardware, budget_of(cfg))
     if args.json:
         out = {
             "root": str(ds.root),
@@ -44,12 +60,30 @@ def run(args: argparse.Namespace) -> int:
             "description": ds.description,
             "fingerprint": ds.fingerprint,
             "profile": profile,
+            "findings": [f.to_json() for f in findings],
+            "budget": {"iters": cfg.iters, "time_per_iter": cfg.time_per_iter, "time_budget": cfg.time_budget,
+                       "device": cfg.device, "cpu_cores": hardware.cpu_cores},
         }
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(format_profile(profile, ds.skipped, ds.description))
+        sys.stdout.write(format_findings(findings, cfg, hardware.cpu_cores))
     return 0
+
+
+def format_findings(findings: list, cfg: FitConfig, cores: int) -> str:
+    where = "a GPU" if cfg.device == "cuda" else f"{cores} CPU core(s)"
+    budget = f"{cfg.iters} x {cfg.time_per_iter:g} s" + (f", --time-budget {cfg.time_budget:g} s" if cfg.time_budget
+                                                          else "")
+    head = f"Feasible  for {budget} on {where}: "
+    if not findings:
+        return head + "no findings\n"
+    blocking = sum(1 for f in findings if f.blocking)
+    lines = [head + f"{len(findings)} finding(s)" + (f", {blocking} that make fit refuse to start without --force"
+                                                     if blocking else "")]
+    lines += [f"  {f.line()}" for f in findings]
+    return "\n".join(lines) + "\n"
 
 
 def format_profile(p: dict[str, Any], skipped: list[dict], description: str) -> str:

@@ -150,10 +150,14 @@ def _duplicates(items, metas, role, classes) -> dict[str, Any]:
         + [g for g in conflicting if g not in across]
         + [g for g in dups if g not in across and g not in conflicting]
     )
+    in_train = {metas[i].digest for i, r in enumerate(role) if r == "train"}
     return {
         "groups": len(dups),
         "files": sum(len(g) for g in dups),
         "across_splits": len(across),
         "conflicting_labels": len(conflicting),
+        # Held-out images whose exact bytes are also a training image: their scores measure memory.
+        "shared_with_train": {name: sum(1 for i, r in enumerate(role) if r == name and metas[i].digest in in_train)
+                              for name in ("val", "test")},
         "examples": [show(g) for g in ordered[:_EXAMPLES]],
     }

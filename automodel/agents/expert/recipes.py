@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from automodel.core import Brief
+from automodel.hardware import CPU_IMAGES_PER_CORE_S, CPU_PARALLEL_EFFICIENCY
 
 # ---------------------------------------------------------------- recipe parts
 
@@ -195,6 +196,15 @@ def _pick_pretrained(cache: list[str], device: str) -> str | None:
     return None
 
 
+def backbone_to_fetch(profile: dict[str, Any], device: str) -> str | None:
+    """The timm architecture the Architect would fine-tune for this dataset once its weights are cached
+    (its first choice on `device`), or None where it trains from scratch anyway (small images on a CPU)."""
+    h, w = (int(v) for v in (profile.get("working") or {}).get("image_size") or (32, 32))
+    if device != "cuda" and not _photo_sized(max(h, w), _median_original_side(profile, min(h, w))):
+        return None
+    return _GPU_PREFERENCE[0] if device == "cuda" else KNOWN_BACKBONES[0][0]
+
+
 def read_task(brief: Brief) -> TaskFacts:
     info, profile = brief.info, brief.profile or {}
     h, w = (int(v) for v in info.get("image_size") or profile.get("working", {}).get("image_size") or (32, 32))
@@ -230,12 +240,12 @@ def read_task(brief: Brief) -> TaskFacts:
 
 # ---------------------------------------------------------------- sizing
 
-# Training images per second per CPU core for SmallNet ("convnet", 3 stages,
-# DEPTH 1, WIDTH 32, 32 px, channels_last), measured on one thread with
-# `benchmarks/recipes.py --throughput`. Cost grows about as WIDTH**1.65 and
+# hardware.CPU_IMAGES_PER_CORE_S: training images per second per CPU core for
+# SmallNet ("convnet", 3 stages, DEPTH 1, WIDTH 32, 32 px, channels_last),
+# measured on one thread with `benchmarks/recipes.py --throughput` (the
+# feasibility check uses it too). Cost grows about as WIDTH**1.65 and
 # with the pixel count; every stage costs about the same (channels double as
 # the resolution halves); each conv at a stage's pooled resolution adds ~20%.
-CPU_IMAGES_PER_CORE_S = 1000.0
 WIDTH_EXPONENT = 1.65
 CPU_WIDTHS = (16, 24, 32, 48, 64)
 
@@ -260,7 +270,7 @@ def small_cnn_rate(
     # Measured end to end through the runner (2 threads, per-sample transforms
     # in the same process): 1225 images/s at WIDTH 32 on CIFAR, ~0.62 of 2x the
     # single-thread rate.
-    return per_core * cores * 0.62
+    return per_core * cores * CPU_PARALLEL_EFFICIENCY
 
 
 def pick_width(
