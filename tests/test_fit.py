@@ -127,6 +127,13 @@ def test_show_and_diff_are_readable(finished):
     out = cli("show", run).stdout
     assert "best: iteration" in out and "architect" in out
     assert "images, so one image is" in out and "(one standard error)" in out
+    # What each iteration's training consumed, from its metrics.json, in the row of the first iteration.
+    compute = json.loads((run / "iter_001" / "metrics.json").read_text())["compute"]
+    assert compute["epochs"] > 0 and compute["images_per_second"] > 0
+    head, first = out.splitlines()[0], out.splitlines()[1]
+    assert "epochs" in head and "img/s" in head and "cpu" in head
+    assert f"{compute['epochs']:.1f}" in first.split() and f"{compute['images_per_second']:.0f}" in first.split()
+    assert f"{100 * compute['cpu_utilisation']:.0f}%" in first.split()
     diff = cli("diff", run, 1, 2)
     assert diff.returncode == 0 and diff.stdout.startswith("---") and "+" in diff.stdout
     bad = cli("diff", run, 1, 9)

@@ -37,3 +37,28 @@ def test_rejections_on_earlier_bests_are_listed_apart_from_those_on_the_best(tmp
     # A was rejected on iteration 1 and C on iteration 3, both ancestors of the best;
     # the accepted edits B and D are part of the best, not rejections.
     assert [t["key"] for t in history.rejected_on_earlier_best] == ["A", "C"]
+
+
+def test_history_carries_epochs_and_images_per_second(tmp_path):
+    """What each iteration's training consumed reaches the Analyst: for the best and for recent attempts."""
+    from automodel.agents.expert.analyst import diagnose
+
+    run = _run(tmp_path, [
+        {"iteration": 1, "parent": None, "decision_key": None, "accepted": True, "val_accuracy": 0.70},
+        {"iteration": 2, "parent": 1, "decision_key": "A", "accepted": False, "val_accuracy": 0.60},
+        {"iteration": 3, "parent": 1, "decision_key": "B", "accepted": False, "val_accuracy": 0.65},
+    ])
+    computes = {1: {"steps": 900, "images": 57600, "epochs": 7.2, "images_per_second": 960.0,
+                    "cpu_utilisation": 0.93, "steal_share": 0.05, "batched": True},
+                2: {"steps": 400, "epochs": 3.2, "images_per_second": 427.0, "cpu_utilisation": 0.41}}
+    for n, compute in computes.items():
+        atomic_write_json(run.iter_dir(n) / "metrics.json", {"curves": {}, "compute": compute})
+    (run.iter_dir(3) / "metrics.json").write_text("{not json")  # unreadable: no figures, no crash
+    history = build_history(run, {"num_classes": 10}, {})
+    assert history.best["compute"] == {"epochs": 7.2, "images_per_second": 960.0, "steps": 900,
+                                       "cpu_utilisation": 0.93, "steal_share": 0.05}
+    recent = {r["iteration"]: r for r in history.recent}
+    assert (recent[2]["epochs"], recent[2]["images_per_second"]) == (3.2, 427.0)  # half the compute of its parent
+    assert "epochs" not in recent[3]
+    _, why = diagnose(history.best, history.chance_accuracy)
+    assert why.endswith("(7.2 epochs at 960 images/s)")

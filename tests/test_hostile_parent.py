@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from hostile.kit import REFERENCE, fashion_bundle, fast_config, make_iter, report, require_bwrap, scored_accuracy
 
+from automodel.sandbox.child_files import EventLog
 from automodel.sandbox.iteration import run_iteration
 from automodel.testing.replay_server import ReplayServer
 
@@ -100,6 +101,24 @@ def test_a_forged_event_does_not_stretch_training(fm, tmp_path):
     # The parent's clock: training lasted the budget and the graces, not the 100 s the module wanted.
     assert budget - 0.5 <= result.timings["training"] <= budget + 2.0, result.timings
     assert elapsed < 40
+
+
+def test_event_stamps_outside_what_the_parent_saw_are_clamped(tmp_path):
+    """A stage boundary is the child's stamp only inside [launch, the moment the parent read it]."""
+    path = tmp_path / "events.jsonl"
+    launched = time.time() - 5.0
+    honest = launched + 2.0
+    path.write_text("".join(json.dumps(rec) + "\n" for rec in (
+        {"phase": "contract_ok", "wall": honest},
+        {"phase": "preflight_ok", "wall": 0.0},                   # before the child was started
+        {"phase": "train_start", "wall": time.time() + 3600},     # an hour in the future
+    )))
+    log = EventLog(path)
+    log.poll()
+    assert log.when("contract_ok", launched) == honest
+    assert log.when("preflight_ok", launched) == launched
+    assert log.when("train_start", launched) == log.seen_at["train_start"] <= time.time()
+    assert log.when("train_done", launched) is None
 
 
 def test_memory_hidden_in_ram_backed_files_counts_against_the_limit(fm, tmp_path):

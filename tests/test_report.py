@@ -81,6 +81,12 @@ def test_report_numbers_match_the_journal_and_the_labels(finished_run):
             md,
             re.M,
         ), f"row of iteration {r['iteration']}"
+    for r in run.iterations():  # the time table gives what each training consumed, from metrics.json
+        c = json.loads((finished_run / f"iter_{r.iteration:03d}" / "metrics.json").read_text()).get("compute") or {}
+        if r.ok:
+            row = (rf"^\| {r.iteration} \| .* \| {c['epochs']:.1f} \| {c['images_per_second']:.0f} \| "
+                   rf"{100 * c['cpu_utilisation']:.0f}% \| ([0-9]+%|-) \|$")
+            assert re.search(row, md, re.M), f"time row {r.iteration}"
     for name in ("accuracy", "confusion", "per_class", "time"):
         assert f"](report_files/{name}.png)" in md
         with Image.open(finished_run / "report_files" / f"{name}.png") as img:

@@ -27,12 +27,14 @@ def run(args) -> int:
         return 0
     llm = any(r.get("tokens") for r in outcome["iterations"])
     head = f"{'iter':>4}  {'engineer':<9} {'status':<14} {'kept':<4} {'val':>7} {'test':>7} {'secs':>6}"
+    head += f" {'epochs':>6} {'img/s':>6} {'cpu':>4}"
     head += f" {'tokens':>7} {'cost$':>8}" if llm else ""
     print(head + "  instruction")
     for r in outcome["iterations"]:
         row = (
             f"{r['iteration']:>4}  {(r['target'] or '-'):<9} {r['status']:<14} {'yes' if r['accepted'] else 'no':<4} "
             f"{pct(r['val_accuracy']):>7} {pct(r['test_accuracy']):>7} {r['seconds']:>6.0f}"
+            f" {_compute_cells(r.get('compute') or {})}"
         )
         if llm:
             row += f" {r.get('tokens') or 0:>7} {('%.4f' % r['cost_usd']) if r.get('cost_usd') is not None else '-':>8}"
@@ -55,3 +57,10 @@ def run(args) -> int:
             + (f"  cost: ${cost:.4f}" if cost is not None else "  cost: unknown (model not in the price table)")
         )
     return 0
+
+
+def _compute_cells(compute: dict) -> str:
+    """Epochs, training images/s and CPU utilisation of one iteration ("-" where not measured)."""
+    epochs, rate, cpu = (compute.get(k) for k in ("epochs", "images_per_second", "cpu_utilisation"))
+    return (f"{'-' if epochs is None else f'{epochs:.1f}':>6} {'-' if rate is None else f'{rate:.0f}':>6} "
+            f"{'-' if cpu is None else f'{100 * cpu:.0f}%':>4}")

@@ -161,7 +161,9 @@ def _timing(run_path: Path, record: JournalRecord) -> dict[str, Any]:
     other = max(0.0, float(record.seconds or 0.0) - total)
     return {"iteration": record.iteration, "training": round(training, 2), "harness": round(harness, 2),
             "other": round(other, 2), "total": round(float(record.seconds or total), 2),
-            "sandbox": (metrics.get("sandbox") or {}).get("kind")}
+            "sandbox": (metrics.get("sandbox") or {}).get("kind"),
+            **{k: (metrics.get("compute") or {}).get(k) for k in ("epochs", "images_per_second", "cpu_utilisation",
+                                                                   "steal_share")}}
 
 
 def _evaluate(data: ReportData, best: JournalRecord) -> Evaluation | None:

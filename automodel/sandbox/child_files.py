@@ -3,8 +3,10 @@
 events.jsonl says which phase the child reached; the parent notes WHEN it read
 each phase on its own clock and uses the events only to move the preflight
 deadline to the training one (which can only make its own time shorter, see
-iteration.py). curves.jsonl becomes the training curves; error.json names the
-module to blame; child.json says whether train() was interrupted.
+iteration.py) and to split the child's run into stages, each boundary being the
+child's stamp clamped into what the parent observed (EventLog.when).
+curves.jsonl becomes the training curves; error.json names the module to
+blame; child.json says whether train() was interrupted.
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ class EventLog:
                     self.wall[phase] = wall
                 self.extra[phase] = {k: v for k, v in rec.items()
                                      if isinstance(v, (int, float, str)) and k not in ("phase", "wall")}
+
+    def when(self, phase: str, not_before: float) -> float | None:
+        """When `phase` happened: the child's stamp, kept between `not_before` and the moment the parent read it.
+
+        The parent reads the log every poll, later still when the child holds
+        every core, so its own reading alone can be late by a fraction of a
+        second; a stamp outside that window is a lie and is clamped into it."""
+        seen = self.seen_at.get(phase)
+        if seen is None:
+            return None
+        return min(seen, max(not_before, self.wall.get(phase, seen)))
 
 
 def tail(text: str, lines: int = 30, chars: int = 4000) -> str:

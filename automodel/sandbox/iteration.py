@@ -124,12 +124,16 @@ class _Run:
     static_s: float = 0.0
 
     def timings(self, total: float) -> dict[str, float]:
-        """Seconds per stage from the parent's clock; the child's own breakdown of its start-up as it reported it."""
+        """Seconds per stage from the parent's clock; the child's own breakdown of its start-up as it reported it.
+
+        Training starts at the child's preflight_ok stamp clamped between the
+        launch and when the parent read it (EventLog.when): the parent's own
+        reading lags by up to a poll, more when the child holds every core."""
         seen, wall = self.events.seen_at, self.events.wall
         out: dict[str, float | None] = {"static_check": self.static_s}
         if self.train is not None:
             launched = self.train.started
-            passed = seen.get("preflight_ok", seen.get("contract_ok"))
+            passed = self.events.when("preflight_ok" if "preflight_ok" in seen else "contract_ok", launched)
             out["startup"] = None if passed is None else passed - launched
             out["training"] = None if passed is None else launched + self.train.seconds - passed
             t0 = self.events.extra.get("start", {}).get("t0")

@@ -21,7 +21,7 @@ from automodel.sandbox.levels import INSIDE_DATA, INSIDE_ITER, Mount, layout
 from automodel.sandbox.requests import RunConfig, child_request
 from automodel.sandbox.supervisor import run_child
 
-WIDTHS = (16, 48)          # two points fit the power law cost ~ width**k well enough
+WIDTHS = (16, 32)          # two points fit the power law cost ~ width**k well enough
 SECONDS_PER_WIDTH = 0.7
 PROBE_LIMIT = 120.0        # s: a machine that slow gets the table instead
 

@@ -82,6 +82,9 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
             "train_accuracy": best.train_accuracy,
             "train_steps": int(curves["train/loss"][-1][0]) if curves.get("train/loss") else None,
             "interrupted": metrics.get("interrupted", False),
+            # Epochs and images/s: whether the budget bought enough passes, and whether a
+            # worse child simply got less compute on a busy machine (steal, CPU use).
+            "compute": run.compute(best.iteration),
             "summary": summary,
             "curves": {
                 tag: downsample(pts) for tag, pts in curves.items() if tag in ("train/loss", "train/accuracy", "lr")
@@ -105,6 +108,7 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
                 "val_accuracy": r.val_accuracy,
                 "delta_vs_parent": delta,
                 "train_accuracy": r.train_accuracy,
+                **{k: v for k, v in run.compute(r.iteration).items() if k in ("epochs", "images_per_second")},
                 "error": _short((r.error or {}).get("message")),
             }
         )

@@ -408,7 +408,7 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "evidence",
     )
     return {
-        "iterations": [{k: getattr(r, k) for k in keys} for r in records],
+        "iterations": [{**{k: getattr(r, k) for k in keys}, "compute": run.compute(r.iteration)} for r in records],
         "best": {"iteration": best.iteration, "val_accuracy": best.val_accuracy, "test_accuracy": best.test_accuracy}
         if best
         else None,

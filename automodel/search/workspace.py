@@ -24,6 +24,8 @@ from automodel.files import atomic_write_json, read_json, remove_tree
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
 BEST = "best"
+# What an iteration's training consumed, as shown to the Analyst, `show` and the report.
+COMPUTE_KEYS = ("epochs", "images_per_second", "steps", "cpu_utilisation", "steal_share")
 BEST_FILES = ("data.py", "model.py", "train.py", "model.pt", "metrics.json", "summary.json")
 
 
@@ -141,6 +143,16 @@ class RunDir:
         remove_tree(d)  # whatever a killed child left there, however deep
         d.mkdir(parents=True)
         return d
+
+    def compute(self, n: int) -> dict[str, Any]:
+        """What iteration n's training consumed (metrics.json "compute": epochs, images/s, CPU use), {} if unknown."""
+        path = self.iter_dir(n) / "metrics.json"
+        try:
+            compute = read_json(path).get("compute") if path.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return {k: compute.get(k) for k in COMPUTE_KEYS if compute.get(k) is not None} if isinstance(compute, dict) \
+            else {}
 
     def pipeline(self, n: int) -> Pipeline:
         d = self.iter_dir(n)

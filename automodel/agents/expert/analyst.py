@@ -292,7 +292,15 @@ def _ordered(groups: list[str], hp: dict, facts: dict, why: str, regime: str) ->
 
 
 def diagnose(best: dict, chance: float) -> tuple[str, str]:
-    """Return (regime, reason in plain words)."""
+    """Return (regime, reason in plain words, with the epochs the budget bought when known)."""
+    regime, why = _regime(best, chance)
+    compute = best.get("compute") or {}
+    if compute.get("epochs") is not None and compute.get("images_per_second"):
+        why += f" ({compute['epochs']:.1f} epochs at {compute['images_per_second']:,.0f} images/s)"
+    return regime, why
+
+
+def _regime(best: dict, chance: float) -> tuple[str, str]:
     val = best.get("val_accuracy") or 0.0
     train = best.get("train_accuracy")
     # "Near chance": half again chance with many classes, but at most 10 points above it, so

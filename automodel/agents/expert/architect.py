@@ -50,11 +50,12 @@ data.py
 model.py
   ARCH                 "convnet" (plain) | "resnet" (residual blocks, better
                        with DEPTH >= 2 or 4 stages) | a timm model name.
-  WIDTH                first-stage channels; cost grows as WIDTH**1.65 on a
-                       CPU. The architect sizes it so ~25+ epochs fit; x1.5
-                       helps when under-fitting and the budget allows.
+  WIDTH                stem channels (stage i has WIDTH * 2**i); cost grows
+                       as WIDTH**1.65 on a CPU. The architect sizes it so
+                       ~25+ epochs fit; x1.5 helps when under-fitting and the
+                       budget allows.
   STAGES               resolution-halving stages (3 for <= 40 px, 4 above).
-  DEPTH                blocks per stage after its conv+pool (1-3).
+  DEPTH                blocks per stage after its pool+conv (1-3).
   ACTIVATION           "relu" | "gelu" (small CNNs).
   DROPOUT              before the classifier (0.1-0.3 when over-fitting).
   DROP_PATH            stochastic depth, timm models only.
