@@ -193,7 +193,7 @@ def check_feasibility(profile: dict, cfg: FitConfig, progress: Progress, force: 
 
 def download_backbone(profile: dict, device: str, progress: Progress) -> None:
     """Fetch the weights the Architect would fine-tune for this data; WeightsError when offline."""
-    from automodel.agents.expert.recipes import backbone_to_fetch
+    from automodel.agents.expert.task import backbone_to_fetch
     from automodel.weights import fetch
 
     arch = backbone_to_fetch(profile, device)

@@ -3,7 +3,7 @@
     pipeline = write_pipeline(brief)        # Pipeline(data=..., model=..., train=...)
 
 It reads the dataset profile, the description, the hardware and the time per
-iteration (recipes.read_task), picks a recipe (recipes.choose_recipe) and
+iteration (task.read_task), picks a recipe (recipes.choose_recipe) and
 renders templates/pipelines/{data,model,train}.py.j2 with it. The recipes:
 
 - small-cnn          28-64 px images (MNIST, CIFAR, ...): a pool-first CNN
@@ -93,7 +93,8 @@ from typing import Any
 
 import jinja2
 
-from automodel.agents.expert.recipes import Recipe, TaskFacts, choose_recipe, read_task
+from automodel.agents.expert.recipes import Recipe, choose_recipe
+from automodel.agents.expert.task import TaskFacts, read_task
 from automodel.core import MODULES, Brief, Pipeline
 from automodel.resources import template_environment
 
