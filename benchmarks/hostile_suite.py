@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # tests/hostile/kit.py builds the iteration folders
 
-from hostile.kit import fashion_bundle, fast_config, make_iter  # noqa: E402
+from hostile.kit import HostSampler, fashion_bundle, fast_config, make_iter, meminfo_kb, process_count  # noqa: E402,E501
 
 from automodel.sandbox.iteration import run_iteration  # noqa: E402
 from benchmarks.common import machine_details, machine_markdown, markdown_table, write_text  # noqa: E402
@@ -64,57 +62,6 @@ CASES = (
     Case("self_kill", "train_self_kill.py"),
     Case("no_stop", "train_no_stop.py", None, {"preflight_limit": 10.0, "time_limit": 300.0}),
 )
-
-
-def meminfo_kb(name: str) -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def process_count(live_only: bool = False) -> int:
-    """Processes on the host; live_only leaves out zombies (an orphaned bwrap waits a moment for
-    this machine's init to reap it: it holds no memory and no files)."""
-    count = 0
-    for n in os.listdir("/proc"):
-        if not n.isdigit():
-            continue
-        if live_only:
-            try:
-                state = Path(f"/proc/{n}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if state == "Z":
-                continue
-        count += 1
-    return count
-
-
-class HostSampler:
-    """Processes alive, Shmem and MemAvailable on the whole host, every 50 ms, from outside the runner."""
-
-    def __init__(self):
-        self.base_processes, self.base_shmem = process_count(), meminfo_kb("Shmem")
-        self.live_base = process_count(live_only=True)
-        self.peak_processes, self.peak_shmem, self.low_available = 0, 0, meminfo_kb("MemAvailable")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak_processes = max(self.peak_processes, process_count())
-            self.peak_shmem = max(self.peak_shmem, meminfo_kb("Shmem"))
-            self.low_available = min(self.low_available, meminfo_kb("MemAvailable"))
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def materialize(dataset: str, layout: str, per_class: int, out: Path) -> Path:

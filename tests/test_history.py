@@ -60,5 +60,6 @@ def test_history_carries_epochs_and_images_per_second(tmp_path):
     recent = {r["iteration"]: r for r in history.recent}
     assert (recent[2]["epochs"], recent[2]["images_per_second"]) == (3.2, 427.0)  # half the compute of its parent
     assert "epochs" not in recent[3]
+    assert recent[1]["steal_share"] == 0.05 and "steal_share" not in recent[2]  # the host took 5% of its CPU
     _, why = diagnose(history.best, history.chance_accuracy)
     assert why.endswith("(7.2 epochs at 960 images/s)")

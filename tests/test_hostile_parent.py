@@ -14,12 +14,22 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from hostile.kit import REFERENCE, fashion_bundle, fast_config, make_iter, report, require_bwrap, scored_accuracy
+from hostile.kit import (
+    REFERENCE,
+    HostSampler,
+    fashion_bundle,
+    fast_config,
+    make_iter,
+    meminfo_kb,
+    process_count,
+    report,
+    require_bwrap,
+    scored_accuracy,
+)
 
 from automodel.sandbox.child_files import EventLog
 from automodel.sandbox.iteration import run_iteration
@@ -33,37 +43,6 @@ REPO = HERE.parent
 @pytest.fixture(scope="module")
 def fm(materialize, tmp_path_factory):
     return fashion_bundle(materialize, tmp_path_factory.mktemp("run") / "data")
-
-
-def meminfo_kb(field: str) -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
-class HostSampler:
-    """Samples the host's process count and shared memory while a test runs."""
-
-    def __init__(self):
-        self.peak_processes = 0
-        self.peak_shmem_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak_processes = max(self.peak_processes, sum(1 for n in os.listdir("/proc") if n.isdigit()))
-            self.peak_shmem_kb = max(self.peak_shmem_kb, meminfo_kb("Shmem"))
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 # --------------------------------------------------------------- through run_iteration
@@ -130,7 +109,7 @@ def test_memory_hidden_in_ram_backed_files_counts_against_the_limit(fm, tmp_path
         result = run_iteration(it, bundle, fast_config(sandbox="bwrap", memory_limit=1536 * 2**20, time_limit=30.0))
     assert result.status == "oom", result.error
     assert result.error.module == "train" and result.error.type == "OutOfMemory"
-    assert host.peak_shmem_kb - before < 3 * 2**20  # never near the 6 GB the module asked for
+    assert host.peak_shmem - before < 3 * 2**20  # never near the 6 GB the module asked for
     time.sleep(0.5)
     assert meminfo_kb("Shmem") - before < 256 * 2**10  # and all of it was given back
 
@@ -153,7 +132,7 @@ def test_logs_are_capped_keeping_head_and_tail(fm, tmp_path):
 def test_a_fork_bomb_is_stopped_by_the_process_limit(fm, tmp_path):
     ds, bundle = fm
     it = make_iter(tmp_path / "iter", {"train": "train_fork_bomb.py"}, hostile={"n": 10_000})
-    before = sum(1 for n in os.listdir("/proc") if n.isdigit())
+    before = process_count()
     with HostSampler() as host:
         result = run_iteration(it, bundle, fast_config(max_processes=200, time_limit=30.0))
     assert result.status == "failed" and result.error.type == "ProcessLimit", result.error

@@ -22,7 +22,9 @@ for _ in range(20):
     x = x @ x.T / 256
 print(json.dumps({"omp": os.environ.get("OMP_NUM_THREADS"), "torch": torch.get_num_threads()}))
 """
-HOG = "import time; blocks = [bytearray(64 * 2**20) for _ in range(40)]; time.sleep(30)"
+# Grows by 16 MB every 0.1 s to 2.5 GB: it crosses its 1.5 GiB share at a pace the watchdog (a scan
+# every 0.25 s) sees, before the cgroup's backstop at 1.1x kills it; a burst would race the two.
+HOG = "import time\nblocks = []\nfor _ in range(160):\n    blocks.append(b'x' * (16 * 2**20))\n    time.sleep(0.1)\n"
 
 
 def request(level: str, folder: Path, script: str, threads: int) -> Request:

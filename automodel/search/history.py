@@ -19,6 +19,8 @@ RECENT = 5          # attempts shown in full
 CURVE_POINTS = 12   # points per training curve shown for the best attempt
 TRIED_MAX = 30      # edits listed as already tried on the best
 MESSAGE_CHARS = 300
+# What each recent attempt shows of its compute: enough to tell a worse change from a starved run.
+RECENT_COMPUTE = ("epochs", "images_per_second", "steal_share")
 
 
 def tail_mean(points: list[list[float]], fraction: float = 0.2) -> float | None:
@@ -108,7 +110,7 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
                 "val_accuracy": r.val_accuracy,
                 "delta_vs_parent": delta,
                 "train_accuracy": r.train_accuracy,
-                **{k: v for k, v in run.compute(r.iteration).items() if k in ("epochs", "images_per_second")},
+                **{k: v for k, v in run.compute(r.iteration).items() if k in RECENT_COMPUTE},
                 "error": _short((r.error or {}).get("message")),
             }
         )

@@ -1,10 +1,13 @@
-"""Helpers shared by tests/test_runner*.py and tests/test_sandbox*.py."""
+"""Helpers shared by tests/test_runner*.py, tests/test_sandbox*.py, tests/test_hostile_parent.py and
+benchmarks/hostile_suite.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 from needs import need_level
@@ -79,6 +82,57 @@ def processes_with(*needles: str) -> list[tuple[int, str]]:
             if any(n and n in text for n in needles):
                 hits.append((int(name), what))
     return hits
+
+
+def meminfo_kb(field: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def process_count(live_only: bool = False) -> int:
+    """Processes on the host; live_only leaves out zombies (an orphaned bwrap waits a moment for
+    this machine's init to reap it: it holds no memory and no files)."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        if live_only:
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text(errors="replace")
+            except OSError:
+                continue
+            if stat[stat.rfind(")") + 2:][:1] in ("Z", "X"):
+                continue
+        count += 1
+    return count
+
+
+class HostSampler:
+    """The whole host's process count, Shmem and MemAvailable every 50 ms, from outside the runner."""
+
+    def __init__(self):
+        self.base_processes, self.live_base = process_count(), process_count(live_only=True)
+        self.base_shmem = meminfo_kb("Shmem")
+        self.peak_processes, self.peak_shmem, self.low_available = 0, 0, meminfo_kb("MemAvailable")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_processes = max(self.peak_processes, process_count())
+            self.peak_shmem = max(self.peak_shmem, meminfo_kb("Shmem"))
+            self.low_available = min(self.low_available, meminfo_kb("MemAvailable"))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def require_bwrap() -> None:
