@@ -24,6 +24,18 @@ from typing import Any, Iterable, Sequence
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
 RUNS_DIR = REPO / "benchmarks" / "runs"
+MATERIALIZE = REPO.parent / "shared" / "tools" / "materialize.py"
+
+
+def materialize_shared(dataset: str, out: Path, *extra: str) -> Path:
+    """Write a shared dataset as an imagefolder at `out` with ../shared/tools/materialize.py
+    (`extra`: more of its options, e.g. "--per-class", "20"); kept when `out/train` exists."""
+    if not MATERIALIZE.is_file():
+        sys.exit(f"{MATERIALIZE} not found: this benchmark needs ../shared beside the checkout")
+    if not (out / "train").is_dir():
+        subprocess.run([sys.executable, str(MATERIALIZE), "--dataset", dataset, "--layout", "imagefolder",
+                        "--out", str(out), *extra], check=True, capture_output=True)
+    return out
 
 
 # ------------------------------------------------------------ machine details

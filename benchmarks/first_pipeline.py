@@ -36,11 +36,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import git_commit, machine_details, machine_markdown, markdown_table, write_json, write_text  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    git_commit,
+    machine_details,
+    machine_markdown,
+    markdown_table,
+    materialize_shared,
+    write_json,
+    write_text,
+)
 
 SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "tools" / "reference_cnn.py"
-MATERIALIZE = SHARED / "tools" / "materialize.py"
 RESULTS = REPO / "benchmarks" / "results"
 DATASETS = ("cifar10", "fashion-mnist", "mnist", "hymenoptera")
 
@@ -53,24 +60,7 @@ def steal_counters() -> tuple[int, int]:
 
 def materialize(name: str, root: Path) -> Path:
     """The full shared set as an imagefolder named after the dataset (reference_cnn.py's presets key on it)."""
-    out = root / name
-    if not (out / "train").is_dir():
-        subprocess.run(
-            [
-                sys.executable,
-                str(MATERIALIZE),
-                "--dataset",
-                name,
-                "--layout",
-                "imagefolder",
-                "--out",
-                str(out),
-                "--force",
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return out
+    return materialize_shared(name, root / name, "--force")
 
 
 def run_fit(data: Path, work: Path, seconds: float, seed: int) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +31,15 @@ sys.path.insert(0, str(REPO / "tests"))  # tests/hostile/kit.py builds the itera
 from hostile.kit import HostSampler, fashion_bundle, fast_config, make_iter, meminfo_kb, process_count  # noqa: E402,E501
 
 from automodel.sandbox.iteration import run_iteration  # noqa: E402
-from benchmarks.common import machine_details, machine_markdown, markdown_table, write_text  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    machine_details,
+    machine_markdown,
+    markdown_table,
+    materialize_shared,
+    write_text,
+)
 
 RESULTS = REPO / "benchmarks" / "results"
-MATERIALIZE = REPO.parent / "shared" / "tools" / "materialize.py"
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,6 @@ CASES = (
     Case("self_kill", "train_self_kill.py"),
     Case("no_stop", "train_no_stop.py", None, {"preflight_limit": 10.0, "time_limit": 300.0}),
 )
-
-
-def materialize(dataset: str, layout: str, per_class: int, out: Path) -> Path:
-    if not MATERIALIZE.is_file():
-        sys.exit(f"{MATERIALIZE} not found: this benchmark needs ../shared beside the checkout")
-    subprocess.run([sys.executable, str(MATERIALIZE), "--dataset", dataset, "--layout", layout, "--split", "all",
-                    "--per-class", str(per_class), "--out", str(out)], check=True, capture_output=True)
-    return out
 
 
 def run_case(case: Case, bundle, level: str, folder: Path) -> dict:
@@ -111,7 +107,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="hostile-suite-") as tmp:
         tmp = Path(tmp)
-        data = materialize("fashion-mnist", "imagefolder", 20, tmp / "fm")
+        data = materialize_shared("fashion-mnist", tmp / "fm", "--split", "all", "--per-class", "20")
         ds, bundle = fashion_bundle(lambda *a: data, tmp / "bundle")
         for case in cases:
             if case.bwrap_only and args.level != "bwrap":
