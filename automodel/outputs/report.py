@@ -31,7 +31,7 @@ from automodel.outputs.bestmodel import HeldOut, bundle_images, read_json_or, ru
 from automodel.outputs.render import environment
 from automodel.sandbox import scoring
 from automodel.search.loop import run_usage
-from automodel.search.workspace import BEST, RunDir, iter_name
+from automodel.search.workspace import BEST, RunDir, compute_figures, iter_name
 
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
@@ -155,6 +155,7 @@ def collect(run_path: Path) -> ReportData:
 def _timing(run_path: Path, record: JournalRecord) -> dict[str, Any]:
     metrics = read_json_or(run_path / iter_name(record.iteration) / "metrics.json", {})
     t = metrics.get("timings") or {}
+    compute = compute_figures(metrics)
     training = float(t.get("training") or 0.0)
     total = float(t.get("total") or 0.0)
     harness = max(0.0, total - training)
@@ -162,8 +163,7 @@ def _timing(run_path: Path, record: JournalRecord) -> dict[str, Any]:
     return {"iteration": record.iteration, "training": round(training, 2), "harness": round(harness, 2),
             "other": round(other, 2), "total": round(float(record.seconds or total), 2),
             "sandbox": (metrics.get("sandbox") or {}).get("kind"),
-            **{k: (metrics.get("compute") or {}).get(k) for k in ("epochs", "images_per_second", "cpu_utilisation",
-                                                                   "steal_share")}}
+            **{k: compute.get(k) for k in ("epochs", "images_per_second", "cpu_utilisation", "steal_share")}}
 
 
 def _evaluate(data: ReportData, best: JournalRecord) -> Evaluation | None:

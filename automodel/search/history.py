@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from automodel.core import History, JournalRecord
-from automodel.search.workspace import RunDir
+from automodel.search.workspace import RunDir, compute_figures
 
 RECENT = 5          # attempts shown in full
 CURVE_POINTS = 12   # points per training curve shown for the best attempt
@@ -86,7 +86,7 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
             "interrupted": metrics.get("interrupted", False),
             # Epochs and images/s: whether the budget bought enough passes, and whether a
             # worse child simply got less compute on a busy machine (steal, CPU use).
-            "compute": run.compute(best.iteration),
+            "compute": compute_figures(metrics),
             "summary": summary,
             "curves": {
                 tag: downsample(pts) for tag, pts in curves.items() if tag in ("train/loss", "train/accuracy", "lr")

@@ -33,6 +33,14 @@ def iter_name(n: int) -> str:
     return f"iter_{n:03d}"
 
 
+def compute_figures(metrics: Any) -> dict[str, Any]:
+    """The COMPUTE_KEYS an iteration's metrics.json records (those it has), {} for anything else."""
+    compute = metrics.get("compute") if isinstance(metrics, dict) else None
+    if not isinstance(compute, dict):
+        return {}
+    return {k: compute[k] for k in COMPUTE_KEYS if compute.get(k) is not None}
+
+
 @dataclass
 class RunDir:
     """A run's folder on disk; all reads and writes of it go through here."""
@@ -148,11 +156,9 @@ class RunDir:
         """What iteration n's training consumed (metrics.json "compute": epochs, images/s, CPU use), {} if unknown."""
         path = self.iter_dir(n) / "metrics.json"
         try:
-            compute = read_json(path).get("compute") if path.is_file() else None
-        except (OSError, ValueError, AttributeError):
+            return compute_figures(read_json(path)) if path.is_file() else {}
+        except (OSError, ValueError):
             return {}
-        return {k: compute.get(k) for k in COMPUTE_KEYS if compute.get(k) is not None} if isinstance(compute, dict) \
-            else {}
 
     def pipeline(self, n: int) -> Pipeline:
         d = self.iter_dir(n)
