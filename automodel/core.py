@@ -232,6 +232,10 @@ class IterationResult:
 
 # ------------------------------------------------------------------ the journal
 
+# JournalRecord fields only the budget search writes (left out of the journal when unset).
+SEARCH_FIELDS = ("kind", "round", "rung", "fidelity", "contended", "members")
+
+
 @dataclass(frozen=True)
 class JournalRecord:
     """One attempt in journal.jsonl. The final record of an iteration is its commit point."""
@@ -259,10 +263,17 @@ class JournalRecord:
     time: str = ""
     evidence: dict[str, Any] | None = None  # {"gained", "lost", "z"} against the best of its time
     attempt_dir: str | None = None
+    # The budget search (automodel.search.budget) also records where an attempt sits in its tree:
+    kind: str | None = None                 # candidate | promotion | final (None: the greedy loop)
+    round: int | None = None                # exploration round of a candidate
+    rung: int | None = None                 # fidelity level: 0 lowest; candidates compare within a rung only
+    fidelity: float | None = None           # training seconds the attempt was given
+    contended: bool | None = None           # its compute fell far below its parent's: not judged on it
+    members: list[int] | None = None        # a final model: the iterations it was refit from
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("evidence", "attempt_dir"):  # written only when present, as older runs did
+        for key in ("evidence", "attempt_dir", *SEARCH_FIELDS):  # written only when present, as older runs did
             if data[key] is None:
                 del data[key]
         return data

@@ -21,7 +21,9 @@ from automodel.hardware import detect
 from automodel.outputs import report, tb
 from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.search.acceptance import noise_note
+from automodel.search.final import REFIT_DATA
 from automodel.search.loop import FitConfig, Loop, summarize_run
+from automodel.search.plan import make_plan
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir, reopen
 from automodel.weights import find_cached, named_in
@@ -112,7 +114,7 @@ def drive(
         info=info,
         description=ds.description,
         hardware=hardware,
-        time_per_iter=cfg.time_per_iter,
+        time_per_iter=first_run_seconds(cfg),
         pretrained_cache=list(weights.names),
         throughput=_throughput(run, bundle, run_config, level, max(images.image_size), progress),
     )
@@ -133,8 +135,14 @@ def drive(
         "description": (ds.description or "")[:500],
     }
 
-    def execute(iter_dir: Path, time_limit: float):
-        return run_iteration(iter_dir, bundle, dataclasses.replace(run_config, time_limit=time_limit))
+    refit_bundle = []  # staged on first use: train+val as the training split, for the final refit
+
+    def execute(iter_dir: Path, time_limit: float, refit: bool = False):
+        if refit and not refit_bundle:
+            both = dataclasses.replace(split, train=[*split.train, *split.val])
+            refit_bundle.append(prepare_data(ds, both, images, run.path / REFIT_DATA, device=cfg.device))
+        data = refit_bundle[0] if refit else bundle
+        return run_iteration(iter_dir, data, dataclasses.replace(run_config, time_limit=time_limit))
 
     loop = Loop(
         run,
@@ -146,6 +154,7 @@ def drive(
         progress,
         val_labels=bundle.val_y,
         on_iteration=lambda n: tb.update_after_iteration(run.path, n),
+        test_labels=bundle.test_y,
     )
     try:
         outcome = loop.fit()
@@ -153,6 +162,13 @@ def drive(
         progress.close()
     finish(run, progress)
     return outcome
+
+
+def first_run_seconds(cfg: FitConfig) -> float:
+    """Training seconds of the first pipeline's run, which the Architect sizes the network for."""
+    if cfg.search != "budget":
+        return cfg.time_per_iter
+    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates).rungs[0]
 
 
 def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Progress) -> dict | None:
@@ -220,12 +236,25 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
             lines.append(backbone)
     else:
         lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")
+    if final := outcome.get("final"):
+        lines.append(final_line(final))
+        lines.append(f"The final model is in {run.path / 'final'}; predict, export and serve use it.")
     if outcome.get("failed_share") is not None:
         lines.append(f"Failed iterations: {outcome['failed_share']:.0%}.")
     if note := noise_note(outcome):
         lines.append(note)
     lines.append(f"Details: automodel show {run.path}")
     return "\n".join(lines)
+
+
+def final_line(final: dict[str, Any]) -> str:
+    test = final.get("test_accuracy")
+    score = f"test accuracy {test:.4f}" if test is not None else "no test score (the dataset has no test split)"
+    members = final.get("members") or []
+    what = {"refit": f"iteration {members[0]} retrained on train+val" if members else "a refit",
+            "ensemble": f"an ensemble of iterations {members}, each retrained on train+val",
+            "iteration": f"iteration {members[0]} as it was" if members else "the best iteration"}[final["kind"]]
+    return f"Final model: {what}, {score} ({final.get('reason')})."
 
 
 def backbone_line(run: RunDir) -> str | None:

@@ -1,135 +1,13 @@
-"""The loop, driven in milliseconds: a scripted brain and a fake executor, no subprocess.
-
-The fake executor writes the files a real iteration leaves (metrics.json,
-probs_val.npy, model.pt) from a scripted outcome, so the loop's keep/discard
-rule, records, best/, repairs and stops are exercised exactly as in a real run.
-"""
+"""The greedy loop (the published protocol), driven in milliseconds with tests/loopkit.py:
+its keep/discard rule, records, best/, repairs and stops, exactly as in a real run."""
 
 from __future__ import annotations
 
-import io
-import json
-import time
-from pathlib import Path
-
-import numpy as np
 import pytest
+from loopkit import NUM_VAL, PIPELINE, FakeExecutor, ScriptedBrain, edit, failed, finals, make_loop
 
 from automodel.agents.expert.brain import ExpertBrain
-from automodel.core import Brief, Decision, ErrorInfo, Hardware, IterationResult, Pipeline, SandboxInfo
 from automodel.errors import BrainError, HarnessError, LLMServiceError
-from automodel.search.loop import FitConfig, Loop
-from automodel.search.progress import Progress
-from automodel.search.workspace import RunDir
-
-NUM_VAL = 40
-LABELS = np.arange(NUM_VAL) % 4
-
-PIPELINE = Pipeline(data="CROP_PADDING = 0\n", model="WIDTH = 32\n", train="LR = 0.1\nBATCH_SIZE = 64\n")
-
-
-def probs_with_accuracy(acc: float) -> np.ndarray:
-    """Validation probabilities that get the first round(acc * N) images right."""
-    k = int(round(acc * NUM_VAL))
-    pred = LABELS.copy()
-    pred[k:] = (LABELS[k:] + 1) % 4
-    return np.eye(4, dtype=np.float32)[pred]
-
-
-def failed(module: str = "train", status: str = "failed", message: str = "boom") -> IterationResult:
-    return IterationResult(status=status, val_accuracy=None, test_accuracy=None, curves={}, timings={},
-                           error=ErrorInfo("train", module, "RuntimeError", message), sandbox=SandboxInfo("none", ()))
-
-
-class FakeExecutor:
-    """Plays scripted outcomes: a float is an ok run with that validation accuracy,
-    an IterationResult is returned as it is; each call may also sleep `delay` s."""
-
-    def __init__(self, outcomes: list, delay: float = 0.0):
-        self.outcomes = list(outcomes)
-        self.calls: list[tuple[Path, float]] = []
-        self.delay = delay
-
-    def __call__(self, iter_dir: Path, time_limit: float) -> IterationResult:
-        self.calls.append((iter_dir, time_limit))
-        time.sleep(self.delay)
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, IterationResult):
-            result = outcome
-        else:
-            np.save(iter_dir / "probs_val.npy", probs_with_accuracy(outcome))
-            result = IterationResult(status="ok", val_accuracy=outcome, test_accuracy=outcome - 0.01, error=None,
-                                     curves={}, timings={"training": time_limit}, sandbox=SandboxInfo("none", ()),
-                                     train_eval_accuracy=outcome + 0.01)
-            (iter_dir / "model.pt").write_bytes(b"weights %f" % outcome)
-        (iter_dir / "metrics.json").write_text(json.dumps(result.to_json()))
-        return result
-
-
-class ScriptedBrain:
-    """Returns scripted decisions (an exception in the list is raised); counts calls per role."""
-
-    name = "scripted"
-
-    def __init__(self, decisions: list | None = None, repairs: list | None = None):
-        self.decisions = list(decisions or [])
-        self.repairs = list(repairs or [])
-        self.calls = {"architect": 0, "analyst": 0, "engineer": 0, "repair": 0, "summarize": 0}
-
-    def start(self, brief):
-        pass
-
-    def architect(self, brief):
-        self.calls["architect"] += 1
-        return PIPELINE
-
-    def analyst(self, history):
-        self.calls["analyst"] += 1
-        item = self.decisions.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    def engineer(self, module, pipeline, decision, error=None):
-        self.calls["repair" if error else "engineer"] += 1
-        if error and self.repairs:
-            item = self.repairs.pop(0)
-            if isinstance(item, Exception):
-                raise item
-        return pipeline.module(module) + f"# edit {sum(self.calls.values())}\n"
-
-    def summarize(self, pipeline, result):
-        self.calls["summarize"] += 1
-        return {"methods": "scripted"}
-
-    def take_calls(self):
-        return []
-
-
-def edit(name: str, target: str = "train") -> Decision:
-    return Decision(target, f"change {name}", "scripted")
-
-
-def brief() -> Brief:
-    return Brief(profile={}, info={"num_classes": 4, "image_size": [8, 8], "channels": 1}, description="",
-                 hardware=Hardware(cpu_cores=2, device="cpu"), time_per_iter=5.0)
-
-
-def make_loop(tmp_path: Path, brain, execute, **cfg) -> Loop:
-    path = tmp_path / "ws" / "run"
-    run = (
-        RunDir.open(path)
-        if path.exists()
-        else RunDir.create(tmp_path / "ws", "run", {"split": {"val": list(range(NUM_VAL))}})
-    )
-    facts = {"num_classes": 4, "num_train": 100, "image_size": [8, 8], "channels": 1, "description": ""}
-    config = FitConfig(**{"iters": 4, "time_per_iter": 5.0, **cfg})
-    return Loop(run, brain, execute, config, brief(), facts, Progress(stream=io.StringIO()), val_labels=LABELS)
-
-
-def finals(loop: Loop):
-    return loop.run.iterations()
-
 
 # ------------------------------------------------------------------ keep and discard
 

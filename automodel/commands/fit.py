@@ -8,7 +8,8 @@ from pathlib import Path
 from automodel.agents.registry import AGENT_CHOICES, BRAINS, BrainConfig
 from automodel.errors import UsageError
 from automodel.hardware import detect, resolve_device
-from automodel.search.loop import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, FitConfig
+from automodel.search.loop import FitConfig
+from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS
 from automodel.search.progress import Progress
 from automodel.search.workspace import default_run_name
 
@@ -57,13 +58,27 @@ def seconds(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.6, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "fit",
         help="train a classifier for an image folder with the agent loop",
-        description="Run the agent loop on DATASET: the Project Architect writes a pipeline, then each iteration the "
-        "Performance Analyst sends one instruction to one engineer and the result is kept only if its "
-        "validation accuracy improves. Everything is written to WORKSPACE/RUN.",
+        description="Run the agent loop on DATASET: the Project Architect writes a pipeline, then the Performance "
+        "Analyst sends instructions to the engineers, and an edit is kept only if its validation accuracy improves. "
+        "The default budget search spends the budget (--time-budget, else --iters x --time-per-iter) on rounds of "
+        "short candidate runs and reserves the end for the final model: the best pipeline retrained on train+val "
+        "(or an ensemble of the best, when it wins by more than noise). --search greedy runs the published loop: "
+        "one edit per iteration at full length, the best iteration is the result. Everything is written to "
+        "WORKSPACE/RUN.",
     )
     p.add_argument("dataset", type=Path, help="image folder: train/<class>/..., <class>/..., or images + labels.csv")
     p.add_argument(
@@ -74,6 +89,21 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--time-budget", type=seconds, metavar="S", help="wall-clock seconds for the whole run (default: no limit)"
+    )
+    g = p.add_argument_group("search (how the budget is spent)")
+    g.add_argument(
+        "--search", choices=("budget", "greedy"), default=FitConfig.search,
+        help="budget (default): rounds of K short candidates, promotion of the best to longer runs when the budget "
+        "allows, then a final refit on train+val; greedy: the published protocol, one edit per iteration at "
+        "--time-per-iter, kept if better",
+    )
+    g.add_argument(
+        "--candidates", type=positive_int, metavar="K",
+        help="budget search: candidates the Analyst proposes per round (default 3)",
+    )
+    g.add_argument(
+        "--final-share", type=share, default=FitConfig.final_share, metavar="F",
+        help="budget search: share of the budget reserved for the final refit on train+val (default %(default)s)",
     )
     p.add_argument("--workspace", type=Path, default=Path("workspace"), help="folder for runs (default ./workspace)")
     p.add_argument("--name", help="run name (default: <dataset>-<date>-<time>)")
@@ -148,6 +178,9 @@ def run(args) -> int:
         max_repairs=args.max_repairs,
         seed=args.seed,
         device=resolve_device(args.device),
+        search=args.search,
+        final_share=args.final_share,
+        candidates=args.candidates,
     )
     choose_level()  # no sandbox that works: say so before a run folder is made
     progress = Progress(quiet=args.quiet)

@@ -35,7 +35,7 @@ def run(args) -> int:
 
         check_folder(args.dataset)  # before the run folder is touched; exit 3 as in fit and inspect
     info = run_dir.info
-    cfg = FitConfig(**info["config"])
+    cfg = FitConfig(**{"search": "greedy", **info["config"]})  # runs made before the budget search were greedy
     if args.iters:
         cfg = dataclasses.replace(cfg, iters=args.iters)  # saved by drive() once the dataset checks out
     brain_cfg = BrainConfig(**info["brain"])

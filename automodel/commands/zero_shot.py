@@ -72,7 +72,7 @@ def run(args) -> int:
     # Fail on a missing key before any data work.
     brain = make_llm_brain(model=args.model, base_url=args.base_url, cache_dir=args.llm_cache)
     device = resolve_device(args.device)
-    cfg = FitConfig(iters=1, time_per_iter=args.time_limit, seed=args.seed, device=device)
+    cfg = FitConfig(iters=1, time_per_iter=args.time_limit, seed=args.seed, device=device, search="greedy")
     brain_cfg = BrainConfig(agent="llm", model=args.model, base_url=args.base_url, cache_dir=args.llm_cache)
     progress = Progress()
     name = args.name or f"{args.dataset.resolve().name or 'dataset'}-zeroshot-{time.strftime('%Y%m%d-%H%M%S')}"

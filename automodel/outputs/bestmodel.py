@@ -9,7 +9,7 @@ recorded in run.json, exactly as `resume` does.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from automodel.core import JournalRecord
 from automodel.errors import AutomodelError, RunError
 from automodel.files import read_json
-from automodel.search.workspace import BEST, RunDir
+from automodel.search.workspace import BEST, FINAL, RunDir, read_final
 
 DATA_DIR = "data"
 PIPELINE_FILES = ("data.py", "model.py", "train.py")
@@ -26,13 +26,23 @@ PIPELINE_FILES = ("data.py", "model.py", "train.py")
 
 @dataclass(frozen=True)
 class BestModel:
-    """The kept pipeline of a run: its folder (best/), weights and the facts it was built with."""
+    """The model a run gives: its final model (final/, from the budget search) when it has one, else its
+    best iteration (best/); its folder, weights and the facts it was built with."""
 
     run: Path
     iteration: int
-    dir: Path                    # RUN/best: data.py model.py train.py model.pt
-    record: JournalRecord        # its final journal record
+    dir: Path                    # data.py model.py train.py model.pt (the first member of an ensemble)
+    record: JournalRecord        # its final journal record (a refit's when the final model was refit)
     info: dict[str, Any]         # DataInfo (num_classes, class_names, channels, image_size, mean, std, ...)
+    kind: str = "iteration"      # iteration | refit | ensemble
+    test_accuracy: float | None = None
+    # An ensemble's members (each a BestModel of one pipeline) and their weights; () for one model.
+    members: tuple["BestModel", ...] = ()
+    member_weights: tuple[int, ...] = ()
+
+    def parts(self) -> list[tuple["BestModel", int]]:
+        """(model, weight) for each pipeline whose softmax outputs are averaged: one unless an ensemble."""
+        return list(zip(self.members, self.member_weights)) if self.members else [(self, 1)]
 
     @property
     def classes(self) -> list[str]:
@@ -53,8 +63,12 @@ class BestModel:
 
 
 def load_best(run_path: Path) -> BestModel:
-    """The best model of the run at `run_path`; RunError with the fix when there is none."""
+    """The model of the run at `run_path` (its final model, else its best iteration); RunError with the fix
+    when there is none."""
     run = RunDir.open(Path(run_path).resolve())
+    final = load_final(run)
+    if final is not None:
+        return final
     record = run.best_record()
     if record is None:
         done = len(run.iterations())
@@ -70,7 +84,32 @@ def load_best(run_path: Path) -> BestModel:
             f"{best} does not hold iteration {record.iteration}, the best one in the journal "
             f"({'missing: ' + ', '.join(missing) if missing else f'it holds iteration {on_disk}'}). The run was "
             f"interrupted while saving it: run `automodel resume {run.path}` once to repair it.")
-    return BestModel(run.path, record.iteration, best, record, run_info(run.path))
+    return BestModel(run.path, record.iteration, best, record, run_info(run.path), test_accuracy=record.test_accuracy)
+
+
+def load_final(run: RunDir) -> BestModel | None:
+    """final/ as a BestModel (members for an ensemble), None when the run has none."""
+    spec = read_final(run.path)
+    if spec is None:
+        return None
+    by_iter = {r.iteration: r for r in run.iterations()}
+    members = []
+    for m in spec["members"]:
+        folder = run.path / FINAL / m.get("dir", ".")
+        iteration = m["refit"] if m.get("refit") is not None else m["iteration"]
+        missing = [name for name in (*PIPELINE_FILES, "model.pt") if not (folder / name).is_file()]
+        if iteration not in by_iter or missing:
+            what = "missing: " + ", ".join(missing) if missing else f"iteration {iteration} is not in the journal"
+            raise RunError(f"{folder} is incomplete ({what}). Delete {run.path / FINAL} and run "
+                           f"`automodel resume {run.path}` to make the final model again.")
+        info = read_json(folder / "info.json") if (folder / "info.json").is_file() else run_info(run.path)
+        members.append(BestModel(run.path, iteration, folder, by_iter[iteration], info, spec["kind"],
+                                 spec.get("test_accuracy")))
+    first = members[0]
+    if len(members) == 1:
+        return first
+    weights = tuple(int(m.get("weight", 1)) for m in spec["members"])
+    return replace(first, members=tuple(members), member_weights=weights)
 
 
 def run_info(run_path: Path) -> dict[str, Any]:

@@ -115,9 +115,22 @@ def predict_arrays(
     threads: int = 0,
     level: str | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Softmax probabilities of the best model on decoded images, computed in the sandbox."""
+    """Softmax probabilities of the run's model on decoded images, computed in the sandbox (an ensemble's
+    members each in their own child, their probabilities averaged with the ensemble's weights)."""
     if len(images) == 0:
         return np.zeros((0, len(best.classes)), dtype=np.float32), ""
+    total, used = None, ""
+    for model, weight in best.parts():
+        probs, used = _predict_one(model, images, timeout=timeout, hidden=hidden, threads=threads, level=level)
+        total = probs * weight if total is None else total + probs * weight
+    weights = sum(w for _, w in best.parts())
+    return (total / weights).astype(np.float32), used
+
+
+def _predict_one(
+    best: BestModel, images: np.ndarray, *, timeout: float | None, hidden: tuple[Path, ...], threads: int,
+    level: str | None,
+) -> tuple[np.ndarray, str]:
     work, data, pipe = toolrun.pipeline_workdir(best.dir)
     try:
         # The harness checks the contract on a few training-like images first.

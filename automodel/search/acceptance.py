@@ -52,8 +52,11 @@ def paired_evidence(candidate_probs: Path, best_probs: Path, labels: np.ndarray)
         return None
     if new.ndim != 2 or new.shape != old.shape or len(new) != len(labels):
         return None
-    new_ok = new.argmax(1) == labels
-    old_ok = old.argmax(1) == labels
+    return compare_correct(new.argmax(1) == labels, old.argmax(1) == labels)
+
+
+def compare_correct(new_ok: np.ndarray, old_ok: np.ndarray) -> Evidence:
+    """Evidence from which images each of two predictions gets right (boolean arrays, same images)."""
     return Evidence(gained=int((new_ok & ~old_ok).sum()), lost=int((~new_ok & old_ok).sum()))
 
 

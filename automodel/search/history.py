@@ -128,7 +128,10 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
     # best one, or while nothing has succeeded yet, the last attempt.
     parent = best.iteration if best is not None else (records[-1].iteration if records else None)
     if best is not None:
-        tried = [_tried(r) for r in records if r.parent == parent]
+        # A run contended twice was not judged (automodel.search.contention): it may be proposed again.
+        # Promotions and refits rerun a pipeline unchanged: no edit was tried.
+        tried = [_tried(r) for r in records
+                 if r.parent == parent and not r.contended and r.kind not in ("promotion", "refit")]
     else:
         # Nothing has trained yet: each edit builds on the last failure, so every
         # edit made so far counts as tried (a rescue move is never sent twice).

@@ -33,9 +33,11 @@ from automodel.errors import AutomodelError, HarnessError, LLMConfigError, LLMSe
 from automodel.files import atomic_write_json
 from automodel.search.acceptance import is_improvement, paired_evidence, standard_error
 from automodel.search.calls import save_calls
+from automodel.search.contention import contention
 from automodel.search.history import build_history, tail_mean
+from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement
 from automodel.search.progress import Progress
-from automodel.search.workspace import RunDir
+from automodel.search.workspace import RunDir, read_final
 
 # Brain failures that would repeat on every iteration: stop the run (resume later).
 FATAL = (LLMConfigError, LLMServiceError)
@@ -51,17 +53,17 @@ class FitConfig:
     max_repairs: int = 2              # repair attempts by the owning engineer per iteration
     seed: int = 0                     # seeds splits, training and the brain
     device: str = "cpu"               # "cpu" or "cuda"
+    search: str = "budget"            # "budget" (rounds, rungs, final refit) or "greedy" (the published loop)
+    final_share: float = 0.6          # budget search: share of the budget reserved for the final refit
+    candidates: int | None = None     # budget search: candidates per round (None: the plan's default)
 
 
 class Execute(Protocol):
-    def __call__(self, iter_dir: Path, time_limit: float) -> IterationResult:
-        """Run the pipeline in iter_dir in the sandbox and return its IterationResult."""
+    def __call__(self, iter_dir: Path, time_limit: float, refit: bool = False) -> IterationResult:
+        """Run the pipeline in iter_dir in the sandbox and return its IterationResult; `refit` trains it
+        on train+val (validation is then not a held-out score)."""
 
 
-# Per-iteration seconds spent outside training (sandbox start, preflight,
-# prediction); used only to decide whether another iteration fits the budget.
-OVERHEAD_GUESS = 15.0
-MIN_TRAIN_SECONDS = 5.0
 
 
 def brain_error(phase: str, module: str | None, err: Exception) -> IterationResult:
@@ -102,10 +104,12 @@ class Loop:
         progress: Progress,
         val_labels: np.ndarray | None = None,
         on_iteration: Callable[[int], None] | None = None,
+        test_labels: np.ndarray | None = None,
     ):
         self.run, self.brain, self.execute, self.cfg = run, brain, execute, cfg
         self.brief, self.facts, self.progress = brief, dataset_facts, progress
         self.val_labels = val_labels  # trusted side only: to compare two iterations image by image
+        self.test_labels = test_labels  # trusted side only: to score an ensemble's averaged test predictions
         self.on_iteration = on_iteration or (lambda n: None)  # e.g. TensorBoard's live curves; must never raise
         self.session_start = time.monotonic()
         self.previous_seconds = sum(r.seconds for r in run.iterations())
@@ -121,6 +125,15 @@ class Loop:
             ) from err
 
     def _fit(self) -> dict[str, Any]:
+        if self.cfg.search == "budget":
+            from automodel.search.budget import BudgetSearch  # it drives this loop's iterations
+
+            BudgetSearch(self).search()
+            return self.outcome()
+        return self._fit_greedy()
+
+    def _fit_greedy(self) -> dict[str, Any]:
+        """The published protocol: one edit per iteration at full length, kept if better."""
         while self.run.next_iteration() <= self.cfg.iters:
             n = self.run.next_iteration()
             time_limit = self._time_for_next()
@@ -172,7 +185,11 @@ class Loop:
         decision: Decision | None,
         time_limit: float,
         analyst_calls: list[CallRecord] | None = None,
+        place: Placement | None = None,
+        given: Pipeline | None = None,
     ) -> None:
+        """One iteration: write the pipeline (the Architect's, an engineer's edit of the parent, or `given`
+        as it is), run it, repair it when it fails, and record it."""
         started = time.monotonic()
         d = self.run.fresh_iter_dir(n)
         usage = save_calls(analyst_calls or [], d, "analyst")
@@ -186,7 +203,9 @@ class Loop:
             decision.reason if decision else None,
         )
         try:
-            if decision is None:
+            if given is not None:
+                pipeline = given
+            elif decision is None:
                 pipeline = self.brain.architect(self.brief)
             else:
                 base = self.run.pipeline(parent)
@@ -195,11 +214,11 @@ class Loop:
             raise
         except AutomodelError as err:
             usage += save_calls(self.brain.take_calls(), d, stage)
-            self._finish(n, parent, decision, d, started, brain_error("write", target, err), None, 0, usage)
+            self._finish(n, parent, decision, d, started, brain_error("write", target, err), None, 0, usage, place)
             return
         usage += save_calls(self.brain.take_calls(), d, stage)
 
-        repairs = 0
+        repairs, contended_before = 0, False
         while True:
             self._write_pipeline(d, pipeline)
             res = self.execute(d, time_limit)
@@ -210,11 +229,20 @@ class Loop:
                     f"Iteration {n} could not run because automodel's own side failed, not the pipeline: "
                     f"{err.message}\n{err.traceback}".rstrip()
                 )
+            if res.ok and place is not None and (why := self._contended(d, parent)):
+                if contended_before:
+                    break  # run twice on a busy machine: recorded as contended, neither kept nor rejected
+                self.progress.note(f"        contended ({why}): running it again")
+                self.run.append(replace(self._record(n, parent, decision, res, started, repairs, usage, final=False),
+                                        attempt_dir=self._stash_attempt(d, f"contended_{repairs + 1}"),
+                                        contended=True))
+                contended_before = True
+                continue
             if res.ok or repairs >= self.cfg.max_repairs:
                 break
             owner = (res.error.module if res.error else None) or target or "train"
             if owner not in MODULES:
-                owner = target or "train"
+                owner = target if target in MODULES else "train"
             self.progress.repair(n, ENGINEERS[owner], res)
             try:
                 repaired = self.brain.engineer(owner, pipeline, decision, error=error_text(res))
@@ -234,7 +262,18 @@ class Loop:
             )
             pipeline = pipeline.with_module(owner, repaired)
             repairs += 1
-        self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage)
+        self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage, place)
+
+    def _contended(self, d: Path, parent: int | None) -> str | None:
+        """Why the run in d got an unfair share of the machine, compared with its parent (None: it did not)."""
+        from automodel.files import read_json
+        from automodel.search.workspace import compute_figures
+
+        try:
+            compute = compute_figures(read_json(d / "metrics.json"))
+        except (OSError, ValueError):
+            return None
+        return contention(compute, self.run.compute(parent) if parent is not None else None)
 
     def _finish(
         self,
@@ -247,30 +286,40 @@ class Loop:
         pipeline: Pipeline | None,
         repairs: int,
         usage: Usage,
+        place: Placement | None = None,
     ) -> None:
         if pipeline is not None:
             summary = self.brain.summarize(pipeline, {**res.to_json(), "train_accuracy": _train_accuracy(res)})
             usage += save_calls(self.brain.take_calls(), d, "summarizer")
             atomic_write_json(d / "summary.json", summary)
-        best = self.run.best_record()
+        best = self.run.best_record() if place is None else self.rung_best(place.rung)
         scored = res.ok and res.val_accuracy is not None
+        contended = place is not None and scored and self._contended(d, parent) is not None
         evidence = None
         if scored and best is not None and self.val_labels is not None:
             evidence = paired_evidence(
                 d / "probs_val.npy", self.run.iter_dir(best.iteration) / "probs_val.npy", self.val_labels
             )
-        accepted = scored and (
+        accepted = scored and not contended and (
             best is None
             or is_improvement(res.val_accuracy, best.val_accuracy, self.cfg.min_delta, evidence, self.cfg.min_z)
         )
         record = self._record(n, parent, decision, res, started, repairs, usage, final=True, accepted=accepted)
         if evidence is not None:
             record = replace(record, evidence=evidence.to_json())
+        if place is not None:
+            record = replace(record, kind=place.kind, round=place.round, rung=place.rung, fidelity=place.fidelity,
+                             contended=contended or None)
         if accepted:
             self.run.promote(n)
         self.run.append(record)  # the commit point of the iteration
         self.on_iteration(n)
         self.progress.finish(record, self.run.best_record(), self._elapsed())
+
+    def rung_best(self, rung: int | None) -> JournalRecord | None:
+        """The budget search's best at one fidelity: the last run of that rung kept against its rival."""
+        kept = [r for r in self.run.iterations() if r.accepted and r.rung == rung]
+        return kept[-1] if kept else None
 
     # ---- helpers
     def _record(
@@ -329,8 +378,8 @@ class Loop:
             (d / f"{m}.py").write_text(pipeline.module(m), encoding="utf-8")
 
     @staticmethod
-    def _stash_attempt(d: Path, attempt: int) -> str:
-        """Move a failed attempt's files into d/attempt_K so the repaired run starts clean."""
+    def _stash_attempt(d: Path, attempt: int | str) -> str:
+        """Move a failed (or contended) attempt's files into d/attempt_K so the rerun starts clean."""
         keep = d / f"attempt_{attempt}"
         keep.mkdir()
         for item in list(d.iterdir()):
@@ -408,16 +457,38 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         "evidence",
     )
     return {
-        "iterations": [{**{k: getattr(r, k) for k in keys}, "compute": run.compute(r.iteration)} for r in records],
+        "iterations": [{**{k: getattr(r, k) for k in keys}, **placement(r), "compute": run.compute(r.iteration)}
+                       for r in records],
         "best": {"iteration": best.iteration, "val_accuracy": best.val_accuracy, "test_accuracy": best.test_accuracy}
         if best
         else None,
         "val_images": val_images or None,
         "val_std_error": standard_error(best.val_accuracy, val_images) if best else None,
+        "final": final_view(run.path),
         "failed_share": round(len(failed) / len(records), 3) if records else None,
         "tokens": tokens,
         "cost_usd": cost,
     }
+
+
+def placement(record: JournalRecord) -> dict[str, Any]:
+    """Where a budget-search attempt sits in the tree (parent, kind, round, rung, fidelity); {} for greedy."""
+    if record.kind is None:
+        return {}
+    return {"parent": record.parent, "kind": record.kind, "round": record.round, "rung": record.rung,
+            "fidelity": record.fidelity, "contended": bool(record.contended)}
+
+
+def final_view(run_path: Path) -> dict[str, Any] | None:
+    """The run's result when the budget search made a final model (show --json "final")."""
+    spec = read_final(run_path)
+    if spec is None:
+        return None
+    return {"kind": spec["kind"], "val_accuracy": spec.get("val_accuracy"), "test_accuracy": spec.get("test_accuracy"),
+            "members": [m["iteration"] for m in spec["members"]],
+            "refits": [m["refit"] for m in spec["members"] if m.get("refit") is not None],
+            "weights": [m.get("weight", 1) for m in spec["members"]], "seconds": spec.get("seconds"),
+            "training_seconds": spec.get("training_seconds"), "reason": spec.get("reason")}
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:

@@ -62,7 +62,8 @@ class Progress:
 
     def finish(self, record: JournalRecord, best: JournalRecord | None, elapsed: float) -> None:
         self._stop_ticker()
-        mark = "kept" if record.accepted else ("failed" if not record.ok else "discarded")
+        mark = ("kept" if record.accepted else "failed" if not record.ok else "final refit" if record.kind == "refit"
+                else "contended twice, not judged" if record.contended else "discarded")
         line = (
             f"        {record.status}: val {pct(record.val_accuracy)}  test {pct(record.test_accuracy)}"
             f"  -> {mark} | {record.seconds:.0f}s | best val {pct(best.val_accuracy if best else None)}"

@@ -24,6 +24,8 @@ from automodel.files import atomic_write_json, read_json, remove_tree
 RUN_FILE = "run.json"
 JOURNAL = "journal.jsonl"
 BEST = "best"
+FINAL = "final"             # the budget search's final model (search/final.py)
+FINAL_FILE = "FINAL.json"   # what final/ holds; written last, so its presence commits final/
 # What an iteration's training consumed, as shown to the Analyst, `show` and the report.
 COMPUTE_KEYS = ("epochs", "images_per_second", "steps", "cpu_utilisation", "steal_share")
 BEST_FILES = ("data.py", "model.py", "train.py", "model.pt", "metrics.json", "summary.json")
@@ -215,6 +217,16 @@ class RunDir:
         for leftover in (".best.tmp", ".best.old"):
             if (self.path / leftover).exists():
                 remove_tree(self.path / leftover)
+
+
+def read_final(run_path: Path) -> dict[str, Any] | None:
+    """final/FINAL.json of a run (kind, test_accuracy, members, ...), None when the run has no final model."""
+    path = Path(run_path) / FINAL / FINAL_FILE
+    try:
+        spec = read_json(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return spec if isinstance(spec, dict) and spec.get("members") else None
 
 
 def runs_in(workspace: Path) -> Iterator[Path]:

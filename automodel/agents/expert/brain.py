@@ -6,6 +6,7 @@ from typing import Any
 
 from automodel.agents.expert import analyst, engineers, summarizer
 from automodel.agents.expert.architect import plan, write_pipeline
+from automodel.agents.expert.scaling import scale_for
 from automodel.core import Brief, CallRecord, Decision, History, Pipeline
 
 
@@ -14,11 +15,12 @@ class ExpertBrain:
 
     def __init__(self):
         self.flips_allowed = False  # until start(): no move that could change a label
+        self.facts = None
 
     def start(self, brief: Brief) -> None:
         """Judge the task once, as the Architect does: whether flips could change a label."""
-        facts, _ = plan(brief)
-        self.flips_allowed = facts.flips_allowed
+        self.facts, _ = plan(brief)
+        self.flips_allowed = self.facts.flips_allowed
 
     def architect(self, brief: Brief) -> Pipeline:
         return write_pipeline(brief)
@@ -33,6 +35,9 @@ class ExpertBrain:
 
     def summarize(self, pipeline: Pipeline, result: dict[str, Any]) -> dict[str, Any]:
         return summarizer.summarize(pipeline, result)
+
+    def scale(self, pipeline: Pipeline, seconds: float, num_train: int) -> tuple[Pipeline, str] | None:
+        return scale_for(pipeline, self.facts, seconds, num_train) if self.facts is not None else None
 
     def take_calls(self) -> list[CallRecord]:
         return []

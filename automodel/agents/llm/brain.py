@@ -52,6 +52,11 @@ class LLMBrain:
     def summarize(self, pipeline: Pipeline, result: dict[str, Any]) -> dict[str, Any]:
         return self._summarizer.summarize(pipeline, result)
 
+    def scale(self, pipeline: Pipeline, seconds: float, num_train: int) -> tuple[Pipeline, str] | None:
+        # The LLM's pipelines follow no fixed hyperparameter block, so a change made without a run to check it
+        # could break the final model: refit the chosen pipeline as it is.
+        return None
+
     def take_calls(self) -> list[CallRecord]:
         calls, self.chat.calls = self.chat.calls, []
         self._taken.extend(calls)

@@ -1,0 +1,149 @@
+"""The budget search: rounds of candidates at a low fidelity, promotion, then a final refit.
+
+    plan (search/plan.py) -> rung 0: the Architect's pipeline, then rounds of K
+    candidates from the brain, each compared with the best at rung 0 only
+    -> rung 1 (large budgets): the best few trained ETA times longer, compared
+    with each other -> final (search/final.py): the best (or a greedy ensemble
+    of the best, when it wins by more than noise) retrained on train+val with
+    the reserved time, scored once on test.
+
+Every step is decided from the journal, so `resume` after a kill at any
+moment continues where the run stood and loses only the running candidates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from automodel.agents.base import BrainExhausted
+from automodel.core import Decision, JournalRecord
+from automodel.errors import AutomodelError
+from automodel.search.final import FinalPhase
+from automodel.search.history import build_history
+from automodel.search.plan import OVERHEAD_GUESS, Placement, SearchPlan, make_plan
+
+if TYPE_CHECKING:
+    from automodel.search.loop import Loop
+
+PLAN_KEY = "search_plan"  # in run.json
+
+
+def plan_for(loop: "Loop") -> SearchPlan:
+    """The run's plan: made once and kept in run.json, so a resumed run follows the same plan
+    (made again when the budget options changed, e.g. `resume --iters`)."""
+    cfg = loop.cfg
+    plan = make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates)
+    saved = loop.run.info.get(PLAN_KEY)
+    if saved != plan.to_json():
+        loop.run.update_info(**{PLAN_KEY: plan.to_json()})
+        loop.progress.note("automodel: search plan: " + "; ".join(plan.reasons))
+    return plan
+
+
+class BudgetSearch:
+    def __init__(self, loop: "Loop"):
+        self.loop, self.run = loop, loop.run
+        self.plan = plan_for(loop)
+        self.final = FinalPhase(loop, self.plan)
+
+    def search(self) -> None:
+        if self.final.done():
+            self.loop.progress.note(f"automodel: the final model of {self.run.path} is already made; start a new "
+                                    "run with `automodel fit` to search again.")
+            return
+        if not self.final.started():  # once the final phase began, its time is spent on it alone
+            self._explore()
+            if self.plan.promote:
+                self._promote()
+        self.final.make()
+
+    # ---- rung 0
+    def _explore(self) -> None:
+        t0 = self.plan.rungs[0]
+        place = Placement("candidate", 0, t0, 0)
+        while self._fits(t0, self.plan.rung0_until):
+            best = self.loop.rung_best(0)
+            n = self.run.next_iteration()
+            if best is None and not self._editable():
+                self.loop._iteration(n, parent=None, decision=None, time_limit=t0, place=place)
+                continue
+            if not self._round(t0):
+                return
+
+    def _round(self, t0: float) -> bool:
+        """Propose K distinct candidates off the current best and run them; False when the brain is done."""
+        number = 1 + max((r.round or 0 for r in self.run.iterations()), default=0)
+        place = Placement("candidate", 0, t0, number)
+        history = build_history(self.run, self.loop.facts, self.loop._budget())
+        pending: list[dict[str, Any]] = []
+        for _ in range(self.plan.candidates):
+            if not self._fits(t0, self.plan.rung0_until):
+                return True
+            n = self.run.next_iteration()
+            seen = dataclasses.replace(history, tried_on_best=[*history.tried_on_best, *pending])
+            try:
+                decision = self.loop.brain.analyst(seen)
+            except BrainExhausted as err:
+                self.loop.brain.take_calls()
+                self.loop.progress.note(str(err))
+                return bool(pending)  # a round with candidates in it still counts
+            except AutomodelError as err:
+                if not self._fatal(err):
+                    self.loop._record_brain_failure(n, history.parent_iteration, err, self.loop.brain.take_calls())
+                continue
+            if decision.key() in seen.tried_keys():
+                self.loop._record_brain_failure(n, history.parent_iteration, AutomodelError(
+                    f"the Analyst repeated a decision already tried on iteration {history.parent_iteration}: "
+                    f"{decision.instruction}"), self.loop.brain.take_calls())
+                continue
+            pending.append({"key": decision.key(), "target": decision.target, "instruction": decision.instruction,
+                            "status": "running in this round", "val_accuracy": None})
+            self.loop._iteration(n, parent=history.parent_iteration, decision=decision, time_limit=t0,
+                                 analyst_calls=self.loop.brain.take_calls(), place=place)
+        return True
+
+    def _fatal(self, err: Exception) -> bool:
+        from automodel.search.loop import FATAL
+
+        if isinstance(err, FATAL):
+            raise err
+        return False
+
+    def _editable(self) -> bool:
+        """Whether some attempt left code an engineer could repair (the greedy loop's rescue path)."""
+        records = self.run.iterations()
+        return bool(records) and (self.run.iter_dir(records[-1].iteration) / "data.py").exists()
+
+    # ---- rung 1
+    def _promote(self) -> None:
+        t1 = self.plan.rungs[1]
+        place = Placement("promotion", 1, t1)
+        promoted = {r.parent for r in self.run.iterations() if r.kind == "promotion"}
+        for source in top_candidates(self.run.iterations(), rung=0, count=self.plan.promote):
+            if source.iteration in promoted:
+                continue
+            if not self._fits(t1, self.plan.explore_until):
+                self.loop.progress.note(f"automodel: no time left to promote iteration {source.iteration}")
+                return
+            decision = Decision("search", f"train iteration {source.iteration} again for {t1:.0f} s (rung 1)",
+                                f"one of the best {self.plan.promote} at {self.plan.rungs[0]:.0f} s, "
+                                f"validation {source.val_accuracy}")
+            self.loop._iteration(self.run.next_iteration(), parent=source.iteration, decision=decision,
+                                 time_limit=t1, place=place, given=self.run.pipeline(source.iteration))
+
+    # ---- budget
+    def _fits(self, seconds: float, until: float) -> bool:
+        """Another run of `seconds` ends before `until`, and iterations are left beside the final's."""
+        if self.run.next_iteration() + (1 if self.plan.final else 0) > self.loop.cfg.iters:
+            return False
+        return self.loop._elapsed() + seconds + OVERHEAD_GUESS <= until
+
+
+def top_candidates(records: list[JournalRecord], rung: int, count: int) -> list[JournalRecord]:
+    """The best `count` scored, uncontended runs of one rung, best validation first (earlier wins ties)."""
+    scored = [r for r in records if r.rung == rung and r.scored and not r.contended]
+    return sorted(scored, key=lambda r: (-(r.val_accuracy or 0.0), r.iteration))[:count]
+
+
+__all__ = ["BudgetSearch", "plan_for", "top_candidates"]

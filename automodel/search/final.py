@@ -1,0 +1,221 @@
+"""The final phase of the budget search: choose, refit on train+val, write final/.
+
+The choice (run.json "final_choice") is made once, from the validation
+predictions of the best runs at the highest rung: the best pipeline, or a
+greedy ensemble of several when it beats the best by more than noise. Each
+member is then retrained on train+val with the reserved time (a "refit"
+iteration; its validation score is not held out, so it is not used) and
+scored once on test. final/FINAL.json, written last, is the commit point;
+when a refit fails the final model falls back to the best iteration as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from automodel.core import Decision, ErrorInfo, JournalRecord, Usage
+from automodel.errors import HarnessError
+from automodel.files import atomic_write_json, remove_tree
+from automodel.search.ensemble import MAX_STEPS, select
+from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, SearchPlan
+from automodel.search.workspace import BEST_FILES, FINAL, FINAL_FILE, RunDir, read_final
+
+if TYPE_CHECKING:
+    from automodel.search.loop import Loop
+
+CHOICE_KEY = "final_choice"   # in run.json
+REFIT_DATA = "data_refit"     # the bundle with train+val as the training split
+
+
+class FinalPhase:
+    def __init__(self, loop: "Loop", plan: SearchPlan):
+        self.loop, self.run, self.plan = loop, loop.run, plan
+
+    def done(self) -> bool:
+        return read_final(self.run.path) is not None
+
+    def started(self) -> bool:
+        return CHOICE_KEY in self.run.info
+
+    def make(self) -> None:
+        remove_tree(self.run.path / ".final.tmp")
+        choice = self.run.info.get(CHOICE_KEY) or self._choose()
+        if choice is None:
+            return  # nothing trained: there is no model to make final
+        if choice["kind"] == "iteration":
+            self._write_iteration(choice["members"][0], choice["reason"])
+            return
+        refits = {r.parent: r for r in self.run.iterations() if r.kind == "refit"}
+        for member in choice["members"]:
+            if member not in refits:
+                refits[member] = self._refit(member, choice["seconds"])
+        failed = [refits[m] for m in choice["members"] if not refits[m].ok]
+        if failed:
+            best = top_scored(self.run)
+            self._write_iteration(best.iteration, f"the refit of iteration {failed[0].parent} failed "
+                                  f"({failed[0].status}), so the final model is the best iteration as it was")
+            return
+        self._write_refit(choice, [refits[m] for m in choice["members"]])
+
+    # ---- the choice
+    def _choose(self) -> dict[str, Any] | None:
+        from automodel.search.budget import top_candidates
+
+        records = self.run.iterations()
+        rung = max((r.rung or 0 for r in records if r.scored and not r.contended and r.rung is not None),
+                   default=0)
+        candidates = [r for r in top_candidates(records, rung, MAX_STEPS)
+                      if (self.run.iter_dir(r.iteration) / "probs_val.npy").is_file()]
+        best = top_scored(self.run)
+        if best is None:
+            return None
+        left = self.plan.total - self.loop._elapsed()
+        slots = self.loop.cfg.iters - self.run.next_iteration() + 1
+        choice: dict[str, Any] = {"kind": "iteration", "members": [best.iteration], "weights": [1],
+                                  "selection": None}
+        single_seconds = left - OVERHEAD_GUESS  # all that is left: more when exploration ended early
+        if self.plan.final <= 0 or slots < 1 or single_seconds < MIN_TRAIN_SECONDS:
+            choice["reason"] = "no time or iteration was left for a final refit"
+        else:
+            choice.update(kind="refit", seconds=round(single_seconds, 1),
+                          reason=f"iteration {best.iteration} had the best validation accuracy at rung {rung}")
+            self._consider_ensemble(choice, candidates, rung, left, slots)
+        self.run.update_info(**{CHOICE_KEY: choice})
+        self.loop.progress.note(f"automodel: final model: {choice['reason']}")
+        return choice
+
+    def _consider_ensemble(self, choice: dict[str, Any], candidates: list[JournalRecord], rung: int, left: float,
+                           slots: int) -> None:
+        labels = self.loop.val_labels
+        if len(candidates) < 2 or labels is None:
+            return
+        probs = [np.load(self.run.iter_dir(r.iteration) / "probs_val.npy", allow_pickle=False) for r in candidates]
+        if any(p.shape != probs[0].shape or len(p) != len(labels) for p in probs):
+            return
+        pick = select(probs, labels)
+        members = [candidates[i].iteration for i in pick.members]
+        choice["selection"] = {"members": members, "weights": pick.weights(), "val_accuracy": round(pick.accuracy, 4),
+                               "best_single_val_accuracy": round(pick.best_single_accuracy, 4),
+                               "evidence": pick.evidence.to_json()}
+        each = (left - OVERHEAD_GUESS * len(members)) / len(members)
+        fidelity = self.plan.rungs[min(rung, len(self.plan.rungs) - 1)]
+        if len(members) < 2:
+            choice["reason"] += "; no ensemble of the best runs scored higher on validation"
+        elif not pick.beats_single(self.loop.cfg.min_delta):
+            choice["reason"] += (f"; a greedy ensemble of {len(members)} scored {pick.accuracy:.4f}, not better by "
+                                 f"more than noise (z {pick.evidence.z:.1f})")
+        elif len(members) > slots or each < fidelity:
+            choice["reason"] += (f"; a greedy ensemble of {len(members)} scored {pick.accuracy:.4f} (z "
+                                 f"{pick.evidence.z:.1f}) but refitting each would leave {each:.0f} s, less than "
+                                 f"the {fidelity:.0f} s it was chosen at")
+        else:
+            choice.update(kind="ensemble", members=members, weights=pick.weights(), seconds=round(each, 1),
+                          reason=f"a greedy ensemble of iterations {members} scored {pick.accuracy:.4f} on "
+                          f"validation against {pick.best_single_accuracy:.4f} for the best alone "
+                          f"(z {pick.evidence.z:.1f})")
+
+    # ---- refits
+    def _refit(self, member: int, seconds: float) -> JournalRecord:
+        loop, run = self.loop, self.run
+        n = run.next_iteration()
+        started = time.monotonic()
+        d = run.fresh_iter_dir(n)
+        pipeline, note = run.pipeline(member), None
+        num_val = len(loop.val_labels) if loop.val_labels is not None else 0
+        scaled = loop.brain.scale(pipeline, seconds, int(loop.facts.get("num_train", 0)) + num_val)
+        if scaled is not None:
+            pipeline, note = scaled
+        decision = Decision("search", f"retrain iteration {member} on train+val for {seconds:.0f} s",
+                            "final model" + (f"; {note}" if note else ""))
+        loop.progress.start(n, loop.cfg.iters, "Final refit", decision.instruction, decision.reason)
+        loop._write_pipeline(d, pipeline)
+        res = loop.execute(d, seconds, refit=True)
+        if res.status == "harness_error":
+            err = res.error or ErrorInfo("sandbox", None, "HarnessError", "unknown")
+            raise HarnessError(f"The final refit could not run because automodel's own side failed: {err.message}")
+        record = replace(loop._record(n, member, decision, res, started, 0, Usage(), final=True),
+                         val_accuracy=None, decision_key=None, kind="refit", fidelity=seconds)
+        run.append(record)
+        loop.on_iteration(n)
+        loop.progress.finish(record, run.best_record(), loop._elapsed())
+        return record
+
+    # ---- final/
+    def _write_refit(self, choice: dict[str, Any], refits: list[JournalRecord]) -> None:
+        weights = choice["weights"]
+        if len(refits) == 1:
+            test = refits[0].test_accuracy
+            layout = {".": refits[0]}
+        else:
+            test = self._ensemble_test(refits, weights)
+            layout = {f"member_{i + 1}": r for i, r in enumerate(refits)}
+        info = self.run.path / REFIT_DATA / "info.json"
+        spec = {
+            "kind": choice["kind"],
+            "val_accuracy": None,  # validation images were trained on
+            "test_accuracy": test,
+            "members": [{"iteration": r.parent, "refit": r.iteration, "weight": w, "dir": name}
+                        for (name, r), w in zip(layout.items(), weights)],
+            "seconds": round(sum(r.seconds for r in refits), 1),
+            "training_seconds": choice["seconds"],
+            "reason": choice["reason"],
+            "selection": choice.get("selection"),
+        }
+        self._commit({name: (self.run.iter_dir(r.iteration), info) for name, r in layout.items()}, spec)
+
+    def _write_iteration(self, iteration: int, reason: str) -> None:
+        record = next(r for r in self.run.iterations() if r.iteration == iteration)
+        spec = {"kind": "iteration", "val_accuracy": record.val_accuracy, "test_accuracy": record.test_accuracy,
+                "members": [{"iteration": iteration, "refit": None, "weight": 1, "dir": "."}], "seconds": 0.0,
+                "training_seconds": record.fidelity, "reason": reason,
+                "selection": (self.run.info.get(CHOICE_KEY) or {}).get("selection")}
+        self._commit({".": (self.run.iter_dir(iteration), self.run.path / "data" / "info.json")}, spec)
+
+    def _ensemble_test(self, refits: list[JournalRecord], weights: list[int]) -> float | None:
+        labels = self.loop.test_labels
+        if labels is None or not len(labels):
+            return None
+        total = None
+        for r, w in zip(refits, weights):
+            probs = np.load(self.run.iter_dir(r.iteration) / "probs_test.npy", allow_pickle=False) * w
+            total = probs if total is None else total + probs
+        return round(float((total.argmax(1) == labels).mean()), 4)
+
+    def _commit(self, sources: dict[str, tuple[Path, Path]], spec: dict[str, Any]) -> None:
+        """Write final/ next to the run and swap it in; FINAL.json inside it is the commit point."""
+        tmp = self.run.path / ".final.tmp"
+        remove_tree(tmp)
+        for name, (src, info) in sources.items():
+            dest = tmp / name
+            dest.mkdir(parents=True, exist_ok=True)
+            for file in BEST_FILES:
+                if (src / file).is_file() and not (src / file).is_symlink():
+                    shutil.copy2(src / file, dest / file)
+            if info.is_file():
+                shutil.copy2(info, dest / "info.json")
+        atomic_write_json(tmp / FINAL_FILE, spec)
+        final = self.run.path / FINAL
+        remove_tree(final)
+        os.replace(tmp, final)
+        test = spec["test_accuracy"]
+        self.loop.progress.note(f"automodel: final model ({spec['kind']}): test accuracy "
+                                f"{'-' if test is None else f'{test:.4f}'}; {spec['reason']}")
+
+
+def top_scored(run: RunDir) -> JournalRecord | None:
+    """The run's best iteration: the best of the highest rung that has one."""
+    from automodel.search.budget import top_candidates
+
+    records = run.iterations()
+    for rung in sorted({r.rung for r in records if r.rung is not None}, reverse=True):
+        top = top_candidates(records, rung, 1)
+        if top:
+            return top[0]
+    return run.best_record()
