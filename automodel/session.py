@@ -25,6 +25,7 @@ from automodel.search.final import REFIT_DATA
 from automodel.search.loop import FitConfig, Loop, summarize_run
 from automodel.search.plan import make_plan
 from automodel.search.progress import Progress
+from automodel.search.tree import final_line
 from automodel.search.workspace import RunDir, reopen
 from automodel.weights import find_cached, named_in
 
@@ -237,7 +238,7 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
     else:
         lines.append("No iteration trained successfully; see the iter_*/stderr.txt and metrics.json files.")
     if final := outcome.get("final"):
-        lines.append(final_line(final))
+        lines.append(final_line(final) + ".")
         lines.append(f"The final model is in {run.path / 'final'}; predict, export and serve use it.")
     if outcome.get("failed_share") is not None:
         lines.append(f"Failed iterations: {outcome['failed_share']:.0%}.")
@@ -245,16 +246,6 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
         lines.append(note)
     lines.append(f"Details: automodel show {run.path}")
     return "\n".join(lines)
-
-
-def final_line(final: dict[str, Any]) -> str:
-    test = final.get("test_accuracy")
-    score = f"test accuracy {test:.4f}" if test is not None else "no test score (the dataset has no test split)"
-    members = final.get("members") or []
-    what = {"refit": f"iteration {members[0]} retrained on train+val" if members else "a refit",
-            "ensemble": f"an ensemble of iterations {members}, each retrained on train+val",
-            "iteration": f"iteration {members[0]} as it was" if members else "the best iteration"}[final["kind"]]
-    return f"Final model: {what}, {score} ({final.get('reason')})."
 
 
 def backbone_line(run: RunDir) -> str | None:

@@ -8,12 +8,14 @@ from pathlib import Path
 from automodel.search.acceptance import noise_note
 from automodel.search.loop import summarize_run
 from automodel.search.progress import pct
+from automodel.search.tree import tree_lines
 from automodel.search.workspace import RunDir
 
 
 def register(sub) -> None:
     p = sub.add_parser("show", help="list a run's iterations: who changed what, status, scores, time",
-                       description="Print one row per iteration of RUN_DIR and the best iteration.")
+                       description="Print one row per iteration of RUN_DIR, the budget search's tree of candidates, "
+                       "the best iteration and the final model.")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -39,6 +41,11 @@ def run(args) -> int:
         if llm:
             row += f" {r.get('tokens') or 0:>7} {('%.4f' % r['cost_usd']) if r.get('cost_usd') is not None else '-':>8}"
         print(row + "  " + (r.get("instruction") or "")[:90])
+    if tree := tree_lines(outcome["iterations"], outcome.get("final")):
+        print("\nsearch tree (each attempt under the pipeline it started from):")
+        for line in tree:
+            print("  " + line)
+        print()
     best = outcome["best"]
     if best:
         print(
@@ -46,6 +53,9 @@ def run(args) -> int:
         )
     else:
         print("best: none yet")
+    if final := outcome.get("final"):
+        print(f"final: {final['kind']} of iteration(s) {', '.join(map(str, final['members']))}  "
+              f"test {pct(final['test_accuracy'])}  ({final['seconds'] or 0:.0f} s)  {final.get('reason') or ''}")
     if outcome["failed_share"] is not None:
         print(f"failed iterations: {outcome['failed_share']:.0%}")
     if note := noise_note(outcome):

@@ -30,7 +30,8 @@ from automodel.outputs import plots, tb
 from automodel.outputs.bestmodel import HeldOut, bundle_images, read_json_or, run_info
 from automodel.outputs.render import environment
 from automodel.sandbox import scoring
-from automodel.search.loop import run_usage
+from automodel.search.loop import final_view, run_usage
+from automodel.search.tree import final_line, tree_lines
 from automodel.search.workspace import BEST, RunDir, compute_figures, iter_name
 
 REPORT_HTML = "report.html"
@@ -99,6 +100,8 @@ class ReportData:
     evaluation: Evaluation | None = None
     held: HeldOut | None = None
     notes: list[str] = field(default_factory=list)
+    final: dict[str, Any] | None = None        # the budget search's final model (show --json "final")
+    tree: list[str] = field(default_factory=list)  # the budget search's tree of candidates, as text
 
     @property
     def name(self) -> str:
@@ -138,7 +141,9 @@ def collect(run_path: Path) -> ReportData:
         summary=read_json_or(run.path / BEST / "summary.json", {}) if best else {},
         best_metrics=read_json_or(run.path / BEST / "metrics.json", {}) if best else {},
         data_info={},
+        final=final_view(run.path),
     )
+    data.tree = tree_lines([{**r.to_json(), "contended": bool(r.contended)} for r in records], data.final)
     try:
         data.held = HeldOut.load(run.path)
     except AutomodelError as err:
@@ -166,6 +171,18 @@ def _timing(run_path: Path, record: JournalRecord) -> dict[str, Any]:
             **{k: compute.get(k) for k in ("epochs", "images_per_second", "cpu_utilisation", "steal_share")}}
 
 
+def model_probs(data: ReportData, name: str, count: int, classes: int) -> np.ndarray:
+    """The run's model's probabilities on one prediction set: the final model's (an ensemble's averaged
+    with its weights) when the budget search made one, else the best iteration's. ScoringError if unusable."""
+    if data.final is not None:
+        parts = list(zip(data.final["refits"] or data.final["members"], data.final["weights"]))
+    else:
+        parts = [(data.best.iteration, 1)]
+    total = sum(scoring.load_probs(data.run / iter_name(n) / f"probs_{name}.npy", count, classes) * w
+                for n, w in parts)
+    return total / sum(w for _, w in parts)
+
+
 def _evaluate(data: ReportData, best: JournalRecord) -> Evaluation | None:
     held = data.held
     labels = held.labels("test")
@@ -173,14 +190,14 @@ def _evaluate(data: ReportData, best: JournalRecord) -> Evaluation | None:
         data.notes.append("This dataset has no labelled test images, so there is no confusion matrix.")
         return None
     classes = list(held.dataset.classes)
-    path = data.run / iter_name(best.iteration) / "probs_test.npy"
     try:
-        probs = scoring.load_probs(path, len(labels), len(classes))
+        probs = model_probs(data, "test", len(labels), len(classes))
     except scoring.ScoringError as err:
-        data.notes.append(f"The best iteration's test predictions cannot be used: {err}")
+        data.notes.append(f"The {'final model' if data.final else 'best iteration'}'s test predictions cannot be "
+                          f"used: {err}")
         return None
     ev = Evaluation(classes, labels, probs, held.relpaths("test"))
-    recorded = best.test_accuracy
+    recorded = data.final["test_accuracy"] if data.final else best.test_accuracy
     if recorded is not None and abs(ev.accuracy - recorded) > 1e-4:
         data.notes.append(
             f"The test accuracy recomputed here ({ev.accuracy:.4f}) differs from the journal's ({recorded:.4f}); "
@@ -276,6 +293,10 @@ def context(data: ReportData) -> dict[str, Any]:
         },
         "notes": data.notes,
         "engineer": plots.SHORT,
+        "final": data.final,
+        "final_text": final_line(data.final) if data.final else None,
+        "tree": data.tree,
+        "search_plan": info.get("search_plan"),
     }
 
 
@@ -343,9 +364,8 @@ def write_submission(data: ReportData) -> Path | None:
         return None
     relpaths = data.held.relpaths("predict")
     classes = list(data.held.dataset.classes)
-    path = data.run / iter_name(data.best.iteration) / "probs_predict.npy"
     try:
-        probs = scoring.load_probs(path, len(relpaths), len(classes))
+        probs = model_probs(data, "predict", len(relpaths), len(classes))
     except scoring.ScoringError as err:
         data.notes.append(
             f"No submission.csv: the best iteration's predictions for the unlabelled images cannot be used ({err})."
