@@ -98,6 +98,8 @@ def drive(
     from automodel.sandbox.bundle import prepare_data
     from automodel.sandbox.iteration import RunConfig, run_iteration
 
+    started = time.monotonic()
+
     ds, split = reopen(run, dataset_override)
     if run.info["config"] != dataclasses.asdict(cfg):
         run.update_info(config=dataclasses.asdict(cfg))  # e.g. resume --iters N
@@ -156,6 +158,7 @@ def drive(
         val_labels=bundle.val_y,
         on_iteration=lambda n: tb.update_after_iteration(run.path, n),
         test_labels=bundle.test_y,
+        started=started,
     )
     try:
         outcome = loop.fit()

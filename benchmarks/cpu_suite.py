@@ -177,7 +177,9 @@ def run_naive(ds: DatasetRun, seed: int, st: Settings, log: Path) -> Naive:
 
 
 def run_fit(ds: DatasetRun, seed: int, st: Settings, log: Path) -> TrialRun:
-    args = ["--agent", "expert", "--time-per-iter", f"{st.time_per_iter:g}", "--seed", str(seed), "--device", st.device]
+    # Greedy: the suite counts N equal iterations per seed (benchmarks/p1_budget.py measures the budget search).
+    args = ["--agent", "expert", "--time-per-iter", f"{st.time_per_iter:g}", "--seed", str(seed), "--device", st.device,
+            "--search", "greedy"]
     return ensure_run(ds.path, st.work / ds.name, f"seed{seed}", st.iters, args, log=log)
 
 

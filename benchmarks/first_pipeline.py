@@ -81,6 +81,8 @@ def run_fit(data: Path, work: Path, seconds: float, seed: int) -> dict:
             str(seconds),
             "--agent",
             "expert",
+            "--search",  # iteration 1 only, at the full --time-per-iter
+            "greedy",
             "--seed",
             str(seed),
             "--workspace",

@@ -186,6 +186,8 @@ def run_trial(ds: DatasetResult, cfg: Config, k: int, variant: str, *, table_onl
         cfg.seed + k,
         "--device",
         cfg.device,
+        "--search",  # the published protocol: one edit per iteration at full length
+        "greedy",
     ]
     if variant == "sequential":
         args += ["--init", "sequential"]

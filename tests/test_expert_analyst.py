@@ -142,3 +142,24 @@ def test_moves_rejected_on_an_earlier_best_come_after_fresh_ones():
         seen.append(d.key())
         h.tried_on_best.append({"key": d.key()})
     assert seen[-1] == first.key() and seen.count(first.key()) == 1
+
+
+def test_few_epochs_with_a_falling_loss_is_time_limited_not_overfit():
+    # The CIFAR-10 case: 0.684 training accuracy after 4 epochs was read as over-fitting (gap 0.041).
+    falling = [[s, 2.3 - 0.01 * s] for s in range(0, 200, 10)]
+    best = {"val_accuracy": 0.643, "train_accuracy": 0.684, "compute": {"epochs": 4.2},
+            "curves": {"train/loss": falling}}
+    regime, why = diagnose(best, 0.1)
+    assert regime == "timelimited" and "4.2 epochs" in why
+    # The same scores after 40 epochs are over-fitting; a flat loss after 4 epochs is not time-limited.
+    assert diagnose({**best, "compute": {"epochs": 40.0}}, 0.1)[0] == "overfit"
+    flat = [[s, 1.0] for s in range(0, 200, 10)]
+    assert diagnose({**best, "curves": {"train/loss": flat}}, 0.1)[0] == "overfit"
+
+
+def test_a_time_limited_run_gets_cheaper_faster_steps_not_regularisation():
+    h = history(0.643, 0.684)
+    best = dict(h.best, compute={"epochs": 4.0})
+    d = decide(History.from_json({**h.to_json(), "best": best}))
+    assert d.edit["move"] in ("higher_lr", "narrower_fast", "lighter_crop", "less_mixup", "less_cutout")
+    assert "MIXUP_ALPHA" not in d.edit["set"] or d.edit["set"]["MIXUP_ALPHA"] == 0.0

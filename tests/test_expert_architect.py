@@ -412,3 +412,18 @@ def test_rendered_pipeline_trains_through_the_runner(tasks, materialize, tmp_pat
     assert result.val_accuracy > 0.5, (result.val_accuracy, result.timings)  # chance is 0.1
     assert not result.interrupted
     assert {"train/loss", "train/accuracy", "lr"} <= set(result.curves)
+
+
+def test_the_final_refit_gets_a_wider_network_for_its_longer_run(tasks):
+    from automodel.agents.expert.brain import ExpertBrain
+
+    brief = dataclasses.replace(tasks("cifar10").brief(), time_per_iter=20.0)
+    brain = ExpertBrain()
+    brain.start(brief)
+    pipeline = edited(brain.architect(brief), "model", WIDTH=16)  # as sized for a short run on 10,000 images
+    scaled, note = brain.scale(pipeline, 345.0, 10_000)
+    assert read_hparams(scaled.model)["WIDTH"] > 16 and "WIDTH 16 -> " in note
+    assert (scaled.data, scaled.train) == (pipeline.data, pipeline.train)  # only the width changes
+    # No wider network fits the same short time, and an edited architecture is left as it is.
+    assert brain.scale(pipeline, 20.0, 10_000) is None
+    assert brain.scale(edited(pipeline, "model", ARCH="resnet18"), 345.0, 10_000) is None

@@ -50,12 +50,16 @@ class ExportResult:
     threads: int
     sandbox: str
     details: dict[str, Any]
+    members: tuple[Path, ...] = ()  # an ensemble's files, one per member (model is the first)
 
     def text(self) -> str:
+        what = (f"Exported the final ensemble of {len(self.members)} models: {', '.join(str(m) for m in self.members)} "
+                f"({self.size_bytes / 2**20:.2f} MB in all); {self.preprocessing} says how to combine them."
+                if self.members else f"Exported iteration {self.details['iteration']}'s model to {self.model} "
+                f"({self.size_bytes / 2**20:.2f} MB).")
         return "\n".join(
             [
-                f"Exported iteration {self.details['iteration']}'s model to {self.model} "
-                f"({self.size_bytes / 2**20:.2f} MB).",
+                what,
                 f"Parity with PyTorch on {self.samples} images: max abs difference of the logits "
                 f"{self.max_abs_diff:.2e}"
                 f" ({'same' if self.same_argmax else 'DIFFERENT'} predicted classes).",
@@ -103,13 +107,51 @@ def export_best(
     level: str | None = None,
     timeout: float = EXPORT_TIMEOUT,
 ) -> ExportResult:
-    """Export the best model of `run_path` in `fmt`; ExportError/RunError/UsageError say what to fix."""
+    """Export the model of `run_path` in `fmt`; ExportError/RunError/UsageError say what to fix.
+
+    An ensemble (the budget search's final model) is exported as one file per member, MODEL.memberK.EXT,
+    each with its own preprocessing JSON and parity check, and MODEL.EXT.json says how to combine them:
+    average the members' softmax probabilities with their weights."""
     _check_runtime(fmt)
     best = load_best(run_path)
     out = Path(out) if out is not None else default_out(best.run, fmt)
     check_writable(out)
     side = preprocessing_path(out)
     check_writable(side)
+    if not best.members:
+        return _export_one(best, fmt, out, threads=threads, level=level, timeout=timeout)
+    suffix = FORMATS[fmt]
+    stem = out.name[: -len(suffix)] if out.name.endswith(suffix) else out.stem
+    results = [_export_one(member, fmt, out.with_name(f"{stem}.member{k}{suffix}"), threads=threads, level=level,
+                           timeout=timeout) for k, (member, _) in enumerate(best.parts(), start=1)]
+    out.unlink(missing_ok=True)  # a single-model export of an earlier final model would be mistaken for this one
+    _write_json(side, ensemble_spec(best, results, fmt))
+    first = results[0]
+    details = dict(first.details, iteration=best.iteration, members=[r.details["iteration"] for r in results])
+    return ExportResult(first.model, side, sum(r.size_bytes for r in results), max(r.max_abs_diff for r in results),
+                        all(r.same_argmax for r in results), sum(r.latency_ms for r in results),
+                        sum(r.pytorch_latency_ms for r in results), first.samples, first.threads, first.sandbox,
+                        details, tuple(r.model for r in results))
+
+
+def ensemble_spec(best: BestModel, results: list["ExportResult"], fmt: str) -> dict[str, Any]:
+    return {
+        "format": fmt,
+        "ensemble": True,
+        "run": str(best.run),
+        "iteration": best.iteration,
+        "classes": best.classes,
+        "combine": "run each member on the image with its own preprocessing (its JSON), apply softmax to its "
+                   "logits, and average the probabilities with the members' weights",
+        "members": [{"model": r.model.name, "preprocessing": r.preprocessing.name, "weight": w,
+                     "iteration": r.details["iteration"]} for r, (_, w) in zip(results, best.parts())],
+    }
+
+
+def _export_one(best: BestModel, fmt: str, out: Path, *, threads: int, level: str | None,
+                timeout: float) -> ExportResult:
+    """Export one pipeline's model to `out` (and its preprocessing JSON beside it)."""
+    side = preprocessing_path(out)
     images = sample_images(best.run, PARITY_SAMPLES)
 
     work, data, pipe = toolrun.pipeline_workdir(best.dir)

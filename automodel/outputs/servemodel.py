@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Callable
@@ -136,19 +136,25 @@ class ServedModel:
     classes: list[str]
     scores: dict[str, Any]         # the run's validation and test accuracy of this model
     threads: int
-    session: Any                   # onnxruntime.InferenceSession
+    session: Any                   # onnxruntime.InferenceSession (an ensemble's first member)
+    # An ensemble: (preprocessing, session, input name, weight) per member; inputs() then leaves the decoded
+    # images as they are and probs() preprocesses them for each member and averages the probabilities.
+    members: list[tuple[Preprocessing, Any, str, int]] = field(default_factory=list)
 
     def decode(self, data: bytes, max_pixels: int) -> np.ndarray:
-        return self.pre.decode(data, max_pixels)
+        return self.pre.decode(data, max_pixels)  # every member decodes to the run's working size
 
     def inputs(self, images: np.ndarray) -> np.ndarray:
-        return self.pre.inputs(images)
+        return images if self.members else self.pre.inputs(images)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.spec["input"]["name"]: x})[0]
 
     def probs(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x))
+        if not self.members:
+            return softmax(self.logits(x))
+        total = sum(softmax(session.run(None, {name: pre.inputs(x)})[0]) * w for pre, session, name, w in self.members)
+        return (total / sum(w for *_, w in self.members)).astype(np.float32)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -159,13 +165,18 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def _fresh(best: BestModel, onnx: Path, side: Path) -> dict[str, Any] | None:
     """The export's JSON when model.onnx is there and was made from the current best iteration."""
-    if not onnx.is_file() or not side.is_file():
+    if not side.is_file():
         return None
     try:
         spec = read_json(side)
     except (OSError, ValueError):
         return None
     ok = isinstance(spec, dict) and spec.get("format") == "onnx" and spec.get("iteration") == best.iteration
+    if ok and spec.get("ensemble"):
+        ok = all((side.parent / m["model"]).is_file() and (side.parent / m["preprocessing"]).is_file()
+                 for m in spec.get("members") or [])
+    elif ok and not onnx.is_file():
+        ok = False
     return spec if ok else None
 
 
@@ -182,7 +193,6 @@ def load_served(run_path: Path, threads: int = 0, note: Callable[[str], None] = 
         result = export_best(best.run, "onnx")
         note(f"automodel: exported {result.model} (max abs logit difference {result.max_abs_diff:.1e})")
         spec = read_json(side)
-    pre = Preprocessing.from_spec(spec, side)
     import onnxruntime as ort
 
     threads = threads if threads > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -190,11 +200,24 @@ def load_served(run_path: Path, threads: int = 0, note: Callable[[str], None] = 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
-    scores = {"iteration": best.iteration, "val_accuracy": best.record.val_accuracy,
-              "test_accuracy": best.record.test_accuracy}
+    members = []
+    for m in spec.get("members") or [] if spec.get("ensemble") else []:
+        member_side = side.parent / m["preprocessing"]
+        member_spec = read_json(member_side)
+        members.append((Preprocessing.from_spec(member_spec, member_side),
+                        ort.InferenceSession(str(side.parent / m["model"]), options,
+                                             providers=["CPUExecutionProvider"]),
+                        member_spec["input"]["name"], int(m.get("weight", 1))))
+    if members:
+        pre, session = members[0][0], members[0][1]
+    else:
+        pre = Preprocessing.from_spec(spec, side)
+        session = ort.InferenceSession(str(onnx), options, providers=["CPUExecutionProvider"])
+    scores = {"iteration": best.iteration, "kind": best.kind,
+              "val_accuracy": None if best.kind in ("refit", "ensemble") else best.record.val_accuracy,
+              "test_accuracy": best.test_accuracy}
     return ServedModel(best.run, best.iteration, onnx, spec, pre, list(spec.get("classes") or best.classes),
-                       scores, threads, session)
+                       scores, threads, session, members)
 
 
 @dataclass(frozen=True)

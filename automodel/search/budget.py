@@ -46,6 +46,8 @@ class BudgetSearch:
         self.loop, self.run = loop, loop.run
         self.plan = plan_for(loop)
         self.final = FinalPhase(loop, self.plan)
+        loop.search_facts = {"search": "budget", "candidate_seconds": self.plan.rungs[0],
+                             "final_refit_seconds": self.plan.final}
 
     def search(self) -> None:
         if self.final.done():

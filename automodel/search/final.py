@@ -80,7 +80,11 @@ class FinalPhase:
         slots = self.loop.cfg.iters - self.run.next_iteration() + 1
         choice: dict[str, Any] = {"kind": "iteration", "members": [best.iteration], "weights": [1],
                                   "selection": None}
-        single_seconds = left - OVERHEAD_GUESS  # all that is left: more when exploration ended early
+        # With --time-budget, all that is left (more than planned when exploration ended early); with only
+        # --iters x --time-per-iter the budget is an estimate, so the final run keeps to the plan.
+        single_seconds = left - OVERHEAD_GUESS
+        if self.loop.cfg.time_budget is None:
+            single_seconds = min(single_seconds, self.plan.final)
         if self.plan.final <= 0 or slots < 1 or single_seconds < MIN_TRAIN_SECONDS:
             choice["reason"] = "no time or iteration was left for a final refit"
         else:
@@ -104,7 +108,8 @@ class FinalPhase:
         choice["selection"] = {"members": members, "weights": pick.weights(), "val_accuracy": round(pick.accuracy, 4),
                                "best_single_val_accuracy": round(pick.best_single_accuracy, 4),
                                "evidence": pick.evidence.to_json()}
-        each = (left - OVERHEAD_GUESS * len(members)) / len(members)
+        each = (min(left, self.plan.final + OVERHEAD_GUESS) if self.loop.cfg.time_budget is None else left)
+        each = (each - OVERHEAD_GUESS * len(members)) / len(members)
         fidelity = self.plan.rungs[min(rung, len(self.plan.rungs) - 1)]
         if len(members) < 2:
             choice["reason"] += "; no ensemble of the best runs scored higher on validation"

@@ -105,14 +105,18 @@ class Loop:
         val_labels: np.ndarray | None = None,
         on_iteration: Callable[[int], None] | None = None,
         test_labels: np.ndarray | None = None,
+        started: float | None = None,
     ):
         self.run, self.brain, self.execute, self.cfg = run, brain, execute, cfg
         self.brief, self.facts, self.progress = brief, dataset_facts, progress
         self.val_labels = val_labels  # trusted side only: to compare two iterations image by image
         self.test_labels = test_labels  # trusted side only: to score an ensemble's averaged test predictions
         self.on_iteration = on_iteration or (lambda n: None)  # e.g. TensorBoard's live curves; must never raise
-        self.session_start = time.monotonic()
+        # The time budget counts from `started` (time.monotonic()): the session's setup (decoding, the sandbox
+        # probe, the throughput probe) is wall time the user waits for too.
+        self.session_start = time.monotonic() if started is None else started
         self.previous_seconds = sum(r.seconds for r in run.iterations())
+        self.search_facts: dict[str, Any] = {}  # what the budget search adds to the Analyst's budget
 
     # ---- the algorithm
     def fit(self) -> dict[str, Any]:
@@ -407,6 +411,7 @@ class Loop:
             "time_per_iter": self.cfg.time_per_iter,
             "elapsed_seconds": round(self._elapsed(), 1),
             "time_budget": self.cfg.time_budget,
+            **self.search_facts,
         }
 
     @staticmethod

@@ -66,10 +66,12 @@ def make_plan(
     k = candidates or DEFAULT_CANDIDATES
     reasons.append(f"{k} candidates per round" + ("" if candidates else " (default: one runs at a time here)"))
 
+    runs = max(1, min(1 + 2 * k, iters - (1 if final else 0)))
+
     def rung0_seconds(share: float) -> float:
-        # Aim for two rounds after the first pipeline, never above --time-per-iter nor below
-        # MIN_FIDELITY (unless --time-per-iter itself is lower).
-        aim = share * explore / (1 + 2 * k) - OVERHEAD_GUESS
+        # Aim for two rounds after the first pipeline (fewer when --iters allows fewer runs), never above
+        # --time-per-iter nor below MIN_FIDELITY (unless --time-per-iter itself is lower).
+        aim = share * explore / runs - OVERHEAD_GUESS
         return max(MIN_TRAIN_SECONDS, min(time_per_iter, max(min(MIN_FIDELITY, time_per_iter), aim)))
 
     t0 = rung0_seconds(RUNG0_SHARE)

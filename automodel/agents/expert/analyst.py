@@ -28,6 +28,8 @@ from automodel.core import MODULES, Decision, History
 # logged curve of augmented, mixed batches when that is missing, which
 # understates the fit): a gap of a few points already means over-fitting.
 OVERFIT_GAP = 0.03
+FEW_EPOCHS = 10      # fewer passes over the data than this, with the loss still falling: time-limited
+FIT_TRAIN = 0.9      # ...unless the training images are already fit this well
 # Moves taken from one regime's list before the next list gets a turn: when the
 # diagnosis is borderline, the second-best regime is tried early, not after
 # every move of the first.
@@ -223,6 +225,23 @@ MOVES: dict[str, list[Move]] = {
         ),
         Move("train", "less_wd", _scale("WEIGHT_DECAY", 0.5, 1e-6, 0.2), _text("Under-fitting: weaker weight decay")),
     ],
+    # Few epochs with a loss still falling: the run ran out of time before it could fit the data, so the
+    # gap to validation says little. Make each epoch cheaper and each step count for more; regularisers
+    # (MixUp, Cutout, EMA) only slow it further. The final refit re-widens the network for its longer run.
+    "timelimited": [
+        Move("data", "less_mixup", _set("MIXUP_ALPHA", 0.0, lambda v, f: bool(v)),
+             _text("Time-limited: drop MixUp so each step fits the labels")),
+        Move("data", "less_cutout", _set("CUTOUT", 0, lambda v, f: bool(v)),
+             _text("Time-limited: drop Cutout so each step fits the labels")),
+        Move("train", "higher_lr", _scale("LR", 1.5, 1e-5, 2.0),
+             _text("Time-limited: a higher peak learning rate to learn faster")),
+        Move("model", "narrower_fast", _scale("WIDTH", 0.67, 8, 1024, integer=True),
+             _text("Time-limited: a narrower network so more epochs fit")),
+        Move("data", "lighter_crop", _scale("CROP_PADDING", 0.5, 0, 16, integer=True),
+             _text("Time-limited: lighter random crops")),
+        Move("train", "less_smoothing", _set("LABEL_SMOOTHING", 0.0, lambda v, f: bool(v)),
+             _text("Time-limited: no label smoothing")),
+    ],
     "plateau": [
         Move("train", "ema", _turn_on("EMA_DECAY", _ema_decay), _text("Plateau: predict with an EMA of the weights")),
         Move("train", "lr_up", _scale("LR", 1.4, 1e-5, 2.0), _text("Plateau: a somewhat higher learning rate")),
@@ -247,6 +266,7 @@ NOUNS = {
     "overfit": "over-fitting",
     "underfit": "under-fitting",
     "plateau": "a plateau",
+    "timelimited": "too few epochs",
 }
 
 # After its own list, each regime falls back on these, in this order.
@@ -256,6 +276,7 @@ FALLBACK = {
     "overfit": ["plateau", "underfit"],
     "underfit": ["plateau", "overfit"],
     "plateau": ["overfit", "underfit"],
+    "timelimited": ["underfit", "plateau"],
 }
 
 
@@ -316,11 +337,26 @@ def _regime(best: dict, chance: float) -> tuple[str, str]:
     if train is None:
         return "plateau", f"no training curve was logged; validation accuracy is {val:.3f}"
     gap = train - val
+    epochs = (best.get("compute") or {}).get("epochs")
+    if epochs is not None and epochs < FEW_EPOCHS and train < FIT_TRAIN and _still_falling(best):
+        return "timelimited", (f"only {epochs:.1f} epochs fit in the time and the training loss is still falling "
+                               f"(training accuracy {train:.3f}, validation {val:.3f}): time-limited, not "
+                               f"over-fitting")
     if gap > OVERFIT_GAP:
         return "overfit", f"training accuracy {train:.3f} is {gap:.3f} above validation {val:.3f}: over-fitting"
     if train < 0.97:
         return "underfit", f"training accuracy {train:.3f} is close to validation {val:.3f} and low: under-fitting"
     return "plateau", f"training accuracy {train:.3f} and validation {val:.3f} are both high and close"
+
+
+def _still_falling(best: dict) -> bool:
+    """Whether the training loss fell over the last quarter of the run (True when no curve says otherwise)."""
+    points = ((best.get("curves") or {}).get("train/loss")) or []
+    if len(points) < 4:
+        return True
+    late = points[-1][1]
+    earlier = points[int(len(points) * 0.75) - 1][1]
+    return late < earlier * 0.97
 
 
 def merged_hparams(summary: dict) -> dict[str, dict]:

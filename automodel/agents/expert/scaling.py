@@ -20,12 +20,15 @@ from automodel.hparams import HParamError, read_hparams, set_hparams
 SMALL_CNNS = ("convnet", "resnet")
 
 
+def final_epochs(num_train: int) -> int:
+    """Passes over the data the final run should still make: a large set needs fewer passes than a small one
+    to be fit, so its time is better spent on a wider network."""
+    return 30 if num_train < 2000 else 20 if num_train < 20000 else 15
+
+
 def scale_for(pipeline: Pipeline, facts: TaskFacts, seconds: float, num_train: int) -> tuple[Pipeline, str] | None:
     """The pipeline with a wider WIDTH when the final budget affords one, and a note; None to keep it."""
-    try:
-        model_hp, data_hp, train_hp = (read_hparams(pipeline.module(m)) for m in ("model", "data", "train"))
-    except (HParamError, SyntaxError, ValueError):
-        return None
+    model_hp, data_hp, train_hp = (read_hparams(pipeline.module(m)) for m in ("model", "data", "train"))
     width, arch = model_hp.get("WIDTH"), model_hp.get("ARCH")
     size, batch = data_hp.get("INPUT_SIZE"), train_hp.get("BATCH_SIZE")
     if facts.device != "cpu" or arch not in SMALL_CNNS or not all(isinstance(v, int) for v in (width, size, batch)):
@@ -33,12 +36,13 @@ def scale_for(pipeline: Pipeline, facts: TaskFacts, seconds: float, num_train: i
     model = ModelRecipe(arch=arch, width=width, stages=int(model_hp.get("STAGES") or 3),
                         depth=int(model_hp.get("DEPTH") or 1))
     longer = dataclasses.replace(facts, time_per_iter=seconds, num_train=max(1, num_train))
-    wider = pick_width(longer, model, size, batch, min_epochs=30 if facts.is_photo else 25)
+    wider = pick_width(longer, model, size, batch, min_epochs=final_epochs(num_train))
     if wider <= width or width not in CPU_WIDTHS:
         return None  # a width the expert did not choose was set on purpose by an edit: keep it
     try:
         source = set_hparams(pipeline.model, {"WIDTH": wider})
     except HParamError:
         return None
-    note = f"WIDTH {width} -> {wider}, so the {num_train} images are still seen ~25+ times in {seconds:.0f} s"
+    note = (f"WIDTH {width} -> {wider}, so the {num_train} images are still seen ~{final_epochs(num_train)}+ times "
+            f"in {seconds:.0f} s")
     return pipeline.with_module("model", source), note
