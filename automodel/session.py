@@ -158,7 +158,9 @@ def drive(
         val_labels=bundle.val_y,
         on_iteration=lambda n: tb.update_after_iteration(run.path, n),
         test_labels=bundle.test_y,
-        started=started,
+        # A --time-budget is wall time from here; a budget estimated from --iters x --time-per-iter
+        # counts iterations only, as the greedy search does.
+        started=started if cfg.time_budget is not None else None,
     )
     try:
         outcome = loop.fit()

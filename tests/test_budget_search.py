@@ -241,3 +241,17 @@ def test_resume_after_a_sigkill_keeps_completed_records_and_finishes_the_run(tmp
     assert [r.iteration for r in records] == [1, 2, 3, 4, 5, 6] and records[-1].kind == "refit"
     assert out["final"]["kind"] == "refit" and out["final"]["members"] == [4]
     assert json.loads(after.splitlines()[-1])["kind"] == "refit"
+
+
+def test_resume_with_more_iterations_searches_on_and_makes_the_final_model_again(tmp_path):
+    first = budget_loop(tmp_path, ScriptedBrain([edit("a")]), FakeExecutor([0.5, 0.6, 0.7]), iters=3)
+    assert first.fit()["final"]["refits"] == [3]
+    second = budget_loop(tmp_path, ScriptedBrain([edit(x) for x in "bcde"]),
+                         FakeExecutor([0.65, 0.75, 0.7, 0.72, 0.9]), iters=8)
+    out = second.fit()
+    records = finals(second)
+    assert records[2].kind == "refit" and all(r.kind == "candidate" for r in records[3:-1])
+    # The new final model refits the new best; the earlier refit stays in the journal as history.
+    best = max((r for r in records if r.kind == "candidate"), key=lambda r: r.val_accuracy)
+    assert out["final"]["members"] == [best.iteration] and out["final"]["refits"] == [records[-1].iteration]
+    assert records[-1].parent == best.iteration and out["final"]["test_accuracy"] == pytest.approx(0.89)

@@ -45,9 +45,12 @@ def softmax(z):
 
 @pytest.fixture(scope="module")
 def harness(finished_run):
-    """The test images as the sandbox saw them and the best iteration's probabilities for them."""
-    best = RunDir(finished_run).best_record().iteration
-    return np.load(finished_run / "data" / "test_x.npy"), np.load(finished_run / f"iter_{best:03d}" / "probs_test.npy")
+    """The test images as the sandbox saw them and the probabilities of the model export exports (the run's
+    final refit) for them."""
+    from automodel.outputs.bestmodel import load_best
+
+    model = load_best(finished_run).iteration
+    return np.load(finished_run / "data" / "test_x.npy"), np.load(finished_run / f"iter_{model:03d}" / "probs_test.npy")
 
 
 def check_output(proc, out: Path) -> dict:

@@ -45,20 +45,22 @@ def fmnist(materialize):
 @pytest.fixture(scope="module")
 def finished(fmnist, tmp_path_factory):
     ws = tmp_path_factory.mktemp("ws")
-    proc = cli(
-        "fit", fmnist, "--agent", "expert", "--iters", 3, "--time-per-iter", 8, "--workspace", ws, "--name", "r1"
-    )
+    # The published protocol (--search greedy): every iteration one edit at the full --time-per-iter.
+    proc = cli("fit", fmnist, "--agent", "expert", "--search", "greedy", "--iters", 4, "--time-per-iter", 20,
+               "--workspace", ws, "--name", "r1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return ws / "r1", proc
 
 
 def test_fit_runs_the_loop_and_keeps_only_improvements(finished):
     run, proc = finished
-    assert "[1/3] Project Architect" in proc.stderr and "[3/3]" in proc.stderr
+    assert "[1/4] Project Architect" in proc.stderr and "[4/4]" in proc.stderr
     assert "brain: built-in expert" in proc.stderr
     shown = json.loads(cli("show", run, "--json").stdout)
     its = shown["iterations"]
-    assert [r["iteration"] for r in its] == [1, 2, 3]
+    assert [r["iteration"] for r in its] == [1, 2, 3, 4]
+    assert shown["final"] is None and not (run / "final").exists()  # greedy: the best iteration is the result
+    assert all(r["compute"]["epochs"] > 0 for r in its if r["status"] == "ok")
     assert its[0]["target"] == "architect" and its[0]["status"] == "ok" and its[0]["accepted"]
     assert all(r["target"] in ("data", "model", "train") for r in its[1:])
     accepted = [r["val_accuracy"] for r in its if r["accepted"]]
@@ -93,15 +95,16 @@ def test_run_directory_records_everything(finished, fmnist):
     run, _ = finished
     info = json.loads((run / "run.json").read_text())
     assert info["dataset"]["path"] == str(fmnist.resolve()) and info["dataset"]["fingerprint"]
-    assert set(info["split"]) >= {"train", "val", "test"} and info["config"]["iters"] == 3
+    assert set(info["split"]) >= {"train", "val", "test"} and info["config"]["iters"] == 4
+    assert info["config"]["search"] == "greedy" and "search_plan" not in info
     assert info["versions"]["torch"]
     journal = [json.loads(line) for line in (run / "journal.jsonl").read_text().splitlines()]
     finals = [r for r in journal if r["final"]]
-    assert len(finals) == 3
+    assert len(finals) == 4 and all("kind" not in r for r in finals)
     for key in ("parent", "target", "instruction", "reason", "status", "val_accuracy", "test_accuracy", "seconds"):
         assert key in finals[1]
     assert finals[1]["parent"] == 1 and finals[1]["reason"]
-    for n in (1, 2, 3):
+    for n in (1, 2, 3, 4):
         d = run / f"iter_{n:03d}"
         for name in ("data.py", "model.py", "train.py", "metrics.json", "summary.json", "stderr.txt"):
             assert (d / name).exists(), f"{d.name}/{name} missing"
@@ -185,7 +188,12 @@ def test_sigkill_mid_iteration_then_resume(fmnist, tmp_path):
     assert after_journal.startswith(before_journal), "completed records must stay byte-identical"
     assert tree_hashes(run / "iter_001") == before_files, "completed iteration files must stay byte-identical"
     shown = json.loads(cli("show", run, "--json").stdout)
-    assert [r["iteration"] for r in shown["iterations"]] == [1, 2, 3]
+    # The budget search (the default): whether iteration 2 was a candidate or already the final refit
+    # when it was killed, the resumed run ends with the final refit on train+val.
+    its = shown["iterations"]
+    assert [r["iteration"] for r in its] == list(range(1, len(its) + 1)) and len(its) <= 3
+    assert its[-1]["kind"] == "refit" and shown["final"]["kind"] == "refit"
+    assert shown["final"]["refits"] == [its[-1]["iteration"]] and (run / "final" / "model.pt").is_file()
 
 
 def test_bad_options_give_clear_errors(tmp_path, fmnist):

@@ -40,8 +40,9 @@ def digits(materialize):
 def faulty_run(digits, tmp_path_factory):
     ws = tmp_path_factory.mktemp("ws")
     with ReplayServer(SCRIPTS / "faults.yaml") as server:
+        # The script follows the published loop's order of requests, one edit per iteration.
         proc = cli("fit", digits, "--agent", "llm", "--base-url", server.base_url, "--iters", 4, "--time-per-iter", 5,
-                   "--workspace", ws, "--name", "llm")
+                   "--search", "greedy", "--workspace", ws, "--name", "llm")
         requests, unused = server.requests, server.unused_steps()
     assert proc.returncode == 0, proc.stderr[-4000:]
     return ws / "llm", proc, requests, unused

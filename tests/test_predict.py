@@ -110,10 +110,11 @@ def test_bad_input_gives_clear_errors(finished_run, tmp_path):
 
 
 def test_generated_code_runs_in_the_sandbox_not_in_this_process(finished_run, tmp_path):
-    """best/model.py is untrusted: predict must run it in a child with a cleared environment."""
+    """The run's model code (final/model.py, the refit predict uses) is untrusted: predict must run it in a
+    child with a cleared environment."""
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    model = run / "best" / "model.py"
+    model = run / "final" / "model.py"
     model.write_text(model.read_text() + (
         "\n\ndef build_model(info):\n"
         "    import os\n"

@@ -25,7 +25,7 @@ from PIL import Image
 from automodel.core import JournalRecord
 from automodel.intake import Split, load_dataset
 from automodel.outputs import report
-from automodel.search.workspace import RunDir
+from automodel.search.workspace import RunDir, read_final
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -54,15 +54,19 @@ def cli(*args, timeout=600):
 
 def test_report_numbers_match_the_journal_and_the_labels(finished_run):
     run = RunDir(finished_run)
-    best = run.best_record().to_json()
     info = run.info
-    # Independent scoring: the dataset's test labels against the best iteration's predictions.
+    # The run's model is its final refit (the budget search): the report evaluates that one.
+    final = read_final(finished_run)
+    assert final["kind"] == "refit"
+    model = next(r for r in run.iterations() if r.iteration == final["members"][0]["refit"]).to_json()
+    assert model["kind"] == "refit" and model["val_accuracy"] is None
+    # Independent scoring: the dataset's test labels against the final model's predictions.
     ds = load_dataset(info["dataset"]["path"])
     split = Split.from_json(info["split"], ds)
     labels = np.array([ds.items[i].label for i in split.test])
-    probs = np.load(finished_run / f"iter_{best['iteration']:03d}" / "probs_test.npy")
+    probs = np.load(finished_run / f"iter_{model['iteration']:03d}" / "probs_test.npy")
     accuracy = float((probs.argmax(1) == labels).mean())
-    assert accuracy == pytest.approx(best["test_accuracy"], abs=1e-4)
+    assert accuracy == pytest.approx(model["test_accuracy"], abs=1e-4) == final["test_accuracy"]
 
     data = report.collect(finished_run)
     ev = data.evaluation
@@ -73,11 +77,15 @@ def test_report_numbers_match_the_journal_and_the_labels(finished_run):
     assert data.notes == []
 
     md = (finished_run / "report.md").read_text()
-    assert f"Iteration {best['iteration']}: {len(labels)} test images, accuracy {100 * accuracy:.2f}%" in md
+    assert f"The final model: {len(labels)} test images, accuracy {100 * accuracy:.2f}%" in md
+    assert f"**Final model: iteration {final['members'][0]['iteration']} retrained on train+val, test accuracy " \
+           f"{final['test_accuracy']:.4f}" in md
+    assert "## Search tree" in md and re.search(rf"- {model['iteration']} \[refit, [^\n]*\(final model\)", md)
     for r in (record.to_json() for record in run.iterations()):
+        val = "-" if r["val_accuracy"] is None else f"{r['val_accuracy']:.4f}"
         assert re.search(
             rf"^\| {r['iteration']} \| .* \| {r['status']} \| {'yes' if r['accepted'] else 'no'} \| "
-            rf"{r['val_accuracy']:.4f} \| {r['test_accuracy']:.4f} \|",
+            rf"{val} \| {r['test_accuracy']:.4f} \|",
             md,
             re.M,
         ), f"row of iteration {r['iteration']}"
@@ -94,7 +102,8 @@ def test_report_numbers_match_the_journal_and_the_labels(finished_run):
     assert "{{" not in md and "{%" not in md
 
     card = (finished_run / "MODEL_CARD.md").read_text()
-    assert f"| test (never seen by the agents) | {100 * best['test_accuracy']:.2f}% |" in card
+    assert f"| test (never seen by the agents) | {100 * final['test_accuracy']:.2f}% |" in card
+    assert "retrained on train+val" in card
     assert "Wilson score interval" in card and "## Limits" in card
     assert not (finished_run / "submission.csv").exists(), "the dataset has no unlabelled images"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from automodel.outputs.bestmodel import HeldOut
-from automodel.search.workspace import RunDir
+from automodel.search.workspace import RunDir, read_final
 from automodel.testing.serve_client import ServeProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -84,9 +84,11 @@ def test_serve_gives_the_labels_of_predict_and_refuses_bad_input_with_4xx(run_co
 
         status, info = client.get("/info")
         classes = RunDir(run_copy).info["dataset"]["classes"]
-        best = RunDir(run_copy).best_record()
+        final = read_final(run_copy)  # the run's model: its final refit on train+val, with a test score only
+        best = next(r for r in RunDir(run_copy).iterations() if r.iteration == final["members"][0]["refit"])
         assert status == 200 and info["classes"] == classes
-        assert info["scores"]["val_accuracy"] == best.val_accuracy and info["iteration"] == best.iteration
+        assert info["scores"] == {"iteration": best.iteration, "kind": "refit", "val_accuracy": None,
+                                  "test_accuracy": final["test_accuracy"]} and info["iteration"] == best.iteration
         assert info["input"]["decoded_size"] == {"height": 28, "width": 28} and info["input"]["channels"] == 1
         assert info["input"]["preprocessing"]["eval_transform"]["mean"]
         batches = {b["batch"]: b for b in info["estimate"]["batches"]}

@@ -21,7 +21,7 @@ from automodel.core import Decision, JournalRecord
 from automodel.errors import AutomodelError
 from automodel.search.final import FinalPhase
 from automodel.search.history import build_history
-from automodel.search.plan import OVERHEAD_GUESS, Placement, SearchPlan, make_plan
+from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement, SearchPlan, make_plan
 
 if TYPE_CHECKING:
     from automodel.search.loop import Loop
@@ -29,23 +29,27 @@ if TYPE_CHECKING:
 PLAN_KEY = "search_plan"  # in run.json
 
 
-def plan_for(loop: "Loop") -> SearchPlan:
-    """The run's plan: made once and kept in run.json, so a resumed run follows the same plan
-    (made again when the budget options changed, e.g. `resume --iters`)."""
+def plan_for(loop: "Loop") -> tuple[SearchPlan, bool]:
+    """The run's plan, and whether it changed: made once and kept in run.json, so a resumed run follows
+    the same plan (made again when the budget options changed, e.g. `resume --iters`)."""
     cfg = loop.cfg
     plan = make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates)
     saved = loop.run.info.get(PLAN_KEY)
     if saved != plan.to_json():
         loop.run.update_info(**{PLAN_KEY: plan.to_json()})
         loop.progress.note("automodel: search plan: " + "; ".join(plan.reasons))
-    return plan
+    return plan, saved is not None and saved != plan.to_json()
 
 
 class BudgetSearch:
     def __init__(self, loop: "Loop"):
         self.loop, self.run = loop, loop.run
-        self.plan = plan_for(loop)
+        self.plan, replanned = plan_for(loop)
         self.final = FinalPhase(loop, self.plan)
+        if replanned and self.final.done():
+            # `resume --iters N` on a finished run: search on, then make the final model again.
+            self.final.reopen()
+            loop.progress.note("automodel: the budget grew: exploring further, then making the final model again")
         loop.search_facts = {"search": "budget", "candidate_seconds": self.plan.rungs[0],
                              "final_refit_seconds": self.plan.final}
 
@@ -64,6 +68,12 @@ class BudgetSearch:
     def _explore(self) -> None:
         t0 = self.plan.rungs[0]
         place = Placement("candidate", 0, t0, 0)
+        if not self.run.iterations():
+            # The first pipeline always runs (the feasibility check refused budgets too short for it),
+            # shortened when the budget is tight.
+            left = self.plan.explore_until - self.loop._elapsed() - OVERHEAD_GUESS
+            self.loop._iteration(1, parent=None, decision=None, time_limit=max(MIN_TRAIN_SECONDS, min(t0, left)),
+                                 place=place)
         while self._fits(t0, self.plan.rung0_until):
             best = self.loop.rung_best(0)
             n = self.run.next_iteration()

@@ -25,7 +25,7 @@ from automodel.errors import HarnessError
 from automodel.files import atomic_write_json, remove_tree
 from automodel.search.ensemble import MAX_STEPS, select
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, SearchPlan
-from automodel.search.workspace import BEST_FILES, FINAL, FINAL_FILE, RunDir, read_final
+from automodel.search.workspace import BEST_FILES, FINAL, FINAL_FILE, RUN_FILE, RunDir, read_final
 
 if TYPE_CHECKING:
     from automodel.search.loop import Loop
@@ -44,6 +44,13 @@ class FinalPhase:
     def started(self) -> bool:
         return CHOICE_KEY in self.run.info
 
+    def reopen(self) -> None:
+        """Forget the final model (its refit records stay in the journal, as history)."""
+        remove_tree(self.run.path / FINAL)
+        info = self.run.info
+        info.pop(CHOICE_KEY, None)
+        atomic_write_json(self.run.path / RUN_FILE, info)
+
     def make(self) -> None:
         remove_tree(self.run.path / ".final.tmp")
         choice = self.run.info.get(CHOICE_KEY) or self._choose()
@@ -52,7 +59,8 @@ class FinalPhase:
         if choice["kind"] == "iteration":
             self._write_iteration(choice["members"][0], choice["reason"])
             return
-        refits = {r.parent: r for r in self.run.iterations() if r.kind == "refit"}
+        # This choice's refits: those made after it (an extended run may hold refits of an earlier final model).
+        refits = {r.parent: r for r in self.run.iterations() if r.kind == "refit" and r.iteration >= choice["after"]}
         for member in choice["members"]:
             if member not in refits:
                 refits[member] = self._refit(member, choice["seconds"])
@@ -79,7 +87,7 @@ class FinalPhase:
         left = self.plan.total - self.loop._elapsed()
         slots = self.loop.cfg.iters - self.run.next_iteration() + 1
         choice: dict[str, Any] = {"kind": "iteration", "members": [best.iteration], "weights": [1],
-                                  "selection": None}
+                                  "selection": None, "after": self.run.next_iteration()}
         # With --time-budget, all that is left (more than planned when exploration ended early); with only
         # --iters x --time-per-iter the budget is an estimate, so the final run keeps to the plan.
         single_seconds = left - OVERHEAD_GUESS

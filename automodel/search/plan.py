@@ -56,7 +56,7 @@ def make_plan(
                        f"overhead) = {total:.0f} s, as the greedy search would take")
     final_wall = total * final_share
     final = final_wall - OVERHEAD_GUESS
-    if final < 2 * MIN_TRAIN_SECONDS or iters < 2:
+    if final < MIN_TRAIN_SECONDS or iters < 2:
         final, final_wall = 0.0, 0.0
         reasons.append("final refit: none (the budget or --iters leaves no room for one)")
     else:
