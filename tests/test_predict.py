@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from automodel.intake import Split, load_dataset
+from automodel.outputs.bestmodel import load_best
 from automodel.search.workspace import RunDir
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,9 @@ def read_csv(path):
 
 def test_predict_on_the_test_images_reproduces_the_harness(finished_run, tmp_path):
     run = RunDir(finished_run)
-    best = run.best_record().to_json()
+    # The model predict uses: the run's final refit (its record, with the harness's test probabilities).
+    best = next(r for r in run.iterations() if r.iteration == load_best(finished_run).iteration).to_json()
+    assert best["kind"] == "refit"
     info = run.info
     ds = load_dataset(info["dataset"]["path"])
     split = Split.from_json(info["split"], ds)

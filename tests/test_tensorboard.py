@@ -28,7 +28,10 @@ def test_each_iteration_logs_its_training_curves_and_the_harness_scores(finished
             assert tag in got, f"iteration {n}: {tag} missing from {sorted(got)}"
             assert [s for s, _ in got[tag]] == [int(p[0]) for p in metrics["curves"][tag]]
             assert [v for _, v in got[tag]] == pytest.approx([p[1] for p in metrics["curves"][tag]], rel=1e-6)
-        assert got["harness/val_accuracy"][-1][1] == pytest.approx(record["val_accuracy"], abs=1e-4)
+        if record["val_accuracy"] is None:  # the final refit trained on the validation images
+            assert record["kind"] == "refit" and "harness/val_accuracy" not in got
+        else:
+            assert got["harness/val_accuracy"][-1][1] == pytest.approx(record["val_accuracy"], abs=1e-4)
         assert got["harness/test_accuracy"][-1][1] == pytest.approx(record["test_accuracy"], abs=1e-4)
         assert got["time/training_s"][0][1] == pytest.approx(metrics["timings"]["training"], rel=1e-5)
 
@@ -57,6 +60,7 @@ def test_rewriting_the_logs_does_not_duplicate_points(finished_run, tmp_path):
     tb.log_run(run)
     tb.update_after_iteration(run, 2)
     assert scalars(run / "tb" / "iter_001") == before
-    assert len(scalars(run / "tb" / "run")["run/val_accuracy"]) == len(RunDir(run).iterations())
+    scored = [r for r in RunDir(run).iterations() if r.val_accuracy is not None]  # not the final refit
+    assert len(scalars(run / "tb" / "run")["run/val_accuracy"]) == len(scored)
     assert tb.log_iteration(run, 99) is None  # no such iteration: nothing written, no error
     assert not (run / "tb" / "iter_099").exists()

@@ -153,8 +153,11 @@ class FinalPhase:
         if res.status == "harness_error":
             err = res.error or ErrorInfo("sandbox", None, "HarnessError", "unknown")
             raise HarnessError(f"The final refit could not run because automodel's own side failed: {err.message}")
+        # The validation images were training images here: their score is not a held-out one, so it is not kept.
+        res = replace(res, val_accuracy=None)
+        atomic_write_json(d / "metrics.json", res.to_json())
         record = replace(loop._record(n, member, decision, res, started, 0, Usage(), final=True),
-                         val_accuracy=None, decision_key=None, kind="refit", fidelity=seconds)
+                         decision_key=None, kind="refit", fidelity=seconds)
         run.append(record)
         loop.on_iteration(n)
         loop.progress.finish(record, run.best_record(), loop._elapsed())
