@@ -176,9 +176,17 @@ def main() -> int:
     ap.add_argument("--hymenoptera-seeds", type=int, default=3, help="seeds for hymenoptera (default 3)")
     ap.add_argument("--work", default=str(REPO / "benchmarks" / "runs" / "p1_budget"))
     ap.add_argument("--out", default=str(RESULTS / "p1_budget"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the .md from the rows already in the .json (a run that was stopped)")
     args = ap.parse_args()
-    details = {**machine_details(), "commit": git_commit()}
     out = Path(args.out)
+    if args.report_only:
+        saved = json.loads(out.with_suffix(".json").read_text())
+        details = saved.pop("machine")
+        write_text(out.with_suffix(".md"), report(saved, details))
+        print(f"wrote {out.with_suffix('.md')}")
+        return 0
+    details = {**machine_details(), "commit": git_commit()}
     result = compare(args, out.with_suffix(".json"), details)
     write_text(out.with_suffix(".md"), report(result, details))
     print(f"wrote {out.with_suffix('.md')}")
