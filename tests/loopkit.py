@@ -98,6 +98,9 @@ class ScriptedBrain:
             raise item
         return item
 
+    def analyst_round(self, history, count):
+        return None
+
     def engineer(self, module, pipeline, decision, error=None):
         self.calls["repair" if error else "engineer"] += 1
         if error and self.repairs:

@@ -29,6 +29,10 @@ class Brain(Protocol):
     def analyst(self, history: History) -> Decision:
         """Pick one instruction for one engineer from a bounded history summary."""
 
+    def analyst_round(self, history: History, count: int) -> list[Decision] | None:
+        """`count` distinct decisions for one round of the budget search, in one go (the LLM: one reply
+        holding a list); None when the brain proposes one at a time, through `analyst` per candidate."""
+
     def engineer(self, module: str, pipeline: Pipeline, decision: Decision, error: str | None = None) -> str:
         """Return the new source of `module`; `error` is set when repairing a failed attempt."""
 

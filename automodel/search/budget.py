@@ -89,13 +89,27 @@ class BudgetSearch:
         place = Placement("candidate", 0, t0, number)
         history = build_history(self.run, self.loop.facts, self.loop._budget())
         pending: list[dict[str, Any]] = []
-        for _ in range(self.plan.candidates):
+        if not self._fits(t0, self.plan.rung0_until):
+            return True
+        try:
+            # A brain that proposes the whole round at once (the LLM, in one reply) is asked once here.
+            batch = self.loop.brain.analyst_round(history, self.plan.candidates)
+        except BrainExhausted as err:
+            self.loop.brain.take_calls()
+            self.loop.progress.note(str(err))
+            return False
+        except AutomodelError as err:
+            if not self._fatal(err):
+                n = self.run.next_iteration()
+                self.loop._record_brain_failure(n, history.parent_iteration, err, self.loop.brain.take_calls())
+            return True
+        for index in range(self.plan.candidates if batch is None else len(batch)):
             if not self._fits(t0, self.plan.rung0_until):
                 return True
             n = self.run.next_iteration()
             seen = dataclasses.replace(history, tried_on_best=[*history.tried_on_best, *pending])
             try:
-                decision = self.loop.brain.analyst(seen)
+                decision = self.loop.brain.analyst(seen) if batch is None else batch[index]
             except BrainExhausted as err:
                 self.loop.brain.take_calls()
                 self.loop.progress.note(str(err))
@@ -109,8 +123,9 @@ class BudgetSearch:
                     f"the Analyst repeated a decision already tried on iteration {history.parent_iteration}: "
                     f"{decision.instruction}"), self.loop.brain.take_calls())
                 continue
-            pending.append({"key": decision.key(), "target": decision.target, "instruction": decision.instruction,
-                            "status": "running in this round", "val_accuracy": None})
+            pending.append({"key": decision.key(), "change": f"{decision.target}: (in this round)",
+                            "status": "running in this round", "val_accuracy": None,
+                            "detail": {"target": decision.target, "instruction": decision.instruction}})
             self.loop._iteration(n, parent=history.parent_iteration, decision=decision, time_limit=t0,
                                  analyst_calls=self.loop.brain.take_calls(), place=place)
         return True

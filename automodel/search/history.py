@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from automodel.core import History, JournalRecord
+from automodel.core import MODULES, History, JournalRecord
+from automodel.search.changes import change_label
 from automodel.search.workspace import RunDir, compute_figures
 
 RECENT = 5          # attempts shown in full
 CURVE_POINTS = 12   # points per training curve shown for the best attempt
 TRIED_MAX = 30      # edits listed as already tried on the best
 MESSAGE_CHARS = 300
-# What each recent attempt shows of its compute: enough to tell a worse change from a starved run.
-RECENT_COMPUTE = ("epochs", "images_per_second", "steal_share")
+# What each attempt shows of its compute: enough to tell a worse change from a starved run.
+RECENT_COMPUTE = ("steps", "epochs", "images_per_second", "steal_share")
 
 
 def tail_mean(points: list[list[float]], fraction: float = 0.2) -> float | None:
@@ -62,9 +63,37 @@ def lineage(by_iter: dict[int, JournalRecord], iteration: int | None) -> list[in
     return chain
 
 
-def _tried(record: JournalRecord) -> dict[str, Any]:
-    return {"key": record.decision_key, "target": record.target, "instruction": _short(record.instruction),
-            "status": record.status, "val_accuracy": record.val_accuracy}
+def _module(run: RunDir, iteration: int | None, target: str) -> str | None:
+    path = run.iter_dir(iteration) / f"{target}.py" if iteration is not None else None
+    try:
+        return path.read_text(encoding="utf-8") if path is not None and path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def change_of(run: RunDir, record: JournalRecord) -> str | None:
+    """What the record's edit changed in its module, named from the code (automodel.search.changes)."""
+    if record.target not in MODULES or record.parent is None:
+        return None
+    return change_label(record.target, _module(run, record.parent, record.target),
+                        _module(run, record.iteration, record.target), record.instruction or "")
+
+
+def _compute(run: RunDir, record: JournalRecord) -> dict[str, Any]:
+    figures = {k: v for k, v in run.compute(record.iteration).items() if k in RECENT_COMPUTE}
+    if record.fidelity is not None:
+        figures["training_seconds_given"] = record.fidelity
+    if record.contended:
+        figures["contended"] = True  # it ran on a busy machine: not judged on this run
+    return figures
+
+
+def _tried(run: RunDir, record: JournalRecord) -> dict[str, Any]:
+    # "key" identifies the edit for the loop (never proposed twice); "change" is what the Analyst reads
+    # first, with the instruction that asked for it one level down.
+    return {"key": record.decision_key, "change": change_of(run, record), "status": record.status,
+            "val_accuracy": record.val_accuracy, **_compute(run, record),
+            "detail": {"target": record.target, "instruction": _short(record.instruction)}}
 
 
 def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) -> History:
@@ -103,6 +132,8 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
             {
                 "iteration": r.iteration,
                 "parent": r.parent,
+                "kind": r.kind,
+                "change": change_of(run, r),
                 "target": r.target,
                 "instruction": _short(r.instruction),
                 "status": r.status,
@@ -110,7 +141,7 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
                 "val_accuracy": r.val_accuracy,
                 "delta_vs_parent": delta,
                 "train_accuracy": r.train_accuracy,
-                **{k: v for k, v in run.compute(r.iteration).items() if k in RECENT_COMPUTE},
+                **_compute(run, r),
                 "error": _short((r.error or {}).get("message")),
             }
         )
@@ -130,17 +161,17 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
     if best is not None:
         # A run contended twice was not judged (automodel.search.contention): it may be proposed again.
         # Promotions and refits rerun a pipeline unchanged: no edit was tried.
-        tried = [_tried(r) for r in records
+        tried = [_tried(run, r) for r in records
                  if r.parent == parent and not r.contended and r.kind not in ("promotion", "refit")]
     else:
         # Nothing has trained yet: each edit builds on the last failure, so every
         # edit made so far counts as tried (a rescue move is never sent twice).
-        tried = [_tried(r) for r in records if r.decision_key]
+        tried = [_tried(run, r) for r in records if r.decision_key]
     # Edits rejected on the earlier best pipelines this one grew from. The best
     # differs from them by a few accepted edits only, so an edit that did not
     # help there rarely helps here: worth retrying only when nothing fresher is left.
     ancestors = set(lineage(by_iter, parent)[1:]) if best is not None else set()
-    rejected_earlier = [_tried(r) for r in records if r.parent in ancestors and not r.accepted and r.decision_key]
+    rejected_earlier = [_tried(run, r) for r in records if r.parent in ancestors and not r.accepted and r.decision_key]
     return History(
         dataset=dataset,
         budget=budget,

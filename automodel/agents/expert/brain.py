@@ -28,6 +28,9 @@ class ExpertBrain:
     def analyst(self, history: History) -> Decision:
         return analyst.decide(history, self.flips_allowed)
 
+    def analyst_round(self, history: History, count: int) -> list[Decision] | None:
+        return None  # its moves are picked one at a time, each seeing the round's earlier ones as tried
+
     def engineer(self, module: str, pipeline: Pipeline, decision: Decision | None, error: str | None = None) -> str:
         if error is not None:
             return engineers.repair(module, pipeline, error)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from automodel.agents.llm.analyst import decide
+from automodel.agents.llm.analyst import decide, decide_round
 from automodel.agents.llm.architect import write_pipeline, write_pipeline_sequential
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig, resolve_config
@@ -45,6 +45,10 @@ class LLMBrain:
 
     def analyst(self, history: History) -> Decision:
         return decide(self.chat, self.config, history.to_json(), self.brief)
+
+    def analyst_round(self, history: History, count: int) -> list[Decision] | None:
+        # One reply for the whole round: the model sees its K changes side by side and makes them distinct.
+        return decide_round(self.chat, self.config, history.to_json(), self.brief, count, history.tried_keys())
 
     def engineer(self, module: str, pipeline: Pipeline, decision: Decision | None, error: str | None = None) -> str:
         return rewrite_module(self.chat, self.config, module, pipeline, decision, error, self.brief)
