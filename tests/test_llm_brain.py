@@ -422,3 +422,22 @@ def test_zero_shot_prompt_is_plain():
         "description",
     ):
         assert expert not in system + user, expert
+
+
+def test_a_summary_stating_values_the_code_does_not_have_is_corrected_and_the_contradiction_recorded():
+    from automodel.agents.llm.summary_check import check_summary
+
+    text, wrong = check_summary("AdamW, lr=0.01, weight decay 5e-4, label smoothing 0.1, batch size: 256, cosine",
+                                {"LR": 3e-3, "WEIGHT_DECAY": 5e-4, "LABEL_SMOOTHING": 0.05, "BATCH_SIZE": 128})
+    assert text == "AdamW, lr=0.003, weight decay 5e-4, label smoothing 0.05, batch size: 128, cosine"
+    assert [(c.name, c.stated, c.code) for c in wrong] == [("LR", 0.01, 3e-3), ("LABEL_SMOOTHING", 0.1, 0.05),
+                                                           ("BATCH_SIZE", 256.0, 128)]
+    lr = GOOD.train.split("LR = ", 1)[1].split()[0]
+    reply = '{"data": "pad-crop", "model": "residual blocks of WIDTH 99", "train": "AdamW at lr 0.5, cosine"}'
+    with ReplayServer([{"role": "summarizer", "reply": reply}]) as server:
+        summary = brain_for(server).summarize(GOOD, {"status": "ok", "val_accuracy": 0.9})
+    assert summary["model"]["methods"] == "residual blocks of WIDTH 24"
+    assert summary["model"]["corrected"] == [{"name": "WIDTH", "stated": 99.0, "code": 24}]
+    assert summary["train"]["methods"] == f"AdamW at lr {float(lr)!r}, cosine"
+    assert summary["train"]["corrected"] == [{"name": "LR", "stated": 0.5, "code": float(lr)}]
+    assert "corrected" not in summary["data"]

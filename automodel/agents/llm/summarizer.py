@@ -2,9 +2,11 @@
 
 The hyperparameters are read from the module's UPPER_CASE block by trusted
 code (automodel.hparams), so they are exact; the LLM adds one line naming the
-methods. Only modules not summarized before are sent (an iteration changes
-one module), and a failed or malformed summary never stops the run: a
-keyword scan of the code stands in for it.
+methods, and a value that line states against the code is set to the code's
+and recorded under "corrected" (automodel.agents.llm.summary_check). Only
+modules not summarized before are sent (an iteration changes one module), and
+a failed or malformed summary never stops the run: a keyword scan of the code
+stands in for it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig
 from automodel.agents.llm.decision import ReplyFormatError, parse_object
+from automodel.agents.llm.summary_check import check_summary
 from automodel.core import MODULES, Pipeline
 from automodel.errors import AutomodelError
 from automodel.hparams import read_hparams
@@ -75,7 +78,7 @@ class Summarizer:
     def __init__(self, chat: ChatClient, config: LLMConfig):
         self.chat = chat
         self.config = config
-        self._memo: dict[str, str] = {}  # module source digest -> methods line
+        self._memo: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # source digest -> methods line, corrections
 
     def _ask(self, pipeline: Pipeline, modules: list[str]) -> dict[str, str]:
         cap = self.config.summary_chars
@@ -106,15 +109,22 @@ class Summarizer:
         for module in MODULES:
             source = pipeline.module(module)
             key = _digest(source)
+            hparams = read_hparams(source)
             if key not in self._memo and module in from_llm:
-                self._memo[key] = from_llm[module]
-            methods = self._memo.get(key)
+                text, wrong = check_summary(from_llm[module], hparams)
+                for c in wrong:
+                    log.warning("LLM summary of %s.py said %s = %s; the code has %r (corrected)",
+                                module, c.name, c.stated, c.code)
+                self._memo[key] = (text, [c.to_json() for c in wrong])
+            methods, corrected = self._memo.get(key, (None, []))
             # Same keys as the expert's summary where they mean the same, so history reads alike.
             summary[module] = {
                 "methods": methods or describe_methods(source),
-                "hparams": {k: _clip(v) for k, v in list(read_hparams(source).items())[:40]},
+                "hparams": {k: _clip(v) for k, v in list(hparams.items())[:40]},
                 "summarized_by": "llm" if methods else "keyword scan",
             }
+            if corrected:
+                summary[module]["corrected"] = corrected  # what the LLM's line said against the code
         # Validation figures only: test scores never reach an agent.
         summary["result"] = {
             k: result.get(k) for k in ("status", "val_accuracy", "train_accuracy", "seconds") if k in result
