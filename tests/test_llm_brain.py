@@ -146,6 +146,21 @@ def test_architect_prompt_holds_what_the_method_requires():
         assert interface_text(module).strip() in user, f"interfaces/{module}.py must be included verbatim"
     assert "Handwritten digits 0-9" in user and "2 CPU cores" in user and "45 seconds" in user
     assert '"per_class"' in user and "none, so train from scratch" in user
+    assert "Measured speed" not in user  # no probe in this brief: nothing is made up
+
+
+def test_the_architect_sizes_from_the_measured_throughput_and_knows_batched_augmentation():
+    import dataclasses
+
+    probe = {"images_per_second": {"16": 2900.0, "48": 610.0}, "input_size": 28, "stages": 3, "batch_size": 128}
+    with ReplayServer([{"reply_file": str(SCRIPTS / "good_pipeline.md")}]) as server:
+        brain_for(server).architect(dataclasses.replace(fake_brief(), throughput=probe))
+        system, user = [m["content"] for m in server.requests[0]["messages"]]
+    # 160 training images, 45 s: 2900 * 45 / 160 = 815.6 epochs at WIDTH 16.
+    assert ("Measured speed on this machine, now: a reference residual CNN (3 stages of WIDTH, 2x per stage, batch "
+            "128, at 28 px) trains 2,900 training images/s at WIDTH 16 (about 815.6 epochs of the 160 training "
+            "images in 45 s); 610 training images/s at WIDTH 48 (about 171.6 epochs") in user
+    assert "build_batch_transforms" in system and "torch.where" in system
 
 
 def test_prose_around_the_code_is_stripped():

@@ -139,5 +139,24 @@ def brief_context(brief: Brief | None, profile_chars: int) -> dict[str, Any]:
             "device": hw.device,
             "time_per_iter": int(round(brief.time_per_iter)),
             "pretrained_cache": list(brief.pretrained_cache),
+            "throughput": throughput_text(brief.throughput, brief.info.get("num_train"), brief.time_per_iter),
         }
     }
+
+
+def throughput_text(figures: dict[str, Any] | None, num_train: Any, seconds: float) -> str | None:
+    """The throughput probe's figures in words, with the epochs they buy, so the first pipeline is sized
+    from a measurement rather than from the number of cores."""
+    rates = (figures or {}).get("images_per_second") or {}
+    if not rates:
+        return None
+    parts = []
+    for width, rate in rates.items():
+        text = f"{float(rate):,.0f} training images/s at WIDTH {width}"
+        if isinstance(num_train, int) and num_train > 0:
+            text += f" (about {float(rate) * seconds / num_train:.1f} epochs of the {num_train} training images in " \
+                    f"{seconds:.0f} s)"
+        parts.append(text)
+    size = figures.get("input_size")
+    return (f"a reference residual CNN ({figures.get('stages', 3)} stages of WIDTH, 2x per stage, batch "
+            f"{figures.get('batch_size', '?')}{f', at {size} px' if size else ''}) trains " + "; ".join(parts))
