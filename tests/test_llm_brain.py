@@ -157,7 +157,8 @@ def test_the_architect_sizes_from_the_measured_throughput_and_knows_batched_augm
         brain_for(server).architect(dataclasses.replace(fake_brief(), throughput=probe))
         system, user = [m["content"] for m in server.requests[0]["messages"]]
     # 160 training images, 45 s: 2900 * 45 / 160 = 815.6 epochs at WIDTH 16.
-    assert ("Measured speed on this machine, now: a reference residual CNN (3 stages of WIDTH, 2x per stage, batch "
+    assert ("Measured speed on this machine, now: a reference CNN (a stem of WIDTH channels, then 3 conv-BN stages "
+            "doubling it, batch "
             "128, at 28 px) trains 2,900 training images/s at WIDTH 16 (about 815.6 epochs of the 160 training "
             "images in 45 s); 610 training images/s at WIDTH 48 (about 171.6 epochs") in user
     assert "build_batch_transforms" in system and "torch.where" in system

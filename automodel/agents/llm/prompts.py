@@ -158,5 +158,6 @@ def throughput_text(figures: dict[str, Any] | None, num_train: Any, seconds: flo
                     f"{seconds:.0f} s)"
         parts.append(text)
     size = figures.get("input_size")
-    return (f"a reference residual CNN ({figures.get('stages', 3)} stages of WIDTH, 2x per stage, batch "
-            f"{figures.get('batch_size', '?')}{f', at {size} px' if size else ''}) trains " + "; ".join(parts))
+    at = f", at {size} px" if size else ""
+    return (f"a reference CNN (a stem of WIDTH channels, then {figures.get('stages', 3)} conv-BN stages doubling "
+            f"it, batch {figures.get('batch_size', '?')}{at}) trains " + "; ".join(parts))
