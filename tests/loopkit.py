@@ -129,7 +129,7 @@ def brief() -> Brief:
                  hardware=Hardware(cpu_cores=2, device="cpu"), time_per_iter=5.0)
 
 
-def make_loop(tmp_path: Path, brain, execute, **cfg) -> Loop:
+def make_loop(tmp_path: Path, brain, execute, started: float | None = None, **cfg) -> Loop:
     path = tmp_path / "ws" / "run"
     run = (
         RunDir.open(path)
@@ -139,7 +139,7 @@ def make_loop(tmp_path: Path, brain, execute, **cfg) -> Loop:
     facts = {"num_classes": 4, "num_train": 100, "image_size": [8, 8], "channels": 1, "description": ""}
     config = FitConfig(**{"iters": 4, "time_per_iter": 5.0, "search": "greedy", **cfg})
     return Loop(run, brain, execute, config, brief(), facts, Progress(stream=io.StringIO()), val_labels=LABELS,
-                test_labels=LABELS)
+                test_labels=LABELS, started=started)
 
 
 def finals(loop: Loop):

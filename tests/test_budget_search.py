@@ -255,3 +255,34 @@ def test_resume_with_more_iterations_searches_on_and_makes_the_final_model_again
     best = max((r for r in records if r.kind == "candidate"), key=lambda r: r.val_accuracy)
     assert out["final"]["members"] == [best.iteration] and out["final"]["refits"] == [records[-1].iteration]
     assert records[-1].parent == best.iteration and out["final"]["test_accuracy"] == pytest.approx(0.89)
+
+
+# ------------------------------------------------------------------ waiting for the brain
+
+
+def test_waiting_for_the_brain_is_not_charged_to_a_budget_of_iterations_but_is_to_a_time_budget(tmp_path):
+    from automodel.search.brain_clock import TimedBrain
+
+    class SlowArchitect(ScriptedBrain):
+        def architect(self, brief):
+            time.sleep(0.2)
+            return super().architect(brief)
+
+    timed = TimedBrain(SlowArchitect())
+    timed.architect(None)
+    timed.take_calls()  # bookkeeping is not timed
+    assert 0.2 <= timed.seconds < 1.0 and timed.name == "scripted"
+
+    def explored(sub: str, **cfg) -> list[str]:
+        # The run starts 60 s late, all of it spent waiting for the brain (a slow model's replies).
+        loop = budget_loop(tmp_path / sub, ScriptedBrain([edit(x) for x in "abcd"]),
+                           FakeExecutor([0.5, 0.6, 0.55, 0.7, 0.65, 0.8]), started=time.monotonic() - 60, **cfg)
+        loop.brain.seconds = 60.0
+        loop.fit()
+        return [r.kind for r in finals(loop)]
+
+    # --iters 6 x --time-per-iter 20: a compute budget, the 60 s of waiting leave it whole.
+    assert explored("iters", iters=6) == ["candidate"] * 5 + ["refit"]
+    # --time-budget 210 (the same total, as wall time): the 60 s are spent, and of its 84 s of exploration
+    # too little is left for a round after the first pipeline.
+    assert explored("wall", iters=6, time_budget=210.0) == ["candidate", "refit"]

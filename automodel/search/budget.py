@@ -71,7 +71,7 @@ class BudgetSearch:
         if not self.run.iterations():
             # The first pipeline always runs (the feasibility check refused budgets too short for it),
             # shortened when the budget is tight.
-            left = self.plan.explore_until - self.loop._elapsed() - OVERHEAD_GUESS
+            left = self.plan.explore_until - self.loop._spent() - OVERHEAD_GUESS
             self.loop._iteration(1, parent=None, decision=None, time_limit=max(MIN_TRAIN_SECONDS, min(t0, left)),
                                  place=place)
         while self._fits(t0, self.plan.rung0_until):
@@ -164,7 +164,7 @@ class BudgetSearch:
         """Another run of `seconds` ends before `until`, and iterations are left beside the final's."""
         if self.run.next_iteration() + (1 if self.plan.final else 0) > self.loop.cfg.iters:
             return False
-        return self.loop._elapsed() + seconds + OVERHEAD_GUESS <= until
+        return self.loop._spent() + seconds + OVERHEAD_GUESS <= until
 
 
 def top_candidates(records: list[JournalRecord], rung: int, count: int) -> list[JournalRecord]:

@@ -84,7 +84,7 @@ class FinalPhase:
         best = top_scored(self.run)
         if best is None:
             return None
-        left = self.plan.total - self.loop._elapsed()
+        left = self.plan.total - self.loop._spent()
         slots = self.loop.cfg.iters - self.run.next_iteration() + 1
         choice: dict[str, Any] = {"kind": "iteration", "members": [best.iteration], "weights": [1],
                                   "selection": None, "after": self.run.next_iteration()}

@@ -32,6 +32,7 @@ from automodel.core import (
 from automodel.errors import AutomodelError, HarnessError, LLMConfigError, LLMServiceError
 from automodel.files import atomic_write_json
 from automodel.search.acceptance import is_improvement, paired_evidence, standard_error
+from automodel.search.brain_clock import TimedBrain
 from automodel.search.calls import save_calls
 from automodel.search.contention import contention
 from automodel.search.history import build_history, tail_mean
@@ -107,7 +108,8 @@ class Loop:
         test_labels: np.ndarray | None = None,
         started: float | None = None,
     ):
-        self.run, self.brain, self.execute, self.cfg = run, brain, execute, cfg
+        self.run, self.execute, self.cfg = run, execute, cfg
+        self.brain = TimedBrain(brain)  # its seconds are not charged to a budget given as iterations (_spent)
         self.brief, self.facts, self.progress = brief, dataset_facts, progress
         self.val_labels = val_labels  # trusted side only: to compare two iterations image by image
         self.test_labels = test_labels  # trusted side only: to score an ensemble's averaged test predictions
@@ -394,6 +396,13 @@ class Loop:
 
     def _elapsed(self) -> float:
         return self.previous_seconds + (time.monotonic() - self.session_start)
+
+    def _spent(self) -> float:
+        """The budget used so far: wall time with --time-budget; with a budget from --iters x --time-per-iter,
+        wall time less this session's waiting for the brain (an earlier session's waits stay counted)."""
+        if self.cfg.time_budget is not None:
+            return self._elapsed()
+        return self._elapsed() - self.brain.seconds
 
     def _time_for_next(self) -> float | None:
         if self.cfg.time_budget is None:
