@@ -7,8 +7,8 @@
 For each dataset and search (`budget`, the default search, and `greedy`, the published protocol),
 `automodel fit DATA --iters N --time-per-iter T --search S` runs once with `--agent expert` and
 once with `--agent llm`, one after the other (the order alternates between pairs, so neither brain
-always gets the quieter minutes). The budget is given as iterations so that time spent waiting for
-the model is not taken from its training (fit counts such a budget in iterations, not wall time).
+always gets the quieter minutes). The budget is given as iterations because fit does not charge the
+time spent waiting for the model to such a budget: a slow model gets the same training as the expert.
 
 Reported per iteration of each run: kind, validation and test accuracy (test is read here, never by
 a brain), the compute it got (steps, epochs, images/s, CPU, steal), LLM tokens and the seconds spent
@@ -79,6 +79,8 @@ def run_fit(args, data: Path, work: Path, brain: str, search: str) -> dict[str, 
                "--time-per-iter", str(args.time_per_iter), "--search", search, "--agent", brain,
                "--seed", str(args.seed), "--workspace", str(work / "runs"), "--name", name, "--device", args.device,
                "-q"]
+    if args.candidates:
+        command += ["--candidates", str(args.candidates)]
     if brain == "llm":
         command += ["--base-url", args.base_url, "--model", args.model]
     t0 = time.time()
@@ -175,6 +177,7 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=8)
     ap.add_argument("--time-per-iter", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--candidates", type=int, help="fit's --candidates (per round of the budget search)")
     ap.add_argument("--base-url", default="http://127.0.0.1:8790/v1", help="the OpenAI-compatible server")
     ap.add_argument("--model", default="bridge")
     ap.add_argument("--llm-timeout", type=float, default=1800.0, help="seconds to wait for one reply")

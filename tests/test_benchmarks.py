@@ -302,37 +302,35 @@ def test_reproduce_with_an_llm_against_the_replay_server(tmp_path):
 
 
 def test_llm_vs_expert_runs_both_brains_and_reports_each_iterations_compute_and_tokens(tmp_path, materialize):
-    yaml = importlib.import_module("yaml")
+    """Driven by a real model's replies (tests/llm_scripts/real/, recorded through the bridge): its pipeline and
+    its first change (the greedy protocol reads the first item of its round's list), each trained for real."""
     replay = importlib.import_module("automodel.testing.replay_server")
-    scripts = REPO / "tests" / "llm_scripts"
-    script = yaml.safe_load((scripts / "demo.yaml").read_text())
-    for steps in script["roles"].values():
-        steps[:] = [s for s in steps if "status" not in s]  # no rate-limit pauses here: they are tested elsewhere
-        for s in steps:
-            if "reply_file" in s:
-                s["reply_file"] = str(scripts / s["reply_file"])
-    data = materialize("mnist", "imagefolder", 10)
+    data = materialize("fashion-mnist", "imagefolder", 10)
     out = tmp_path / "vs"
-    with replay.ReplayServer(script) as server:
+    with replay.ReplayServer(REPO / "tests" / "llm_scripts" / "real" / "script.yaml") as server:
         proc = subprocess.run(
             [sys.executable, str(BENCH / "llm_vs_expert.py"), "--datasets", str(data), "--search", "greedy",
-             "--iters", "2", "--time-per-iter", "5", "--base-url", server.base_url, "--model", "gpt-4o-mini",
-             "--work", str(tmp_path / "work"), "--out", str(out)],
+             "--iters", "2", "--time-per-iter", "5", "--base-url", server.base_url,
+             "--model", "gpt-4o-mini", "--work", str(tmp_path / "work"), "--out", str(out)],
             capture_output=True, text=True, timeout=900,
         )
+        asked = [r for r in server.requests if "ROLE: analyst" in r["messages"][0]["content"]]
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved = json.loads(out.with_suffix(".json").read_text())
     (pair,) = saved["pairs"]
     assert pair["search"] == "greedy" and pair["order"] == ["expert", "llm"]
     for brain in ("expert", "llm"):
         run = pair[brain]
-        assert [r["iteration"] for r in run["iterations"]] == [1, 2]
-        assert run["final_test"] is not None and all(r["steps"] for r in run["iterations"] if r["status"] == "ok")
-    # The LLM's calls are counted per iteration: the Architect's pipeline and the Analyst's edit.
-    assert pair["expert"]["tokens"] == 0 and all(r["tokens"] > 0 for r in pair["llm"]["iterations"])
-    assert pair["llm"]["iterations"][1]["instruction"].startswith("Widen the network")
+        assert [r["iteration"] for r in run["iterations"]] == [1, 2], brain
+        assert run["final_test"] is not None and run["failed"] == 0
+        assert all(r["steps"] and r["images_per_second"] for r in run["iterations"])
+    # The real model's pipeline and edit both trained; tokens are counted per iteration.
+    assert len(asked) == 1
+    llm = pair["llm"]["iterations"]
+    assert llm[1]["target"] == "train" and llm[1]["instruction"].startswith("Stop the EMA")
+    assert pair["expert"]["tokens"] == 0 and llm[0]["tokens"] > 0 and llm[1]["tokens"] > 0
     table = out.with_suffix(".md").read_text()
-    assert "| LLM - expert |" in table and "Widen the network" in table
+    assert "| LLM - expert |" in table and "Stop the EMA" in table
     # --report-only rebuilds the same table from the .json.
     out.with_suffix(".md").unlink()
     subprocess.run([sys.executable, str(BENCH / "llm_vs_expert.py"), "--report-only", "--out", str(out)],
