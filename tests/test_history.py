@@ -57,6 +57,7 @@ def test_history_carries_epochs_and_images_per_second(tmp_path):
     history = build_history(run, {"num_classes": 10}, {})
     assert history.best["compute"] == {"epochs": 7.2, "images_per_second": 960.0, "steps": 900,
                                        "cpu_utilisation": 0.93, "steal_share": 0.05}
+    assert history.best["train_steps"] == 900  # the harness's count, not the step of the last logged loss
     recent = {r["iteration"]: r for r in history.recent}
     assert (recent[2]["epochs"], recent[2]["images_per_second"]) == (3.2, 427.0)  # half the compute of its parent
     assert "epochs" not in recent[3]

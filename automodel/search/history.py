@@ -111,7 +111,10 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
             "iteration": best.iteration,
             "val_accuracy": best.val_accuracy,
             "train_accuracy": best.train_accuracy,
-            "train_steps": int(curves["train/loss"][-1][0]) if curves.get("train/loss") else None,
+            # The harness's count of optimiser steps; the step of the last logged loss only when it has none
+            # (that can be a few steps short of the true count, which confused readers of both).
+            "train_steps": compute_figures(metrics).get("steps")
+            or (int(curves["train/loss"][-1][0]) if curves.get("train/loss") else None),
             "interrupted": metrics.get("interrupted", False),
             # Epochs and images/s: whether the budget bought enough passes, and whether a
             # worse child simply got less compute on a busy machine (steal, CPU use).
