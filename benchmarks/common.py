@@ -345,6 +345,12 @@ def write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def read_results(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A results .json written with write_json({"machine": ..., **result}): (result, machine details)."""
+    saved = json.loads(path.read_text())
+    return saved, saved.pop("machine")
+
+
 def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 

@@ -40,6 +40,7 @@ from benchmarks.common import (  # noqa: E402
     machine_details,
     machine_markdown,
     markdown_table,
+    read_results,
     write_json,
     write_text,
 )
@@ -188,8 +189,7 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     if args.report_only:
-        saved = json.loads(out.with_suffix(".json").read_text())
-        details = saved.pop("machine")
+        saved, details = read_results(out.with_suffix(".json"))
     else:
         details = {**machine_details(), "commit": git_commit()}
         saved = compare(args, out.with_suffix(".json"), details)

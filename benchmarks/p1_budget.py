@@ -37,6 +37,7 @@ from benchmarks.common import (  # noqa: E402
     machine_details,
     machine_markdown,
     markdown_table,
+    read_results,
     write_json,
     write_text,
 )
@@ -181,8 +182,7 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     if args.report_only:
-        saved = json.loads(out.with_suffix(".json").read_text())
-        details = saved.pop("machine")
+        saved, details = read_results(out.with_suffix(".json"))
         write_text(out.with_suffix(".md"), report(saved, details))
         print(f"wrote {out.with_suffix('.md')}")
         return 0
