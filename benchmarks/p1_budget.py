@@ -127,7 +127,10 @@ def report(result: dict, details: dict) -> str:
         return "-" if v is None else fmt.format(v)
 
     rows, means = [], {}
-    for r in result["rows"]:
+    # A pair whose runs overlapped other work on the machine is kept in the .json with the reason
+    # ("excluded") and left out of the tables: its figures compare unequal compute.
+    excluded = [r for r in result["rows"] if r.get("excluded")]
+    for r in (r for r in result["rows"] if not r.get("excluded")):
         f, s = r["fit"], r["reference"]
         rows.append([r["dataset"], r["seed"], cell(f.get("iteration_1_test")), cell(f.get("best_candidate_test")),
                      cell(f.get("test_accuracy")), cell(s.get("test_accuracy")),
@@ -161,6 +164,8 @@ def report(result: dict, details: dict) -> str:
                         "candidates", "rung-0 s", "final train s", "script train s", "wall s", "final img/s",
                         "script img/s", "final epochs", "script epochs", "final CPU", "script CPU",
                         "steal (fit)", "steal (script)"], rows),
+        "".join(f"Left out: {r['dataset']} seed {r['seed']} (fit {r['fit'].get('test_accuracy')}, script "
+                f"{r['reference'].get('test_accuracy')}): {r['excluded']}\n" for r in excluded) or "Left out: none.",
         "Compute columns: fit's are its final refit's training phase (measured by the parent), the script's over "
         "its training (images/s, epochs) and its whole process (CPU). Steal is the share of the machine's CPU time "
         "the hypervisor took during each whole run (/proc/stat).",
