@@ -46,6 +46,17 @@ def read_hparams(source: str) -> dict[str, Any]:
     return values
 
 
+def hparam_lines(source: str) -> set[int]:
+    """The 0-based line numbers of the constants read_hparams reads (to compare the rest of a module)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    values = read_hparams(source)
+    return {i for name, node in _constant_nodes(tree).items() if name in values
+            for i in range(node.lineno - 1, node.end_lineno or node.lineno)}
+
+
 def hparam_comments(source: str) -> dict[str, str]:
     """The trailing comment of each constant's line (its unit or meaning)."""
     try:

@@ -8,28 +8,17 @@ or, for a rewrite, how many lines changed outside the hyperparameter block.
 
 from __future__ import annotations
 
-import ast
 import difflib
 
-from automodel.hparams import read_hparams
+from automodel.hparams import hparam_lines, read_hparams
 
 LABEL_CHARS = 120
 
 
 def _body_lines(source: str) -> list[str]:
-    """The module's lines without its top-level UPPER_CASE assignments (those are compared by value)."""
-    lines = source.splitlines()
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return lines
-    skip: set[int] = set()
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
-            else []
-        if any(isinstance(t, ast.Name) and t.id.isupper() for t in targets):
-            skip.update(range(node.lineno - 1, node.end_lineno or node.lineno))
-    return [line for i, line in enumerate(lines) if i not in skip and line.strip()]
+    """The module's non-blank lines without its hyperparameter constants (those are compared by value)."""
+    skip = hparam_lines(source)
+    return [line for i, line in enumerate(source.splitlines()) if i not in skip and line.strip()]
 
 
 def _value(value: object) -> str:
