@@ -41,7 +41,8 @@ def failed(module: str = "train", status: str = "failed", message: str = "boom")
 
 class FakeExecutor:
     """Plays scripted outcomes: a float is an ok run with that validation accuracy, a dict one with
-    {"val", and optionally "probs" (validation probabilities), "compute" (metrics.json compute)}, an
+    {"val", and optionally "probs" (validation probabilities), "train" (accuracy on a training sample; default
+    val + 0.01), "compute" (metrics.json compute)}, an
     IterationResult is returned as it is; each call may also sleep `delay` s. A refit gets validation
     probabilities too (as a real one would: the images are predicted, their score is not used)."""
 
@@ -66,7 +67,8 @@ class FakeExecutor:
             np.save(iter_dir / "probs_test.npy", probs if probs is not None else probs_with_accuracy(val - 0.025))
             result = IterationResult(status="ok", val_accuracy=val, test_accuracy=val - 0.01, error=None,
                                      curves={}, timings={"training": time_limit}, sandbox=SandboxInfo("none", ()),
-                                     train_eval_accuracy=val + 0.01, compute=spec.get("compute") or {})
+                                     train_eval_accuracy=spec.get("train", val + 0.01),
+                                     compute=spec.get("compute") or {})
             (iter_dir / "model.pt").write_bytes(b"weights %f" % val)
         (iter_dir / "metrics.json").write_text(json.dumps(result.to_json()))
         return result

@@ -162,13 +162,19 @@ def test_greedy_selection_finds_complementary_members_and_beats_the_best_by_pair
     assert same.members == [0] and not same.beats_single(0.002)
 
 
-def test_an_ensemble_that_wins_by_more_than_noise_becomes_the_final_model(tmp_path):
+def complementary_run(tmp_path, train: float):
+    """Three candidates at validation 0.7 whose average is right everywhere, each with `train` accuracy on
+    a training sample; the run continues to its final model."""
     a, b, c = one_hot(right_on((0, 28))), one_hot(right_on((12, 40))), one_hot(right_on((0, 12), (28, 40)))
     brain = ScriptedBrain([edit(x) for x in "abc"])
-    execute = FakeExecutor([0.5, {"val": 0.7, "probs": a}, {"val": 0.7, "probs": b}, {"val": 0.7, "probs": c},
-                            {"val": 0.7, "probs": a}, {"val": 0.7, "probs": b}, {"val": 0.7, "probs": c}])
-    loop = budget_loop(tmp_path, brain, execute, iters=12, time_budget=600.0)
-    out = loop.fit()
+    members = [{"val": 0.7, "probs": p, "train": train} for p in (a, b, c)]
+    loop = budget_loop(tmp_path, brain, FakeExecutor([0.5, *members, *members]), iters=12, time_budget=600.0)
+    return loop, loop.fit()
+
+
+def test_an_ensemble_that_wins_by_more_than_noise_becomes_the_final_model(tmp_path):
+    # Over-fit members (train 0.95, val 0.7: most of the errors are generalisation gap): averaging helps.
+    loop, out = complementary_run(tmp_path, train=0.95)
     final = out["final"]
     assert final["kind"] == "ensemble" and sorted(final["members"]) == [2, 3, 4]
     refits = [r for r in finals(loop) if r.kind == "refit"]
@@ -181,6 +187,19 @@ def test_an_ensemble_that_wins_by_more_than_noise_becomes_the_final_model(tmp_pa
     assert folders == ["member_1", "member_2", "member_3"]
     spec = read_final(loop.run.path)
     assert spec["selection"]["evidence"]["gained"] == 12
+
+
+def test_an_ensemble_of_under_fit_members_gives_its_time_to_one_longer_refit(tmp_path):
+    # The same winning ensemble, but its members are still under-fit (train 0.71 ~ val 0.7): the k refits
+    # would share the final time, and one run with all of it gains more, so the best alone is refit.
+    loop, out = complementary_run(tmp_path, train=0.71)
+    final = out["final"]
+    assert final["kind"] == "refit" and final["members"] == [2]
+    refits = [r for r in finals(loop) if r.kind == "refit"]
+    assert len(refits) == 1 and refits[0].fidelity > 600 / 3
+    spec = read_final(loop.run.path)
+    assert spec["selection"]["evidence"]["gained"] == 12  # the ensemble was found, and recorded
+    assert "under-fit" in spec["reason"] and "0.03" in spec["reason"]
 
 
 # ------------------------------------------------------------------ kills and resume

@@ -2,7 +2,8 @@
 
 The choice (run.json "final_choice") is made once, from the validation
 predictions of the best runs at the highest rung: the best pipeline, or a
-greedy ensemble of several when it beats the best by more than noise. Each
+greedy ensemble of several when it beats the best by more than noise and its
+members are limited by variance rather than by training time. Each
 member is then retrained on train+val with the reserved time (a "refit"
 iteration; its validation score is not held out, so it is not used) and
 scored once on test. final/FINAL.json, written last, is the commit point;
@@ -23,7 +24,7 @@ import numpy as np
 from automodel.core import Decision, ErrorInfo, JournalRecord, Usage
 from automodel.errors import HarnessError
 from automodel.files import atomic_write_json, remove_tree
-from automodel.search.ensemble import MAX_STEPS, select
+from automodel.search.ensemble import MAX_STEPS, VARIANCE_SHARE, select, variance_share
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, SearchPlan
 from automodel.search.workspace import BEST_FILES, FINAL, FINAL_FILE, RUN_FILE, RunDir, read_final
 
@@ -124,6 +125,13 @@ class FinalPhase:
         elif not pick.beats_single(self.loop.cfg.min_delta):
             choice["reason"] += (f"; a greedy ensemble of {len(members)} scored {pick.accuracy:.4f}, not better by "
                                  f"more than noise (z {pick.evidence.z:.1f})")
+        elif (share := variance_share([(r.train_accuracy, r.val_accuracy) for r in candidates
+                                       if r.iteration in members])) is None or share < VARIANCE_SHARE:
+            gap = "unknown" if share is None else f"{share:.2f}"
+            choice["reason"] += (f"; a greedy ensemble of {len(members)} scored {pick.accuracy:.4f} (z "
+                                 f"{pick.evidence.z:.1f}), but its members are under-fit (share of their validation "
+                                 f"errors that is train/validation gap: {gap}, below {VARIANCE_SHARE}): one longer "
+                                 "run gains more than the same time split between several")
         elif len(members) > slots or each < fidelity:
             choice["reason"] += (f"; a greedy ensemble of {len(members)} scored {pick.accuracy:.4f} (z "
                                  f"{pick.evidence.z:.1f}) but refitting each would leave {each:.0f} s, less than "

@@ -134,6 +134,17 @@ def pick_width(
     return best
 
 
+def _width_reason(facts: TaskFacts, model: ModelRecipe, input_size: int, min_epochs: int) -> str:
+    """Why pick_width chose model.width, with the epochs it expects (the narrowest width may fit fewer)."""
+    rate = small_cnn_rate(model.width, input_size, facts.cpu_cores, model.stages, model.depth, model.arch,
+                          facts.throughput)
+    epochs = rate * facts.time_per_iter / max(1, facts.num_train)
+    why = (f"the widest that fits {min_epochs}+ epochs" if model.width != CPU_WIDTHS[0] or epochs >= min_epochs
+           else f"the narrowest; fewer than {min_epochs} epochs fit")
+    return (f"{why}, about {epochs:.0f} in {facts.time_per_iter:.0f} s on {facts.cpu_cores} CPU core(s) "
+            f"(~{rate:.0f} images/s).")
+
+
 def _batch_size(num_train: int, device: str) -> int:
     if device == "cuda":
         size = 256 if num_train >= 4096 else 128
@@ -192,8 +203,7 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
             "Cutout, MixUp/CutMix and colour jitter start off: the first pipeline is lightly regularised.",
         ),
         model_notes=(
-            f"A {stages}-stage CNN, WIDTH {width} chosen so about 25+ epochs fit in "
-            f"{facts.time_per_iter:.0f} s on {facts.cpu_cores} CPU core(s)."
+            f"A {stages}-stage CNN, WIDTH {width}: {_width_reason(facts, model, input_size, 25)}"
             if facts.device == "cpu"
             else f"A {stages}-stage CNN, WIDTH {width} for the GPU.",
         ),
