@@ -17,6 +17,10 @@ epochs, CPU and steal around its process.
 
 Writes benchmarks/results/p1_budget.{md,json}; each finished pair is also
 appended to the .json as it comes, so a long run that is stopped keeps its rows.
+`--append --first-seed S` adds seeds to an earlier run's rows (each row names
+the commit it ran), e.g. more hymenoptera seeds:
+
+    python benchmarks/p1_budget.py --datasets hymenoptera --first-seed 1 --seeds 2 --append
 """
 
 from __future__ import annotations
@@ -95,25 +99,28 @@ def compare(args, out_json: Path, details: dict) -> dict:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     result = {"budget": args.budget, "search": args.search, "rows": []}
-    for seed in range(args.seeds):
-        for name in args.datasets:
-            if name == "hymenoptera" and seed >= max(args.seeds, args.hymenoptera_seeds):
-                continue
-            data = materialize(name, work / "data")
-            fit = run_fit(data, work, args.budget, seed, args.search)
-            ref = run_reference(data, fit["wall_s"], seed) if "error" not in fit else {"error": "fit failed"}
-            result["rows"].append({"dataset": name, "seed": seed, "fit": fit, "reference": ref})
-            print(json.dumps(result["rows"][-1]), flush=True)
-            write_json(out_json, {"machine": details, **result})
-    # Hymenoptera's 153 test images need more seeds than the others: run the rest at the end.
+    if args.append and out_json.is_file():
+        saved, _ = read_results(out_json)
+        if (saved["budget"], saved["search"]) != (args.budget, args.search):
+            raise SystemExit(f"{out_json} holds --budget {saved['budget']} --search {saved['search']}; "
+                             "--append adds only rows of the same setting")
+        result["rows"] = saved["rows"]
+    first, last = args.first_seed, args.first_seed + args.seeds
+    # Hymenoptera's 153 test images need more seeds than the others: its extra seeds run at the end.
+    pairs = [(seed, name) for seed in range(first, last) for name in args.datasets]
     if "hymenoptera" in args.datasets:
-        for seed in range(args.seeds, args.hymenoptera_seeds):
-            data = materialize("hymenoptera", work / "data")
-            fit = run_fit(data, work, args.budget, seed, args.search)
-            ref = run_reference(data, fit["wall_s"], seed) if "error" not in fit else {"error": "fit failed"}
-            result["rows"].append({"dataset": "hymenoptera", "seed": seed, "fit": fit, "reference": ref})
-            print(json.dumps(result["rows"][-1]), flush=True)
-            write_json(out_json, {"machine": details, **result})
+        pairs += [(seed, "hymenoptera") for seed in range(last, args.hymenoptera_seeds)]
+    for seed, name in pairs:
+        data = materialize(name, work / "data")
+        fit = run_fit(data, work, args.budget, seed, args.search)
+        ref = run_reference(data, fit["wall_s"], seed) if "error" not in fit else {"error": "fit failed"}
+        # A new pair replaces an earlier one of the same dataset and seed (one marked excluded stays, named).
+        result["rows"] = [r for r in result["rows"]
+                          if r.get("excluded") or (r["dataset"], r["seed"]) != (name, seed)]
+        result["rows"].append({"dataset": name, "seed": seed, "commit": details["commit"], "fit": fit,
+                               "reference": ref})
+        print(json.dumps(result["rows"][-1]), flush=True)
+        write_json(out_json, {"machine": details, **result})
     return result
 
 
@@ -132,7 +139,8 @@ def report(result: dict, details: dict) -> str:
     excluded = [r for r in result["rows"] if r.get("excluded")]
     for r in (r for r in result["rows"] if not r.get("excluded")):
         f, s = r["fit"], r["reference"]
-        rows.append([r["dataset"], r["seed"], cell(f.get("iteration_1_test")), cell(f.get("best_candidate_test")),
+        rows.append([r["dataset"], r["seed"], r.get("commit", details["commit"])[:7],
+                     cell(f.get("iteration_1_test")), cell(f.get("best_candidate_test")),
                      cell(f.get("test_accuracy")), cell(s.get("test_accuracy")),
                      f"{f.get('final_kind') or '-'} {f.get('final_members') or ''}", f.get("candidates", "-"),
                      cell(f.get("rung0_s"), "{:.0f}"), cell(f.get("final_training_s"), "{:.0f}"),
@@ -160,8 +168,8 @@ def report(result: dict, details: dict) -> str:
         "the other for each dataset and seed on the full shared sets. Test sets are the shared test sets.",
         markdown_table(["dataset", "runs", "iteration 1", "best candidate", "final model", "script", "final/script",
                         "final spread over seeds", "final >= script"], summary),
-        markdown_table(["dataset", "seed", "it. 1 test", "best cand. test", "final test", "script test", "final",
-                        "candidates", "rung-0 s", "final train s", "script train s", "wall s", "final img/s",
+        markdown_table(["dataset", "seed", "commit", "it. 1 test", "best cand. test", "final test", "script test",
+                        "final", "candidates", "rung-0 s", "final train s", "script train s", "wall s", "final img/s",
                         "script img/s", "final epochs", "script epochs", "final CPU", "script CPU",
                         "steal (fit)", "steal (script)"], rows),
         "".join(f"Left out: {r['dataset']} seed {r['seed']} (fit {r['fit'].get('test_accuracy')}, script "
@@ -179,7 +187,11 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=600.0, help="fit's --time-budget in seconds (default 600)")
     ap.add_argument("--search", choices=("budget", "greedy"), default="budget")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per dataset (default 1)")
-    ap.add_argument("--hymenoptera-seeds", type=int, default=3, help="seeds for hymenoptera (default 3)")
+    ap.add_argument("--first-seed", type=int, default=0, help="the first seed (default 0)")
+    ap.add_argument("--hymenoptera-seeds", type=int, default=3,
+                    help="hymenoptera runs seeds up to this one too (default 3: seeds 0-2)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the rows already in the .json; a new pair replaces the row of its dataset and seed")
     ap.add_argument("--work", default=str(REPO / "benchmarks" / "runs" / "p1_budget"))
     ap.add_argument("--out", default=str(RESULTS / "p1_budget"))
     ap.add_argument("--report-only", action="store_true",
