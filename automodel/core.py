@@ -233,7 +233,7 @@ class IterationResult:
 # ------------------------------------------------------------------ the journal
 
 # JournalRecord fields only the budget search writes (left out of the journal when unset).
-SEARCH_FIELDS = ("kind", "round", "rung", "fidelity", "contended", "members")
+SEARCH_FIELDS = ("kind", "round", "rung", "fidelity", "contended", "members", "slot")
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,7 @@ class JournalRecord:
     fidelity: float | None = None           # training seconds the attempt was given
     contended: bool | None = None           # its compute fell far below its parent's: not judged on it
     members: list[int] | None = None        # a final model: the iterations it was refit from
+    slot: str | None = None                 # with --parallel: the slot and node it ran on
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

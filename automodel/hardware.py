@@ -65,6 +65,15 @@ def detect(device: str) -> Hardware:
     )
 
 
+def gpu_count(device: str) -> int:
+    """CUDA devices this process sees (0 on a CPU run)."""
+    if device != "cuda":
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def training_rate(side: int, hw: Hardware) -> float:
     """Estimated training images per second of a small CNN at `side` x `side` px on `hw`."""
     pixels = (32.0 / max(1, int(side))) ** 2

@@ -17,13 +17,14 @@ from automodel import __version__
 from automodel.agents.registry import BrainConfig, describe, make_brain
 from automodel.core import Brief
 from automodel.errors import AutomodelError
-from automodel.hardware import detect
+from automodel.hardware import detect, gpu_count
 from automodel.outputs import report, tb
 from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.search.acceptance import noise_note
 from automodel.search.final import REFIT_DATA
 from automodel.search.loop import FitConfig, Loop, summarize_run
 from automodel.search.plan import make_plan
+from automodel.search.pool import WorkerSlot, make_slots
 from automodel.search.progress import Progress
 from automodel.search.tree import final_line
 from automodel.search.workspace import RunDir, reopen
@@ -112,15 +113,23 @@ def drive(
     weights = find_cached()
     run_config = RunConfig(device=cfg.device, seed=cfg.seed, sandbox=level, threads=hardware.cpu_cores,
                            cache_dir=weights.hub_dir, pretrained_available=bool(weights.names))
+    slots = make_slots(cfg.parallel, hardware.cpu_cores, gpu_count(cfg.device)) if cfg.parallel > 1 else None
+    # With --parallel the Architect sizes a network for one slot, from a probe run in one slot.
+    one = slots[0] if slots else None
     brief = Brief(
         profile=run.info["dataset"]["profile"],
         info=info,
         description=ds.description,
-        hardware=hardware,
+        hardware=dataclasses.replace(hardware, cpu_cores=one.threads) if one else hardware,
         time_per_iter=first_run_seconds(cfg),
         pretrained_cache=list(weights.names),
-        throughput=_throughput(run, bundle, run_config, level, max(images.image_size), progress),
+        throughput=_throughput(run, bundle, dataclasses.replace(run_config, threads=one.threads) if one
+                               else run_config, level, max(images.image_size), progress),
     )
+    if slots:
+        progress.note(f"automodel: --parallel {cfg.parallel}: candidates run {cfg.parallel} at once, each in a "
+                      f"slot of {one.threads} thread(s)" + (f" and {one.memory / 2**30:.1f} GiB" if one.memory else "")
+                      + "; the final refit gets the whole machine")
     brain = make_brain(brain_cfg)
     brain.start(brief)
     progress.note(
@@ -140,12 +149,15 @@ def drive(
 
     refit_bundle = []  # staged on first use: train+val as the training split, for the final refit
 
-    def execute(iter_dir: Path, time_limit: float, refit: bool = False):
+    def execute(iter_dir: Path, time_limit: float, refit: bool = False, slot: WorkerSlot | None = None):
         if refit and not refit_bundle:
             both = dataclasses.replace(split, train=[*split.train, *split.val])
             refit_bundle.append(prepare_data(ds, both, images, run.path / REFIT_DATA, device=cfg.device))
         data = refit_bundle[0] if refit else bundle
-        return run_iteration(iter_dir, data, dataclasses.replace(run_config, time_limit=time_limit))
+        config = dataclasses.replace(run_config, time_limit=time_limit)
+        if slot is not None:
+            config = dataclasses.replace(config, threads=slot.threads, memory_limit=slot.memory, gpu=slot.gpu)
+        return run_iteration(iter_dir, data, config)
 
     loop = Loop(
         run,
@@ -161,6 +173,7 @@ def drive(
         # A --time-budget is wall time from here; a budget estimated from --iters x --time-per-iter
         # counts iterations only, as the greedy search does.
         started=started if cfg.time_budget is not None else None,
+        slots=slots,
     )
     try:
         outcome = loop.fit()
@@ -174,7 +187,8 @@ def first_run_seconds(cfg: FitConfig) -> float:
     """Training seconds of the first pipeline's run, which the Architect sizes the network for."""
     if cfg.search != "budget":
         return cfg.time_per_iter
-    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates).rungs[0]
+    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates,
+                     cfg.parallel).rungs[0]
 
 
 def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Progress) -> dict | None:

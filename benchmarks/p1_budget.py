@@ -48,7 +48,8 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.first_pipeline import DATASETS, RESULTS, materialize, run_reference, steal_counters  # noqa: E402
 
 
-def run_fit(data: Path, work: Path, budget: float, seed: int, search: str) -> dict:
+def run_fit(data: Path, work: Path, budget: float, seed: int, search: str, extra: tuple[str, ...] = ()) -> dict:
+    """`fit --time-budget` on `data` (with more options in `extra`) and the figures of its run."""
     name = f"{data.name}-{search}-s{seed}-{int(time.time())}"
     env = {**os.environ, "AUTOMODEL_CACHE": str(work / "cache")}
     before = steal_counters()
@@ -56,7 +57,7 @@ def run_fit(data: Path, work: Path, budget: float, seed: int, search: str) -> di
     proc = subprocess.run(
         [sys.executable, "-m", "automodel.cli", "fit", str(data), "--time-budget", str(budget), "--iters", "200",
          "--search", search, "--agent", "expert", "--seed", str(seed), "--workspace", str(work / "runs"),
-         "--name", name, "--device", "cpu", "-q"],
+         "--name", name, "--device", "cpu", "-q", *extra],
         capture_output=True, text=True, env=env, cwd=REPO,
     )
     wall = time.time() - t0

@@ -17,6 +17,7 @@ import numpy as np
 from automodel.agents.base import BrainExhausted
 from automodel.core import Brief, Decision, ErrorInfo, Hardware, IterationResult, Pipeline, SandboxInfo
 from automodel.search.loop import FitConfig, Loop
+from automodel.search.pool import make_slots
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir
 
@@ -44,19 +45,28 @@ class FakeExecutor:
     {"val", and optionally "probs" (validation probabilities), "train" (accuracy on a training sample; default
     val + 0.01), "compute" (metrics.json compute)}, an
     IterationResult is returned as it is; each call may also sleep `delay` s. A refit gets validation
-    probabilities too (as a real one would: the images are predicted, their score is not used)."""
+    probabilities too (as a real one would: the images are predicted, their score is not used).
 
-    def __init__(self, outcomes: list, delay: float = 0.0):
-        self.outcomes = list(outcomes)
+    `outcomes` may also be a dict {iteration: outcome} (runs at once end in any order), and `delay` a dict
+    {iteration: seconds}. Each call's slot and (start, end) times are kept in `slots` and `spans`."""
+
+    def __init__(self, outcomes: list | dict, delay: float | dict = 0.0):
+        self.outcomes = dict(outcomes) if isinstance(outcomes, dict) else list(outcomes)
         self.calls: list[tuple[Path, float]] = []
         self.refits: list[bool] = []
+        self.slots: dict[int, object] = {}
+        self.spans: dict[int, tuple[float, float]] = {}
         self.delay = delay
 
-    def __call__(self, iter_dir: Path, time_limit: float, refit: bool = False) -> IterationResult:
+    def __call__(self, iter_dir: Path, time_limit: float, refit: bool = False, slot=None) -> IterationResult:
+        n = int(Path(iter_dir).name[5:])
         self.calls.append((iter_dir, time_limit))
         self.refits.append(refit)
-        time.sleep(self.delay)
-        outcome = self.outcomes.pop(0)
+        self.slots[n] = slot
+        started = time.monotonic()
+        time.sleep(self.delay.get(n, 0.0) if isinstance(self.delay, dict) else self.delay)
+        self.spans[n] = (started, time.monotonic())
+        outcome = self.outcomes.pop(n) if isinstance(self.outcomes, dict) else self.outcomes.pop(0)
         if isinstance(outcome, IterationResult):
             result = outcome
         else:
@@ -140,8 +150,9 @@ def make_loop(tmp_path: Path, brain, execute, started: float | None = None, **cf
     )
     facts = {"num_classes": 4, "num_train": 100, "image_size": [8, 8], "channels": 1, "description": ""}
     config = FitConfig(**{"iters": 4, "time_per_iter": 5.0, "search": "greedy", **cfg})
+    slots = make_slots(config.parallel, cores=config.parallel) if config.parallel > 1 else None
     return Loop(run, brain, execute, config, brief(), facts, Progress(stream=io.StringIO()), val_labels=LABELS,
-                test_labels=LABELS, started=started)
+                test_labels=LABELS, started=started, slots=slots)
 
 
 def finals(loop: Loop):

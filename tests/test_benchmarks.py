@@ -336,3 +336,19 @@ def test_llm_vs_expert_runs_both_brains_and_reports_each_iterations_compute_and_
     subprocess.run([sys.executable, str(BENCH / "llm_vs_expert.py"), "--report-only", "--out", str(out)],
                    check=True, capture_output=True)
     assert out.with_suffix(".md").read_text() == table
+
+
+def test_parallel_report_gives_k2_over_k1_pair_by_pair():
+    from benchmarks import parallel
+
+    row = {"dataset": "fashion-mnist", "pair": 0,
+           "k1": {"runs_per_hour": 60.0, "test_accuracy": 0.80, "run_images_per_s": 900.0, "exploration_runs": 5,
+                  "wall_s": 300.0, "run_cpu_utilisation": 0.95, "run_steal_share": 0.0},
+           "k2": {"runs_per_hour": 96.0, "test_accuracy": 0.84, "run_images_per_s": 500.0, "exploration_runs": 8,
+                  "wall_s": 301.0, "run_cpu_utilisation": 0.9, "run_steal_share": 0.001}}
+    details = {**common.machine_details(), "commit": "abc"}
+    line = next(x for x in parallel.report({"budget": 300.0, "rows": [row]}, details).splitlines()
+                if x.startswith("| fashion-mnist"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:8] == ["60", "96", "1.60", "0.8000", "0.8400", "1.05"]
+    assert cells[12] == "5 / 8"

@@ -102,6 +102,12 @@ def register(sub) -> None:
         help="budget search: candidates the Analyst proposes per round (default 3)",
     )
     g.add_argument(
+        "--parallel", type=positive_int, default=FitConfig.parallel, metavar="K",
+        help="budget search: candidates that train at once on this machine, each a sandboxed child with 1/K of "
+        "the cores and memory (and a GPU, or a share of one); K candidates per round by default. Worth it "
+        "when one small network cannot use the whole machine (default %(default)s)",
+    )
+    g.add_argument(
         "--final-share", type=share, default=FitConfig.final_share, metavar="F",
         help="budget search: share of the budget reserved for the final refit on train+val (default %(default)s)",
     )
@@ -181,7 +187,11 @@ def run(args) -> int:
         search=args.search,
         final_share=args.final_share,
         candidates=args.candidates,
+        parallel=args.parallel,
     )
+    if cfg.parallel > 1 and cfg.search != "budget":
+        raise UsageError("--parallel runs a round's candidates at once: it needs --search budget (the greedy search "
+                         "runs one edit at a time).")
     choose_level()  # no sandbox that works: say so before a run folder is made
     progress = Progress(quiet=args.quiet)
     ds = load_dataset(args.dataset, describe=args.describe)

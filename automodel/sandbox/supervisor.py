@@ -16,10 +16,12 @@ is killed. The `ChildOutcome` says honestly why it ended.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -35,6 +37,28 @@ POLL = 0.1               # s between checks of exit, deadline and logs
 MEMORY_EVERY = 0.25      # s between scans of the process tree (memory, process count)
 DISK_EVERY = 1.0         # s between walks of the work folder
 REASONS = ("exited", "timeout", "memory", "processes", "disk", "files")
+# Set to stop every supervised child of this process at its next poll (a round of parallel candidates
+# cancelled by an error or Ctrl-C in another thread): run_child kills the child's tree and raises.
+_CANCEL = threading.Event()
+
+
+_PR_SET_PDEATHSIG = 1
+try:  # loaded here, not in the forked child, where nothing may be loaded or allocated
+    _LIBC: "ctypes.CDLL | None" = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+except OSError:
+    _LIBC = None
+
+
+class ChildCancelled(Exception):
+    """run_child was told to stop (cancel_children); the child's tree is gone."""
+
+
+def cancel_children() -> None:
+    _CANCEL.set()
+
+
+def allow_children() -> None:
+    _CANCEL.clear()
 
 
 def signal_name(code: int | None) -> str | None:
@@ -185,6 +209,10 @@ def start(request: Request, level: str, slot: Slot, stdout: int, stderr: int,
             cgroup.preexec()
         for res, value in limits:
             resource.setrlimit(res, (value, value))
+        if _LIBC is not None:
+            # SIGKILL the launcher when the thread that started it dies (a SIGKILLed `fit`, a round's worker
+            # thread): bwrap has --die-with-parent, but unshare and the bare level would outlive it.
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     started = time.time()
     popen = subprocess.Popen(
@@ -225,6 +253,8 @@ def run_child(request: Request, level: str, slot: Slot, *, deadline: Callable[[f
                 code = None
             if on_poll:
                 on_poll()
+            if _CANCEL.is_set():
+                raise ChildCancelled("cancelled: another candidate of the round failed, or the run was stopped")
             now = time.time()
             stage, end = deadline(now, started)
             if code is not None:

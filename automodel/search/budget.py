@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 from automodel.agents.base import BrainExhausted
 from automodel.core import Decision, JournalRecord
 from automodel.errors import AutomodelError
+from automodel.files import atomic_write_json
 from automodel.search.final import FinalPhase
 from automodel.search.history import build_history
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement, SearchPlan, make_plan
+from automodel.search.pool import Job
+from automodel.search.workspace import PENDING_KEY, RUN_FILE
 
 if TYPE_CHECKING:
     from automodel.search.loop import Loop
@@ -33,7 +36,7 @@ def plan_for(loop: "Loop") -> tuple[SearchPlan, bool]:
     """The run's plan, and whether it changed: made once and kept in run.json, so a resumed run follows
     the same plan (made again when the budget options changed, e.g. `resume --iters`)."""
     cfg = loop.cfg
-    plan = make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates)
+    plan = make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel)
     saved = loop.run.info.get(PLAN_KEY)
     if saved != plan.to_json():
         loop.run.update_info(**{PLAN_KEY: plan.to_json()})
@@ -59,6 +62,7 @@ class BudgetSearch:
                                     "run with `automodel fit` to search again.")
             return
         if not self.final.started():  # once the final phase began, its time is spent on it alone
+            self._finish_pending()
             self._explore()
             if self.plan.promote:
                 self._promote()
@@ -72,16 +76,49 @@ class BudgetSearch:
             # The first pipeline always runs (the feasibility check refused budgets too short for it),
             # shortened when the budget is tight.
             left = self.plan.explore_until - self.loop._spent() - OVERHEAD_GUESS
-            self.loop._iteration(1, parent=None, decision=None, time_limit=max(MIN_TRAIN_SECONDS, min(t0, left)),
-                                 place=place)
+            self._run([Job(1, None, None, max(MIN_TRAIN_SECONDS, min(t0, left)), place)])
         while self._fits(t0, self.plan.rung0_until):
             best = self.loop.rung_best(0)
             n = self.run.next_iteration()
             if best is None and not self._editable():
-                self.loop._iteration(n, parent=None, decision=None, time_limit=t0, place=place)
+                self._run([Job(n, None, None, t0, place)])
                 continue
             if not self._round(t0):
                 return
+
+    # ---- running reserved jobs
+    def _run(self, jobs: list[Job], calls: dict[int, list] | None = None) -> None:
+        """Run jobs whose iteration numbers are reserved: one after another, or K at once with --parallel
+        (each in its slot; run.json keeps them until the last commits, so `resume` finishes them)."""
+        calls = calls or {}
+        if self.loop.pool is None:
+            for job in jobs:
+                given = self.run.pipeline(job.given_from) if job.given_from is not None else None
+                self.loop._iteration(job.iteration, job.parent, job.decision, job.time_limit,
+                                     analyst_calls=calls.get(job.iteration), place=job.place, given=given)
+            return
+        self.run.update_info(**{PENDING_KEY: [job.to_json() for job in jobs]})
+        self.loop.run_at_once(jobs, calls)
+        info = self.run.info
+        info.pop(PENDING_KEY, None)
+        atomic_write_json(self.run.path / RUN_FILE, info)
+
+    def _finish_pending(self) -> None:
+        """After a stop in the middle of a round run at once: commit what its candidates produced and run the
+        ones that had not finished, with the decisions reserved for them."""
+        saved = self.run.info.get(PENDING_KEY)
+        if not saved:
+            return
+        done = self.run.next_iteration()
+        jobs = [job for job in map(Job.from_json, saved) if job.iteration >= done]
+        if jobs and self.loop.pool is not None:
+            self.loop.progress.note(f"automodel: finishing the round that was stopped: iterations "
+                                    f"{', '.join(str(j.iteration) for j in jobs)}")
+            self._run(jobs)
+        else:
+            info = self.run.info
+            info.pop(PENDING_KEY, None)
+            atomic_write_json(self.run.path / RUN_FILE, info)
 
     def _round(self, t0: float) -> bool:
         """Propose K distinct candidates off the current best and run them; False when the brain is done."""
@@ -103,6 +140,8 @@ class BudgetSearch:
                 n = self.run.next_iteration()
                 self.loop._record_brain_failure(n, history.parent_iteration, err, self.loop.brain.take_calls())
             return True
+        if self.loop.pool is not None:
+            return self._round_at_once(t0, place, history, batch)
         for index in range(self.plan.candidates if batch is None else len(batch)):
             if not self._fits(t0, self.plan.rung0_until):
                 return True
@@ -130,6 +169,46 @@ class BudgetSearch:
                                  analyst_calls=self.loop.brain.take_calls(), place=place)
         return True
 
+    def _round_at_once(self, t0: float, place: Placement, history: Any, batch: list[Decision] | None) -> bool:
+        """The round's decisions first (the expert's one by one, each seeing the others), then its candidates
+        K at once; False when the brain is done and nothing was proposed."""
+        round_calls = self.loop.brain.take_calls()  # the LLM's one reply for the whole round
+        pending: list[dict[str, Any]] = []
+        chosen: list[tuple[Decision, list]] = []
+        exhausted = False
+        for index in range(self.plan.candidates if batch is None else len(batch)):
+            if not self._fits(t0, self.plan.rung0_until, reserved=len(chosen)):
+                break
+            seen = dataclasses.replace(history, tried_on_best=[*history.tried_on_best, *pending])
+            try:
+                decision = self.loop.brain.analyst(seen) if batch is None else batch[index]
+            except BrainExhausted as err:
+                self.loop.brain.take_calls()
+                self.loop.progress.note(str(err))
+                exhausted = True
+                break
+            except AutomodelError as err:
+                if not self._fatal(err):
+                    self.loop._record_brain_failure(self.run.next_iteration(), history.parent_iteration, err,
+                                                    self.loop.brain.take_calls())
+                continue
+            if decision.key() in seen.tried_keys():
+                self.loop._record_brain_failure(self.run.next_iteration(), history.parent_iteration, AutomodelError(
+                    f"the Analyst repeated a decision already tried on iteration {history.parent_iteration}: "
+                    f"{decision.instruction}"), self.loop.brain.take_calls())
+                continue
+            pending.append({"key": decision.key(), "change": f"{decision.target}: (in this round)",
+                            "status": "running in this round", "val_accuracy": None,
+                            "detail": {"target": decision.target, "instruction": decision.instruction}})
+            chosen.append((decision, self.loop.brain.take_calls()))
+        first = self.run.next_iteration()  # numbers are reserved now that the brain's failures are recorded
+        jobs = [Job(first + i, history.parent_iteration, d, t0, place) for i, (d, _) in enumerate(chosen)]
+        calls = {job.iteration: c for job, (_, c) in zip(jobs, chosen)}
+        if jobs:
+            calls[first] = round_calls + calls[first]
+            self._run(jobs, calls)
+        return bool(jobs) or not exhausted
+
     def _fatal(self, err: Exception) -> bool:
         from automodel.search.loop import FATAL
 
@@ -147,24 +226,37 @@ class BudgetSearch:
         t1 = self.plan.rungs[1]
         place = Placement("promotion", 1, t1)
         promoted = {r.parent for r in self.run.iterations() if r.kind == "promotion"}
+        jobs: list[Job] = []
         for source in top_candidates(self.run.iterations(), rung=0, count=self.plan.promote):
             if source.iteration in promoted:
                 continue
-            if not self._fits(t1, self.plan.explore_until):
+            if not self._fits(t1, self.plan.explore_until, reserved=len(jobs)):
                 self.loop.progress.note(f"automodel: no time left to promote iteration {source.iteration}")
-                return
+                break
             decision = Decision("search", f"train iteration {source.iteration} again for {t1:.0f} s (rung 1)",
                                 f"one of the best {self.plan.promote} at {self.plan.rungs[0]:.0f} s, "
                                 f"validation {source.val_accuracy}")
-            self.loop._iteration(self.run.next_iteration(), parent=source.iteration, decision=decision,
-                                 time_limit=t1, place=place, given=self.run.pipeline(source.iteration))
+            jobs.append(Job(self.run.next_iteration() + len(jobs), source.iteration, decision, t1, place,
+                            given_from=source.iteration))
+            if self.loop.pool is None:  # one after another: each checks the time left when its turn comes
+                self._run(jobs)
+                jobs = []
+        self._run(jobs)
 
     # ---- budget
-    def _fits(self, seconds: float, until: float) -> bool:
-        """Another run of `seconds` ends before `until`, and iterations are left beside the final's."""
-        if self.run.next_iteration() + (1 if self.plan.final else 0) > self.loop.cfg.iters:
+    def _fits(self, seconds: float, until: float, reserved: int = 0) -> bool:
+        """Another run of `seconds` (after `reserved` ones already planned) ends before `until`, and
+        iterations are left beside the final's. With --parallel, K runs of a round end together."""
+        if self.run.next_iteration() + reserved + (1 if self.plan.final else 0) > self.loop.cfg.iters:
             return False
-        return self.loop._spent() + seconds + OVERHEAD_GUESS <= until
+        run = seconds + OVERHEAD_GUESS
+        if self.loop.pool is None:
+            cost = run
+        elif self.loop.cfg.time_budget is not None:  # wall time: the runs reserved so far end in waves of K
+            cost = (reserved // len(self.loop.pool.slots) + 1) * run
+        else:  # compute (Loop._spent): each run at once is charged its share of the machine
+            cost = (reserved + 1) * run * self.loop.slot_share
+        return self.loop._spent() + cost <= until
 
 
 def top_candidates(records: list[JournalRecord], rung: int, count: int) -> list[JournalRecord]:

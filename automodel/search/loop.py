@@ -8,10 +8,13 @@ a fake executor: tests/test_loop_fast.py).
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -37,6 +40,7 @@ from automodel.search.calls import save_calls
 from automodel.search.contention import contention
 from automodel.search.history import build_history, tail_mean
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement
+from automodel.search.pool import PRODUCED, CommitOrder, Job, Produced, SlotPool, WorkerSlot, read_produced, run_jobs
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir, read_final
 
@@ -57,12 +61,16 @@ class FitConfig:
     search: str = "budget"            # "budget" (rounds, rungs, final refit) or "greedy" (the published loop)
     final_share: float = 0.6          # budget search: share of the budget reserved for the final refit
     candidates: int | None = None     # budget search: candidates per round (None: the plan's default)
+    parallel: int = 1                 # budget search: candidates that run at once, each in a 1/K slot
+    executor: str = "local"           # where they run: "local" (sandboxed children on this machine)
 
 
 class Execute(Protocol):
-    def __call__(self, iter_dir: Path, time_limit: float, refit: bool = False) -> IterationResult:
+    def __call__(self, iter_dir: Path, time_limit: float, refit: bool = False,
+                 slot: WorkerSlot | None = None) -> IterationResult:
         """Run the pipeline in iter_dir in the sandbox and return its IterationResult; `refit` trains it
-        on train+val (validation is then not a held-out score)."""
+        on train+val (validation is then not a held-out score); `slot` is its share of the machine (None:
+        all of it). Called with `slot` only by a round run at once."""
 
 
 
@@ -107,6 +115,7 @@ class Loop:
         on_iteration: Callable[[int], None] | None = None,
         test_labels: np.ndarray | None = None,
         started: float | None = None,
+        slots: list[WorkerSlot] | None = None,
     ):
         self.run, self.execute, self.cfg = run, execute, cfg
         self.brain = TimedBrain(brain)  # its seconds are not charged to a budget given as iterations (_spent)
@@ -119,6 +128,10 @@ class Loop:
         self.session_start = time.monotonic() if started is None else started
         self.previous_seconds = sum(r.seconds for r in run.iterations())
         self.search_facts: dict[str, Any] = {}  # what the budget search adds to the Analyst's budget
+        # --parallel: the slots a round's candidates run in; `order` is set while a round runs at once.
+        self.pool = SlotPool(slots) if slots and len(slots) > 1 else None
+        self.order: CommitOrder | None = None
+        self._brain_lock = threading.RLock()  # one brain call at a time; its calls are taken by the caller
 
     # ---- the algorithm
     def fit(self) -> dict[str, Any]:
@@ -195,7 +208,8 @@ class Loop:
         given: Pipeline | None = None,
     ) -> None:
         """One iteration: write the pipeline (the Architect's, an engineer's edit of the parent, or `given`
-        as it is), run it, repair it when it fails, and record it."""
+        as it is), run it, repair it when it fails, and record it. Several may run at once in a round
+        (search/pool.py): the brain is asked by one of them at a time, and records commit in order."""
         started = time.monotonic()
         d = self.run.fresh_iter_dir(n)
         usage = save_calls(analyst_calls or [], d, "analyst")
@@ -208,26 +222,29 @@ class Loop:
             decision.instruction if decision else "first complete pipeline",
             decision.reason if decision else None,
         )
-        try:
-            if given is not None:
-                pipeline = given
-            elif decision is None:
-                pipeline = self.brain.architect(self.brief)
-            else:
-                base = self.run.pipeline(parent)
-                pipeline = base.with_module(target, self.brain.engineer(target, base, decision))
-        except FATAL:
-            raise
-        except AutomodelError as err:
+        with self._brain_lock:
+            try:
+                if given is not None:
+                    pipeline = given
+                elif decision is None:
+                    pipeline = self.brain.architect(self.brief)
+                else:
+                    base = self.run.pipeline(parent)
+                    pipeline = base.with_module(target, self.brain.engineer(target, base, decision))
+            except FATAL:
+                raise
+            except AutomodelError as err:
+                usage += save_calls(self.brain.take_calls(), d, stage)
+                self._finish(n, parent, decision, d, started, brain_error("write", target, err), None, 0, usage,
+                             place)
+                return
             usage += save_calls(self.brain.take_calls(), d, stage)
-            self._finish(n, parent, decision, d, started, brain_error("write", target, err), None, 0, usage, place)
-            return
-        usage += save_calls(self.brain.take_calls(), d, stage)
 
-        repairs, contended_before = 0, False
+        repairs, contended_before, attempts = 0, False, []
         while True:
             self._write_pipeline(d, pipeline)
-            res = self.execute(d, time_limit)
+            with self._slot(n) as slot:
+                res = self.execute(d, time_limit, **({"slot": slot} if slot is not None else {}))
             if res.status == "harness_error":
                 # Not the pipeline's fault: no repair, no record, no Analyst; resume redoes this iteration.
                 err = res.error or ErrorInfo("sandbox", None, "HarnessError", "unknown")
@@ -238,8 +255,8 @@ class Loop:
             if res.ok and place is not None and (why := self._contended(d, parent)):
                 if contended_before:
                     break  # run twice on a busy machine: recorded as contended, neither kept nor rejected
-                self.progress.note(f"        contended ({why}): running it again")
-                self.run.append(replace(self._record(n, parent, decision, res, started, repairs, usage, final=False),
+                self.progress.note(f"        #{n} contended ({why}): running it again")
+                attempts.append(replace(self._record(n, parent, decision, res, started, repairs, usage, final=False),
                                         attempt_dir=self._stash_attempt(d, f"contended_{repairs + 1}"),
                                         contended=True))
                 contended_before = True
@@ -250,17 +267,18 @@ class Loop:
             if owner not in MODULES:
                 owner = target if target in MODULES else "train"
             self.progress.repair(n, ENGINEERS[owner], res)
-            try:
-                repaired = self.brain.engineer(owner, pipeline, decision, error=error_text(res))
-            except FATAL:
-                raise
-            except AutomodelError as err:
+            with self._brain_lock:
+                try:
+                    repaired = self.brain.engineer(owner, pipeline, decision, error=error_text(res))
+                except FATAL:
+                    raise
+                except AutomodelError as err:
+                    usage += save_calls(self.brain.take_calls(), d, "repair")
+                    self.progress.note(f"        no repair: {err}")
+                    break  # the failed attempt's files stay in d with the final record
                 usage += save_calls(self.brain.take_calls(), d, "repair")
-                self.progress.note(f"        no repair: {err}")
-                break  # the failed attempt's files stay in d with the final record
-            usage += save_calls(self.brain.take_calls(), d, "repair")
             # Keep the failed attempt (files and record) before rerunning the repaired pipeline.
-            self.run.append(
+            attempts.append(
                 replace(
                     self._record(n, parent, decision, res, started, repairs, usage, final=False),
                     attempt_dir=self._stash_attempt(d, repairs + 1),
@@ -268,7 +286,45 @@ class Loop:
             )
             pipeline = pipeline.with_module(owner, repaired)
             repairs += 1
-        self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage, place)
+        self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage, place, attempts,
+                     slot.label() if slot is not None else None)
+
+    def run_at_once(self, jobs: list[Job], calls: dict[int, list[CallRecord]] | None = None) -> None:
+        """Run reserved jobs K at a time, each in a slot of the pool, committing in iteration order
+        (search/pool.py). A job that produced its outcome before a stop is committed, not run again."""
+        assert self.pool is not None
+        calls = calls or {}
+        self.order = CommitOrder(self.run.next_iteration)
+        try:
+            run_jobs([partial(self._job, job, calls.get(job.iteration)) for job in jobs], len(self.pool.slots),
+                     self.order)
+        finally:
+            self.order = None
+
+    def _job(self, job: Job, calls: list[CallRecord] | None) -> None:
+        produced = read_produced(self.run.iter_dir(job.iteration))
+        if produced is not None and self.order is not None:
+            self.progress.note(f"        #{job.iteration} had finished before the stop: its record is kept")
+            self.order.wait_turn(job.iteration)
+            self._commit(produced)
+            return
+        given = self.run.pipeline(job.given_from) if job.given_from is not None else None
+        self._iteration(job.iteration, job.parent, job.decision, job.time_limit, analyst_calls=calls,
+                        place=job.place, given=given)
+
+    @contextmanager
+    def _slot(self, n: int) -> Iterator[WorkerSlot | None]:
+        """The slot iteration n runs in: one of the pool's in a round run at once, else none (the whole
+        machine)."""
+        if self.order is None or self.pool is None:
+            yield None
+            return
+        with self.pool.slot() as slot:
+            self.progress.running(n, slot.label())
+            try:
+                yield slot
+            finally:
+                self.progress.running(n, None)
 
     def _contended(self, d: Path, parent: int | None) -> str | None:
         """Why the run in d got an unfair share of the machine, compared with its parent (None: it did not)."""
@@ -293,11 +349,28 @@ class Loop:
         repairs: int,
         usage: Usage,
         place: Placement | None = None,
+        attempts: list[JournalRecord] | None = None,
+        slot: str | None = None,
     ) -> None:
         if pipeline is not None:
-            summary = self.brain.summarize(pipeline, {**res.to_json(), "train_accuracy": _train_accuracy(res)})
-            usage += save_calls(self.brain.take_calls(), d, "summarizer")
+            with self._brain_lock:
+                summary = self.brain.summarize(pipeline, {**res.to_json(), "train_accuracy": _train_accuracy(res)})
+                usage += save_calls(self.brain.take_calls(), d, "summarizer")
             atomic_write_json(d / "summary.json", summary)
+        job = Job(n, parent, decision, place.fidelity if place else 0.0, place)
+        produced = Produced(job, res, repairs, usage, round(time.monotonic() - started, 2), slot, attempts or [])
+        if self.order is not None:
+            # In a round run at once: keep what was produced (resume commits it without running it again),
+            # then wait until every earlier iteration is in the journal.
+            atomic_write_json(d / PRODUCED, produced.to_json())
+            self.order.wait_turn(n)
+        self._commit(produced)
+
+    def _commit(self, produced: Produced) -> None:
+        """Judge a produced run against the best of its rung now and append its records (the commit point)."""
+        job, res = produced.job, produced.result
+        n, parent, decision, place = job.iteration, job.parent, job.decision, job.place
+        d = self.run.iter_dir(n)
         best = self.run.best_record() if place is None else self.rung_best(place.rung)
         scored = res.ok and res.val_accuracy is not None
         contended = place is not None and scored and self._contended(d, parent) is not None
@@ -310,15 +383,21 @@ class Loop:
             best is None
             or is_improvement(res.val_accuracy, best.val_accuracy, self.cfg.min_delta, evidence, self.cfg.min_z)
         )
-        record = self._record(n, parent, decision, res, started, repairs, usage, final=True, accepted=accepted)
+        record = self._record(n, parent, decision, res, 0.0, produced.repairs, produced.usage, final=True,
+                              accepted=accepted, seconds=produced.seconds)
         if evidence is not None:
             record = replace(record, evidence=evidence.to_json())
         if place is not None:
             record = replace(record, kind=place.kind, round=place.round, rung=place.rung, fidelity=place.fidelity,
-                             contended=contended or None)
+                             contended=contended or None, slot=produced.slot)
         if accepted:
             self.run.promote(n)
+        for attempt in produced.attempts:
+            self.run.append(attempt)
         self.run.append(record)  # the commit point of the iteration
+        (d / PRODUCED).unlink(missing_ok=True)
+        if self.order is not None:
+            self.order.committed()
         self.on_iteration(n)
         self.progress.finish(record, self.run.best_record(), self._elapsed())
 
@@ -339,6 +418,7 @@ class Loop:
         usage: Usage,
         final: bool,
         accepted: bool = False,
+        seconds: float | None = None,
     ) -> JournalRecord:
         err = res.error
         return JournalRecord(
@@ -356,7 +436,7 @@ class Loop:
             val_accuracy=_round(res.val_accuracy),
             test_accuracy=_round(res.test_accuracy),
             train_accuracy=_train_accuracy(res),
-            seconds=round(time.monotonic() - started, 2),
+            seconds=round(time.monotonic() - started, 2) if seconds is None else seconds,
             repairs=repairs,
             error={"phase": err.phase, "module": err.module, "type": err.type, "message": err.message} if err else None,
             tokens=usage.tokens,
@@ -399,10 +479,19 @@ class Loop:
 
     def _spent(self) -> float:
         """The budget used so far: wall time with --time-budget; with a budget from --iters x --time-per-iter,
-        wall time less this session's waiting for the brain (an earlier session's waits stay counted)."""
+        wall time less this session's waiting for the brain (an earlier session's waits stay counted). Such a
+        budget is one of compute: with --parallel K, a run in a slot is charged 1/K of its time, as it had
+        1/K of the machine (the brain's time is in the records there, and so charged)."""
         if self.cfg.time_budget is not None:
             return self._elapsed()
+        if self.pool is not None:
+            return sum(r.seconds * (self.slot_share if r.slot else 1.0) for r in self.run.iterations())
         return self._elapsed() - self.brain.seconds
+
+    @property
+    def slot_share(self) -> float:
+        """The share of the machine one run at once gets (1: runs one at a time)."""
+        return 1.0 / len(self.pool.slots) if self.pool is not None else 1.0
 
     def _time_for_next(self) -> float | None:
         if self.cfg.time_budget is None:
@@ -490,7 +579,7 @@ def placement(record: JournalRecord) -> dict[str, Any]:
     if record.kind is None:
         return {}
     return {"parent": record.parent, "kind": record.kind, "round": record.round, "rung": record.rung,
-            "fidelity": record.fidelity, "contended": bool(record.contended)}
+            "fidelity": record.fidelity, "contended": bool(record.contended), "slot": record.slot}
 
 
 def final_view(run_path: Path) -> dict[str, Any] | None:

@@ -43,7 +43,8 @@ class SearchPlan:
 
 
 def make_plan(
-    iters: int, time_per_iter: float, time_budget: float | None, final_share: float, candidates: int | None
+    iters: int, time_per_iter: float, time_budget: float | None, final_share: float, candidates: int | None,
+    parallel: int = 1,
 ) -> SearchPlan:
     """The plan for a run given its budget options (see `automodel fit --help`)."""
     reasons = []
@@ -63,20 +64,23 @@ def make_plan(
         reasons.append(f"final refit: {final_share:.0%} of the budget, {final:.0f} s of training on train+val, "
                        "because one long run on all labelled images is worth more than several short ones")
     explore = total - final_wall
-    k = candidates or DEFAULT_CANDIDATES
-    reasons.append(f"{k} candidates per round" + ("" if candidates else " (default: one runs at a time here)"))
+    k = candidates or (parallel if parallel > 1 else DEFAULT_CANDIDATES)
+    reasons.append(f"{k} candidates per round" + (
+        f", {parallel} at once, each in a 1/{parallel} share of the machine (--parallel {parallel})" if parallel > 1
+        else "" if candidates else " (default: one runs at a time here)"))
 
     runs = max(1, min(1 + 2 * k, iters - (1 if final else 0)))
+    waves = 1 + math.ceil((runs - 1) / parallel)  # runs that end one after another (K at once with --parallel)
 
     def rung0_seconds(share: float) -> float:
         # Aim for two rounds after the first pipeline (fewer when --iters allows fewer runs), never above
         # --time-per-iter nor below MIN_FIDELITY (unless --time-per-iter itself is lower).
-        aim = share * explore / runs - OVERHEAD_GUESS
+        aim = share * explore / waves - OVERHEAD_GUESS
         return max(MIN_TRAIN_SECONDS, min(time_per_iter, max(min(MIN_FIDELITY, time_per_iter), aim)))
 
     t0 = rung0_seconds(RUNG0_SHARE)
     t1 = ETA * t0
-    promote = min(k, math.floor((1 - RUNG0_SHARE) * explore / (t1 + OVERHEAD_GUESS)))
+    promote = min(k, parallel * math.floor((1 - RUNG0_SHARE) * explore / (t1 + OVERHEAD_GUESS)))
     if promote >= 2:
         rungs, rung0_until = (t0, t1), RUNG0_SHARE * explore
         reasons.append(f"rung 0: {t0:.0f} s per candidate; rung 1: the best {promote} promoted to {t1:.0f} s "

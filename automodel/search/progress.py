@@ -1,6 +1,8 @@
 """What a person sees while `fit` runs: one line when an iteration starts, one when it ends.
 
-On a terminal a ticker shows the elapsed seconds of the running iteration.
+On a terminal a ticker shows the elapsed seconds of the running iteration, or,
+when a round's candidates run at once (--parallel), of each running candidate
+with its slot. Lines may come from several threads: printing is serialised.
 """
 
 from __future__ import annotations
@@ -33,20 +35,41 @@ class Progress:
         self._tick: threading.Thread | None = None
         self._stop = threading.Event()
         self._live = False
+        self._lock = threading.RLock()
+        self._running: dict[int, tuple[str, float]] = {}  # iteration -> (slot, time.monotonic() it started)
 
     def _print(self, text: str) -> None:
         if self.quiet:
             return
-        self._clear_ticker()
-        print(text, file=self.stream, flush=True)
+        with self._lock:
+            self._clear_ticker()
+            print(text, file=self.stream, flush=True)
+
+    def running(self, n: int, slot: str | None) -> None:
+        """Iteration n started running in `slot` (None: it stopped)."""
+        with self._lock:
+            if slot is None:
+                self._running.pop(n, None)
+                return
+            self._running[n] = (slot, time.monotonic())
+            self._print(f"        #{n} runs on {slot}")
+            self._start_ticker(n)
+
+    def _ticker_text(self, n: int | None, started: float) -> str:
+        now = time.monotonic()
+        if self._running:
+            return "        running: " + " | ".join(
+                f"#{k} {clock(now - t)} ({slot.split(' on ')[0]})" for k, (slot, t) in sorted(self._running.items()))
+        return f"        running iteration {n}: {clock(now - started)} "
 
     def note(self, text: str) -> None:
         self._print(text)
 
     def warn(self, text: str) -> None:
         """A problem the person should act on: shown even with --quiet."""
-        self._clear_ticker()
-        print(f"automodel: warning: {text}", file=self.stream, flush=True)
+        with self._lock:
+            self._clear_ticker()
+            print(f"automodel: warning: {text}", file=self.stream, flush=True)
 
     def start(self, n: int, total: int, who: str, what: str, why: str | None) -> None:
         self._print(f"[{n}/{total}] {who}: {what}")
@@ -61,7 +84,13 @@ class Progress:
         self._start_ticker(n)
 
     def finish(self, record: JournalRecord, best: JournalRecord | None, elapsed: float) -> None:
-        self._stop_ticker()
+        with self._lock:
+            self._stop_ticker()
+            self._finish(record, best, elapsed)
+            if self._running:  # other candidates of the round still run
+                self._start_ticker(None)
+
+    def _finish(self, record: JournalRecord, best: JournalRecord | None, elapsed: float) -> None:
         mark = ("kept" if record.accepted else "failed" if not record.ok else "final refit" if record.kind == "refit"
                 else "contended twice, not judged" if record.contended else "discarded")
         line = (
@@ -82,32 +111,36 @@ class Progress:
         self._print(line)
 
     # ---- ticker (terminals only)
-    def _start_ticker(self, n: int) -> None:
-        self._stop_ticker()
-        if self.quiet or not getattr(self.stream, "isatty", lambda: False)():
-            return
-        self._stop.clear()
-        started = time.monotonic()
+    def _start_ticker(self, n: int | None) -> None:
+        with self._lock:
+            self._stop_ticker()
+            if self.quiet or not getattr(self.stream, "isatty", lambda: False)():
+                return
+            stop = self._stop = threading.Event()
+            started = time.monotonic()
 
-        def run() -> None:
-            while not self._stop.wait(1.0):
-                self.stream.write(f"\r        running iteration {n}: {clock(time.monotonic() - started)} ")
-                self.stream.flush()
-                self._live = True
+            def run() -> None:
+                while not stop.wait(1.0):
+                    with self._lock:
+                        if stop.is_set():
+                            return
+                        self.stream.write("\r" + self._ticker_text(n, started)[:150])
+                        self.stream.flush()
+                        self._live = True
 
-        self._tick = threading.Thread(target=run, daemon=True)
-        self._tick.start()
+            self._tick = threading.Thread(target=run, daemon=True)
+            self._tick.start()
 
     def _stop_ticker(self) -> None:
-        if self._tick is not None:
-            self._stop.set()
-            self._tick.join()
-            self._tick = None
-        self._clear_ticker()
+        with self._lock:
+            if self._tick is not None:
+                self._stop.set()  # the thread exits at its next check of its event (no join: it may wait on
+                self._tick = None  # the lock held here)
+            self._clear_ticker()
 
     def _clear_ticker(self) -> None:
         if self._live:
-            self.stream.write("\r" + " " * 60 + "\r")
+            self.stream.write("\r" + " " * 150 + "\r")
             self._live = False
 
     def close(self) -> None:

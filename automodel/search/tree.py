@@ -12,6 +12,8 @@ def _label(row: dict[str, Any], final_members: set[int]) -> str:
     kind = row.get("kind") or "candidate"
     where = f"refit, {row['fidelity']:.0f} s on train+val" if kind == "refit" else (
         f"rung {row.get('rung')}, {row['fidelity']:.0f} s" if row.get("fidelity") is not None else "")
+    if row.get("slot"):  # --parallel: "slot 1/2 (1 thread) on host" -> "slot 1/2"
+        where += f", {row['slot'].split(' (')[0]}"
     score = (f"test {row['test_accuracy']:.4f}" if kind == "refit" and row.get("test_accuracy") is not None
              else f"val {row['val_accuracy']:.4f}" if row.get("val_accuracy") is not None else row["status"])
     marks = [m for m, on in (("promoted run", kind == "promotion"), ("kept", row.get("accepted")),

@@ -26,6 +26,8 @@ JOURNAL = "journal.jsonl"
 BEST = "best"
 FINAL = "final"             # the budget search's final model (search/final.py)
 FINAL_FILE = "FINAL.json"   # what final/ holds; written last, so its presence commits final/
+PENDING_KEY = "pending_round"   # in run.json while a round's runs go on at once (search/pool.py)
+PRODUCED = "produced.json"      # in an iteration folder: its outcome, kept until its record is committed
 # What an iteration's training consumed, as shown to the Analyst, `show` and the report.
 COMPUTE_KEYS = ("epochs", "images_per_second", "steps", "cpu_utilisation", "steal_share")
 BEST_FILES = ("data.py", "model.py", "train.py", "model.pt", "metrics.json", "summary.json")
@@ -167,11 +169,15 @@ class RunDir:
         return Pipeline(**{m: (d / f"{m}.py").read_text(encoding="utf-8") for m in MODULES})
 
     def remove_incomplete(self) -> list[int]:
-        """Delete folders of iterations without a final record; return their numbers."""
+        """Delete folders of iterations without a final record; return their numbers. A run of a round that
+        ran at once and had finished (its produced.json) is kept: the resumed round commits it."""
         done = {r.iteration for r in self.iterations()}
+        pending = {int(job["iteration"]) for job in self.info.get(PENDING_KEY) or []}
         removed = []
         for d in sorted(self.path.glob("iter_[0-9][0-9][0-9]")):
             n = int(d.name[5:])
+            if n in pending and (d / PRODUCED).is_file():
+                continue
             if n not in done:
                 remove_tree(d)
                 removed.append(n)
