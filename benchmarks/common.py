@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -349,6 +349,22 @@ def read_results(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """A results .json written with write_json({"machine": ..., **result}): (result, machine details)."""
     saved = json.loads(path.read_text())
     return saved, saved.pop("machine")
+
+
+def compare_and_report(args: Any, compare: Callable[[Any, Path, dict[str, Any]], dict[str, Any]],
+                       report: Callable[[dict[str, Any], dict[str, Any]], str]) -> int:
+    """The end of a side-by-side benchmark's main(): run `compare(args, out.json, machine)` (which adds its
+    rows to the .json as they finish) or, with args.report_only, read the rows an earlier (perhaps stopped)
+    run kept; then write the .md next to the .json from `report(result, machine)`."""
+    out = Path(args.out)
+    if args.report_only:
+        result, details = read_results(out.with_suffix(".json"))
+    else:
+        details = {**machine_details(), "commit": git_commit()}
+        result = compare(args, out.with_suffix(".json"), details)
+    write_text(out.with_suffix(".md"), report(result, details))
+    print(f"wrote {out.with_suffix('.md')}")
+    return 0
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -36,13 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from automodel.search.workspace import iter_name  # noqa: E402
 from benchmarks.common import (  # noqa: E402
-    git_commit,
-    machine_details,
+    compare_and_report,
     machine_markdown,
     markdown_table,
-    read_results,
     write_json,
-    write_text,
 )
 from benchmarks.first_pipeline import DATASETS, RESULTS, materialize  # noqa: E402
 
@@ -186,16 +183,7 @@ def main() -> int:
     ap.add_argument("--work", default=str(REPO / "benchmarks" / "runs" / "llm_vs_expert"))
     ap.add_argument("--out", default=str(RESULTS / "llm_vs_expert"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json of an earlier run")
-    args = ap.parse_args()
-    out = Path(args.out)
-    if args.report_only:
-        saved, details = read_results(out.with_suffix(".json"))
-    else:
-        details = {**machine_details(), "commit": git_commit()}
-        saved = compare(args, out.with_suffix(".json"), details)
-    write_text(out.with_suffix(".md"), report(saved, details))
-    print(f"wrote {out.with_suffix('.md')}")
-    return 0
+    return compare_and_report(ap.parse_args(), compare, report)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import (  # noqa: E402
-    git_commit,
-    machine_details,
+    compare_and_report,
     machine_markdown,
     markdown_table,
     read_results,
     write_json,
-    write_text,
 )
 from benchmarks.first_pipeline import DATASETS, RESULTS, materialize, run_reference, steal_counters  # noqa: E402
 
@@ -197,18 +195,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS / "p1_budget"))
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the .md from the rows already in the .json (a run that was stopped)")
-    args = ap.parse_args()
-    out = Path(args.out)
-    if args.report_only:
-        saved, details = read_results(out.with_suffix(".json"))
-        write_text(out.with_suffix(".md"), report(saved, details))
-        print(f"wrote {out.with_suffix('.md')}")
-        return 0
-    details = {**machine_details(), "commit": git_commit()}
-    result = compare(args, out.with_suffix(".json"), details)
-    write_text(out.with_suffix(".md"), report(result, details))
-    print(f"wrote {out.with_suffix('.md')}")
-    return 0
+    return compare_and_report(ap.parse_args(), compare, report)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.common import (  # noqa: E402
-    git_commit,
-    machine_details,
+    compare_and_report,
     machine_markdown,
     markdown_table,
-    read_results,
     read_show,
     write_json,
-    write_text,
 )
 from benchmarks.first_pipeline import DATASETS, RESULTS, materialize  # noqa: E402
 from benchmarks.p1_budget import run_fit  # noqa: E402
@@ -119,16 +116,7 @@ def main() -> int:
     ap.add_argument("--work", default=str(REPO / "benchmarks" / "runs" / "parallel"))
     ap.add_argument("--out", default=str(RESULTS / "parallel"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the .md from the rows in the .json")
-    args = ap.parse_args()
-    out = Path(args.out)
-    if args.report_only:
-        saved, details = read_results(out.with_suffix(".json"))
-    else:
-        details = {**machine_details(), "commit": git_commit()}
-        saved = compare(args, out.with_suffix(".json"), details)
-    write_text(out.with_suffix(".md"), report(saved, details))
-    print(f"wrote {out.with_suffix('.md')}")
-    return 0
+    return compare_and_report(ap.parse_args(), compare, report)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ moment continues where the run stood and loses only the running candidates.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from automodel.agents.base import BrainExhausted
 from automodel.core import Decision, JournalRecord
@@ -49,6 +49,7 @@ class BudgetSearch:
         self.loop, self.run = loop, loop.run
         self.plan, replanned = plan_for(loop)
         self.final = FinalPhase(loop, self.plan)
+        self._brain_done = False  # the brain said it has nothing left to propose (BrainExhausted)
         if replanned and self.final.done():
             # `resume --iters N` on a finished run: search on, then make the final model again.
             self.final.reopen()
@@ -121,11 +122,12 @@ class BudgetSearch:
             atomic_write_json(self.run.path / RUN_FILE, info)
 
     def _round(self, t0: float) -> bool:
-        """Propose K distinct candidates off the current best and run them; False when the brain is done."""
+        """Propose K distinct candidates off the current best and run them: each as soon as it is proposed,
+        or, with --parallel, all of them K at a time once the round is proposed. False when the brain is
+        done and the round is empty."""
         number = 1 + max((r.round or 0 for r in self.run.iterations()), default=0)
         place = Placement("candidate", 0, t0, number)
         history = build_history(self.run, self.loop.facts, self.loop._budget())
-        pending: list[dict[str, Any]] = []
         if not self._fits(t0, self.plan.rung0_until):
             return True
         try:
@@ -140,53 +142,43 @@ class BudgetSearch:
                 n = self.run.next_iteration()
                 self.loop._record_brain_failure(n, history.parent_iteration, err, self.loop.brain.take_calls())
             return True
-        if self.loop.pool is not None:
-            return self._round_at_once(t0, place, history, batch)
-        for index in range(self.plan.candidates if batch is None else len(batch)):
-            if not self._fits(t0, self.plan.rung0_until):
-                return True
+        at_once = self.loop.pool is not None
+        chosen: list[tuple[Decision, list]] = []  # with --parallel: the round's decisions, run once all are in
+        ran = 0
+        self._brain_done = False
+        for decision in self._proposals(history, batch, t0, reserved=lambda: len(chosen)):
+            calls = self.loop.brain.take_calls()  # the round's one reply comes with its first candidate
+            if at_once:
+                chosen.append((decision, calls))
+                continue
             n = self.run.next_iteration()
-            seen = dataclasses.replace(history, tried_on_best=[*history.tried_on_best, *pending])
-            try:
-                decision = self.loop.brain.analyst(seen) if batch is None else batch[index]
-            except BrainExhausted as err:
-                self.loop.brain.take_calls()
-                self.loop.progress.note(str(err))
-                return bool(pending)  # a round with candidates in it still counts
-            except AutomodelError as err:
-                if not self._fatal(err):
-                    self.loop._record_brain_failure(n, history.parent_iteration, err, self.loop.brain.take_calls())
-                continue
-            if decision.key() in seen.tried_keys():
-                self.loop._record_brain_failure(n, history.parent_iteration, AutomodelError(
-                    f"the Analyst repeated a decision already tried on iteration {history.parent_iteration}: "
-                    f"{decision.instruction}"), self.loop.brain.take_calls())
-                continue
-            pending.append({"key": decision.key(), "change": f"{decision.target}: (in this round)",
-                            "status": "running in this round", "val_accuracy": None,
-                            "detail": {"target": decision.target, "instruction": decision.instruction}})
-            self.loop._iteration(n, parent=history.parent_iteration, decision=decision, time_limit=t0,
-                                 analyst_calls=self.loop.brain.take_calls(), place=place)
-        return True
+            self._run([Job(n, history.parent_iteration, decision, t0, place)], {n: calls})
+            ran += 1
+        if chosen:
+            # Numbers are reserved now that the brain's failures, each an iteration of its own, are recorded.
+            first = self.run.next_iteration()
+            jobs = [Job(first + i, history.parent_iteration, d, t0, place) for i, (d, _) in enumerate(chosen)]
+            self._run(jobs, {job.iteration: c for job, (_, c) in zip(jobs, chosen)})
+        return bool(ran or chosen) or not self._brain_done
 
-    def _round_at_once(self, t0: float, place: Placement, history: Any, batch: list[Decision] | None) -> bool:
-        """The round's decisions first (the expert's one by one, each seeing the others), then its candidates
-        K at once; False when the brain is done and nothing was proposed."""
-        round_calls = self.loop.brain.take_calls()  # the LLM's one reply for the whole round
+    def _proposals(self, history: Any, batch: list[Decision] | None, t0: float,
+                   reserved: Callable[[], int]) -> Iterator[Decision]:
+        """The round's decisions, one at a time, each distinct from what was tried on the parent and from the
+        ones before it; a brain failure or a repeat is recorded as an iteration of its own. Ends when no
+        further run fits (after `reserved()` runs proposed but not yet run) or the brain is done
+        (_brain_done)."""
         pending: list[dict[str, Any]] = []
-        chosen: list[tuple[Decision, list]] = []
-        exhausted = False
         for index in range(self.plan.candidates if batch is None else len(batch)):
-            if not self._fits(t0, self.plan.rung0_until, reserved=len(chosen)):
-                break
+            if not self._fits(t0, self.plan.rung0_until, reserved=reserved()):
+                return
             seen = dataclasses.replace(history, tried_on_best=[*history.tried_on_best, *pending])
             try:
                 decision = self.loop.brain.analyst(seen) if batch is None else batch[index]
             except BrainExhausted as err:
                 self.loop.brain.take_calls()
                 self.loop.progress.note(str(err))
-                exhausted = True
-                break
+                self._brain_done = True
+                return
             except AutomodelError as err:
                 if not self._fatal(err):
                     self.loop._record_brain_failure(self.run.next_iteration(), history.parent_iteration, err,
@@ -200,14 +192,7 @@ class BudgetSearch:
             pending.append({"key": decision.key(), "change": f"{decision.target}: (in this round)",
                             "status": "running in this round", "val_accuracy": None,
                             "detail": {"target": decision.target, "instruction": decision.instruction}})
-            chosen.append((decision, self.loop.brain.take_calls()))
-        first = self.run.next_iteration()  # numbers are reserved now that the brain's failures are recorded
-        jobs = [Job(first + i, history.parent_iteration, d, t0, place) for i, (d, _) in enumerate(chosen)]
-        calls = {job.iteration: c for job, (_, c) in zip(jobs, chosen)}
-        if jobs:
-            calls[first] = round_calls + calls[first]
-            self._run(jobs, calls)
-        return bool(jobs) or not exhausted
+            yield decision
 
     def _fatal(self, err: Exception) -> bool:
         from automodel.search.loop import FATAL
