@@ -22,8 +22,9 @@ from typing import Any
 MODULES = ("data", "model", "train")
 ENGINEERS = {"data": "Data Engineer", "model": "Model Engineer", "train": "Training Engineer"}
 # Outcomes of one run: harness_error means automodel's own side failed before
-# any generated code ran (no engineer can repair that).
-STATUSES = ("ok", "failed", "contract_error", "timeout", "oom", "harness_error", "brain_error")
+# any generated code ran (no engineer can repair that); lost, that the worker or
+# node running it was lost twice (--executor ray): not the code's fault either.
+STATUSES = ("ok", "failed", "contract_error", "timeout", "oom", "harness_error", "brain_error", "lost")
 
 
 def _known(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -17,14 +17,14 @@ from automodel import __version__
 from automodel.agents.registry import BrainConfig, describe, make_brain
 from automodel.core import Brief
 from automodel.errors import AutomodelError
-from automodel.hardware import detect, gpu_count
+from automodel.executors import make_runner
+from automodel.hardware import detect
 from automodel.outputs import report, tb
 from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.search.acceptance import noise_note
 from automodel.search.final import REFIT_DATA
 from automodel.search.loop import FitConfig, Loop, summarize_run
 from automodel.search.plan import make_plan
-from automodel.search.pool import WorkerSlot, make_slots
 from automodel.search.progress import Progress
 from automodel.search.tree import final_line
 from automodel.search.workspace import RunDir, reopen
@@ -97,7 +97,7 @@ def drive(
 ) -> dict[str, Any]:
     """Prepare data and brain for `run`, then run the loop to cfg.iters."""
     from automodel.sandbox.bundle import prepare_data
-    from automodel.sandbox.iteration import RunConfig, run_iteration
+    from automodel.sandbox.iteration import RunConfig
 
     started = time.monotonic()
 
@@ -113,7 +113,16 @@ def drive(
     weights = find_cached()
     run_config = RunConfig(device=cfg.device, seed=cfg.seed, sandbox=level, threads=hardware.cpu_cores,
                            cache_dir=weights.hub_dir, pretrained_available=bool(weights.names))
-    slots = make_slots(cfg.parallel, hardware.cpu_cores, gpu_count(cfg.device)) if cfg.parallel > 1 else None
+    refit_bundle = []  # staged on first use: train+val as the training split, for the final refit
+
+    def bundle_for(refit: bool):
+        if refit and not refit_bundle:
+            both = dataclasses.replace(split, train=[*split.train, *split.val])
+            refit_bundle.append(prepare_data(ds, both, images, run.path / REFIT_DATA, device=cfg.device))
+        return refit_bundle[0] if refit else bundle
+
+    runner = make_runner(cfg, hardware, run_config, bundle_for, progress)
+    slots = runner.slots
     # With --parallel the Architect sizes a network for one slot, from a probe run in one slot.
     one = slots[0] if slots else None
     brief = Brief(
@@ -147,22 +156,10 @@ def drive(
         "description": (ds.description or "")[:500],
     }
 
-    refit_bundle = []  # staged on first use: train+val as the training split, for the final refit
-
-    def execute(iter_dir: Path, time_limit: float, refit: bool = False, slot: WorkerSlot | None = None):
-        if refit and not refit_bundle:
-            both = dataclasses.replace(split, train=[*split.train, *split.val])
-            refit_bundle.append(prepare_data(ds, both, images, run.path / REFIT_DATA, device=cfg.device))
-        data = refit_bundle[0] if refit else bundle
-        config = dataclasses.replace(run_config, time_limit=time_limit)
-        if slot is not None:
-            config = dataclasses.replace(config, threads=slot.threads, memory_limit=slot.memory, gpu=slot.gpu)
-        return run_iteration(iter_dir, data, config)
-
     loop = Loop(
         run,
         brain,
-        execute,
+        runner.execute,
         cfg,
         brief,
         facts,
@@ -179,6 +176,7 @@ def drive(
         outcome = loop.fit()
     finally:
         progress.close()
+        runner.close()
     finish(run, progress)
     return outcome
 

@@ -108,6 +108,17 @@ def register(sub) -> None:
         "when one small network cannot use the whole machine (default %(default)s)",
     )
     g.add_argument(
+        "--executor", choices=("local", "ray"), default=FitConfig.executor,
+        help="where pipelines run: local (default), sandboxed children on this machine; ray, Ray tasks on a "
+        "local Ray instance or, with --ray-address, on a cluster (each task runs the same sandboxed child on "
+        'its node). Ray is optional: pip install "automodel[ray]"',
+    )
+    g.add_argument(
+        "--ray-address", metavar="ADDR",
+        help="with --executor ray: the cluster to join, e.g. auto (the one `ray start --head` made on this "
+        "machine) or ray://HOST:10001; default: start a local Ray instance for this run",
+    )
+    g.add_argument(
         "--final-share", type=share, default=FitConfig.final_share, metavar="F",
         help="budget search: share of the budget reserved for the final refit on train+val (default %(default)s)",
     )
@@ -188,7 +199,15 @@ def run(args) -> int:
         final_share=args.final_share,
         candidates=args.candidates,
         parallel=args.parallel,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
+    if cfg.ray_address and cfg.executor != "ray":
+        raise UsageError("--ray-address names a Ray cluster: add --executor ray to run there.")
+    if cfg.executor == "ray":
+        from automodel.remote.ray_executor import import_ray
+
+        import_ray()  # not installed: say how to install it before a run folder is made
     if cfg.parallel > 1 and cfg.search != "budget":
         raise UsageError("--parallel runs a round's candidates at once: it needs --search budget (the greedy search "
                          "runs one edit at a time).")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from automodel.agents.registry import BrainConfig
 from automodel.commands.fit import positive_int
+from automodel.errors import UsageError
 from automodel.search.loop import FitConfig
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir
@@ -22,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--iters", type=positive_int, help="new total number of iterations (default: the run's own)")
     p.add_argument("--dataset", type=Path, help="the dataset's new location if it moved (its files must be unchanged)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="a run made with --executor ray: the cluster to continue on, if it is not the one it used")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -38,6 +41,11 @@ def run(args) -> int:
     cfg = FitConfig(**{"search": "greedy", **info["config"]})  # runs made before the budget search were greedy
     if args.iters:
         cfg = dataclasses.replace(cfg, iters=args.iters)  # saved by drive() once the dataset checks out
+    if args.ray_address:
+        if cfg.executor != "ray":
+            raise UsageError(f"{run_dir.path} runs its pipelines on this machine (--executor {cfg.executor}); "
+                             "--ray-address applies to runs made with --executor ray.")
+        cfg = dataclasses.replace(cfg, ray_address=args.ray_address)
     brain_cfg = BrainConfig(**info["brain"])
     progress = Progress(quiet=args.quiet)
     removed = run_dir.remove_incomplete()

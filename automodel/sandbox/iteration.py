@@ -165,11 +165,15 @@ class _Run:
         return out
 
 
-def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunConfig()) -> IterationResult:
+def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunConfig(),
+                  score: bool = True) -> IterationResult:
     """Run the pipeline in `iter_dir` (data.py, model.py, train.py) once and score it.
 
     Never raises for anything the generated code does: every outcome is an
-    IterationResult, also written to iter_dir/metrics.json.
+    IterationResult, also written to iter_dir/metrics.json. With score=False
+    (a remote node, which has no validation or test labels) a run whose
+    predictions were written ends "ok" without scores: the driver scores it
+    with `score_iteration`.
     """
     iter_dir = Path(iter_dir).resolve()  # the children run elsewhere: they get absolute paths only
     t_start = time.time()
@@ -361,6 +365,14 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
         return result(status_of(error), error)
 
     # 3. trusted scoring
+    if not score:
+        return result("ok")
+    error, scores = _score(iter_dir, bundle)
+    return result("failed", error) if error else result("ok", **scores)
+
+
+def _score(iter_dir: Path, bundle: DataBundle) -> tuple[dict | None, dict]:
+    """(error, scores): the predictions in iter_dir against the labels this process kept."""
     try:
         num_classes = int(bundle.info["num_classes"])
         val = scoring.score_file(iter_dir / "probs_val.npy", bundle.val_y, num_classes)
@@ -372,13 +384,24 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
         if "predict" in bundle.sets:
             scoring.load_probs(iter_dir / "probs_predict.npy", bundle.counts["predict"], num_classes)
     except scoring.ScoringError as exc:
-        return result("failed", {"phase": "score", "module": None, "type": "BadPredictions", "message": str(exc)})
-    return result(
-        "ok",
-        val=round(val, 6),
-        test=None if test is None else round(test, 6),
-        train_eval=_train_sample_accuracy(iter_dir, bundle, num_classes),
-    )
+        return {"phase": "score", "module": None, "type": "BadPredictions", "message": str(exc)}, {}
+    return None, {"val": round(val, 6), "test": None if test is None else round(test, 6),
+                  "train_eval": _train_sample_accuracy(iter_dir, bundle, num_classes)}
+
+
+def score_iteration(iter_dir: Path, bundle: DataBundle, res: IterationResult) -> IterationResult:
+    """Score a run made with score=False elsewhere (its files now in iter_dir), as run_iteration would have,
+    and rewrite its metrics.json."""
+    if res.status != "ok":
+        return res
+    error, scores = _score(Path(iter_dir).resolve(), bundle)
+    if error:
+        res = dataclasses.replace(res, status="failed", error=ErrorInfo.from_json(error))
+    else:
+        res = dataclasses.replace(res, val_accuracy=scores["val"], test_accuracy=scores["test"],
+                                  train_eval_accuracy=scores["train_eval"])
+    atomic_write_json(Path(iter_dir) / "metrics.json", res.to_json())
+    return res
 
 
 def _train_sample_accuracy(iter_dir: Path, bundle: DataBundle, num_classes: int) -> float | None:
@@ -391,4 +414,4 @@ def _train_sample_accuracy(iter_dir: Path, bundle: DataBundle, num_classes: int)
         return None
 
 
-__all__ = ["RunConfig", "run_iteration", "train_sample_indices", "signal_name"]
+__all__ = ["RunConfig", "run_iteration", "score_iteration", "train_sample_indices", "signal_name"]

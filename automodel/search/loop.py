@@ -62,7 +62,8 @@ class FitConfig:
     final_share: float = 0.6          # budget search: share of the budget reserved for the final refit
     candidates: int | None = None     # budget search: candidates per round (None: the plan's default)
     parallel: int = 1                 # budget search: candidates that run at once, each in a 1/K slot
-    executor: str = "local"           # where they run: "local" (sandboxed children on this machine)
+    executor: str = "local"           # where runs go: "local" (sandboxed children here) or "ray" (Ray tasks)
+    ray_address: str | None = None    # --executor ray: the cluster to join (None: start a local instance)
 
 
 class Execute(Protocol):
@@ -261,8 +262,8 @@ class Loop:
                                         contended=True))
                 contended_before = True
                 continue
-            if res.ok or repairs >= self.cfg.max_repairs:
-                break
+            if res.ok or res.status == "lost" or repairs >= self.cfg.max_repairs:
+                break  # a lost worker is no fault of the code: nothing to repair
             owner = (res.error.module if res.error else None) or target or "train"
             if owner not in MODULES:
                 owner = target if target in MODULES else "train"
@@ -286,8 +287,8 @@ class Loop:
             )
             pipeline = pipeline.with_module(owner, repaired)
             repairs += 1
-        self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage, place, attempts,
-                     slot.label() if slot is not None else None)
+        where = replace(slot, node=res.config.get("node") or slot.node).label() if slot is not None else None
+        self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage, place, attempts, where)
 
     def run_at_once(self, jobs: list[Job], calls: dict[int, list[CallRecord]] | None = None) -> None:
         """Run reserved jobs K at a time, each in a slot of the pool, committing in iteration order
@@ -297,7 +298,7 @@ class Loop:
         self.order = CommitOrder(self.run.next_iteration)
         try:
             run_jobs([partial(self._job, job, calls.get(job.iteration)) for job in jobs], len(self.pool.slots),
-                     self.order)
+                     self.order, on_cancel=getattr(self.execute, "cancel", None))
         finally:
             self.order = None
 

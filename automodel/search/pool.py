@@ -165,9 +165,11 @@ class CommitOrder:
             self.cond.notify_all()
 
 
-def run_jobs(jobs: list[Callable[[], None]], workers: int, order: CommitOrder) -> None:
+def run_jobs(jobs: list[Callable[[], None]], workers: int, order: CommitOrder,
+             on_cancel: Callable[[], None] | None = None) -> None:
     """Run the jobs on `workers` threads until all end. The first error (or Ctrl-C) cancels the others: their
-    sandboxed children are killed, nothing waits for a turn any more, and the error is raised here."""
+    sandboxed children are killed (and `on_cancel` cancels what an executor runs elsewhere, Ray tasks),
+    nothing waits for a turn any more, and the error is raised here."""
     allow_children()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="candidate")
     futures = [pool.submit(job) for job in jobs]
@@ -180,6 +182,8 @@ def run_jobs(jobs: list[Callable[[], None]], workers: int, order: CommitOrder) -
     except BaseException:
         order.cancel()
         cancel_children()
+        if on_cancel is not None:
+            on_cancel()
         for f in futures:
             f.cancel()
         pool.shutdown(wait=True)
