@@ -38,7 +38,7 @@ def make_runner(cfg, hardware: Hardware, run_config, bundle_for: Callable[[bool]
     if cfg.executor == "ray":
         from automodel.remote.ray_executor import RayExecutor, gpu_share
 
-        remote = RayExecutor.connect(cfg.ray_address)
+        remote = RayExecutor.connect(cfg.ray_address, progress.note)
         progress.note(f"automodel: executor: {remote.describe()}")
     cores = remote.node_cores() if remote else hardware.cpu_cores
     gpus = remote.gpus() if remote else gpu_count(cfg.device)

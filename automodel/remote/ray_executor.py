@@ -42,17 +42,17 @@ def import_ray():
 
 
 class RayExecutor:
-    def __init__(self, ray, started_here: bool):
-        self.ray, self.started_here = ray, started_here
+    def __init__(self, ray, started_here: bool, note: Any = print):
+        self.ray, self.started_here, self.note = ray, started_here, note
         self._task = ray.remote(run_candidate)
         self._data: dict[str, Any] = {}        # bundle fingerprint -> its object in the store
         self._running: set[Any] = set()        # object refs of tasks in flight
         self._lock = threading.Lock()
 
     @classmethod
-    def connect(cls, address: str | None) -> "RayExecutor":
+    def connect(cls, address: str | None, note: Any = print) -> "RayExecutor":
         """Join the cluster at `address` ("auto", "ray://host:port", host:port), or start a local instance
-        with this machine's cores when None."""
+        with this machine's cores when None. `note(text)` tells the person what happens (progress)."""
         ray = import_ray()
         quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
         try:
@@ -65,7 +65,7 @@ class RayExecutor:
             raise UsageError(f"could not start or reach {where}: {err}. Check that `ray start --head` ran "
                              "there (and `ray status` lists the nodes), or leave out --ray-address to start a "
                              "local instance.") from None
-        return cls(ray, started_here=not address)
+        return cls(ray, started_here=not address, note=note)
 
     # ---- what the cluster has
     def node_cores(self) -> int:
@@ -103,9 +103,10 @@ class RayExecutor:
                 out = self.ray.get(ref)
                 break
             except self._lost_errors() as err:
-                lost.append(f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
+                lost.append(f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}")
                 if len(lost) == 2:
                     return _lost(iter_dir, lost)
+                self.note(f"        {iter_dir.name} lost its Ray worker ({lost[-1]}): running it again")
             except self.ray.exceptions.TaskCancelledError:
                 raise ChildCancelled("the round was cancelled") from None
             except self.ray.exceptions.RayTaskError as err:

@@ -297,8 +297,9 @@ class Loop:
         calls = calls or {}
         self.order = CommitOrder(self.run.next_iteration)
         try:
-            run_jobs([partial(self._job, job, calls.get(job.iteration)) for job in jobs], len(self.pool.slots),
-                     self.order, on_cancel=getattr(self.execute, "cancel", None))
+            # A thread per job: one that waits for its turn to commit holds no slot, so the next job can run.
+            run_jobs([partial(self._job, job, calls.get(job.iteration)) for job in jobs], len(jobs), self.order,
+                     on_cancel=getattr(self.execute, "cancel", None))
         finally:
             self.order = None
 
