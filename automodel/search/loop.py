@@ -40,7 +40,17 @@ from automodel.search.calls import save_calls
 from automodel.search.contention import contention
 from automodel.search.history import build_history, tail_mean
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement
-from automodel.search.pool import PRODUCED, CommitOrder, Job, Produced, SlotPool, WorkerSlot, read_produced, run_jobs
+from automodel.search.pool import (
+    PRODUCED,
+    Cancelled,
+    CommitOrder,
+    Job,
+    Produced,
+    SlotPool,
+    WorkerSlot,
+    read_produced,
+    run_jobs,
+)
 from automodel.search.progress import Progress
 from automodel.search.workspace import RunDir, read_final
 
@@ -322,6 +332,8 @@ class Loop:
             yield None
             return
         with self.pool.slot() as slot:
+            if self.order.cancelled:  # the round was cancelled while this run waited for a slot
+                raise Cancelled()
             self.progress.running(n, slot.label())
             try:
                 yield slot
