@@ -99,11 +99,12 @@ def compare(args, out_json: Path, details: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     result = {"budget": args.budget, "search": args.search, "rows": []}
     if args.append and out_json.is_file():
-        saved, _ = read_results(out_json)
+        saved, before = read_results(out_json)
         if (saved["budget"], saved["search"]) != (args.budget, args.search):
             raise SystemExit(f"{out_json} holds --budget {saved['budget']} --search {saved['search']}; "
                              "--append adds only rows of the same setting")
-        result["rows"] = saved["rows"]
+        # Rows of a file written before rows named their commit ran at that file's commit.
+        result["rows"] = [{"commit": before.get("commit"), **r} for r in saved["rows"]]
     first, last = args.first_seed, args.first_seed + args.seeds
     # Hymenoptera's 153 test images need more seeds than the others: its extra seeds run at the end.
     pairs = [(seed, name) for seed in range(first, last) for name in args.datasets]
