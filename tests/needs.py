@@ -3,7 +3,7 @@
 A test that needs something a machine may lack (the shared data folder,
 bubblewrap, a sandbox level, Chromium) calls `missing(what, reason)`. On a
 developer's machine that skips the test; where `AUTOMODEL_REQUIRE` lists `what`
-(`.ci/run` sets `AUTOMODEL_REQUIRE=shared,bwrap,unshare,chromium`), it fails, so a
+(`.ci/run` sets `AUTOMODEL_REQUIRE=shared,bwrap,unshare,chromium,ray`), it fails, so a
 missing install step shows up as a red CI instead of a quiet skip.
 """
 

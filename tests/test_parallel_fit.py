@@ -48,8 +48,9 @@ def processes_mentioning(text: str) -> list[str]:
 
 def test_fit_parallel_runs_each_round_two_at_a_time_in_slots(cli, fmnist40, tmp_path):
     ws = tmp_path / "ws"
+    # A short final refit (--final-share 0.25) keeps the test's time on the rounds.
     res = cli("fit", fmnist40, "--agent", "expert", "--parallel", 2, "--iters", 5, "--time-per-iter", 8,
-              "--workspace", ws, "--name", "p", "--device", "cpu")
+              "--final-share", 0.25, "--workspace", ws, "--name", "p", "--device", "cpu")
     assert res.returncode == 0, res.stderr[-3000:]
     run = ws / "p"
     info = json.loads((run / "run.json").read_text())
@@ -80,8 +81,9 @@ def test_fit_parallel_runs_each_round_two_at_a_time_in_slots(cli, fmnist40, tmp_
 
 def test_sigkill_in_a_round_leaves_no_sandbox_and_resume_finishes_it(cli, fmnist40, tmp_path):
     ws = tmp_path / "ws"
-    proc = subprocess.Popen(FIT + ["fit", str(fmnist40), "--agent", "expert", "--parallel", "2", "--iters", "5",
-                                   "--time-per-iter", "8", "--workspace", str(ws), "--name", "k", "--device", "cpu"],
+    proc = subprocess.Popen(FIT + ["fit", str(fmnist40), "--agent", "expert", "--parallel", "2", "--iters", "4",
+                                   "--time-per-iter", "5", "--final-share", "0.25", "--workspace", str(ws),
+                                   "--name", "k", "--device", "cpu"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
     run = ws / "k"
     deadline = time.time() + 300
@@ -111,6 +113,6 @@ def test_sigkill_in_a_round_leaves_no_sandbox_and_resume_finishes_it(cli, fmnist
     after = (run / "journal.jsonl").read_text()
     assert after.startswith(before), "records completed before the kill must stay byte-identical"
     records = [r for r in journal(run) if r["final"]]
-    assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5] and records[-1]["kind"] == "refit"
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4] and records[-1]["kind"] == "refit"
     assert "pending_round" not in json.loads((run / "run.json").read_text())
     assert processes_mentioning(str(run)) == []

@@ -1,7 +1,7 @@
-"""`automodel fit --executor ray` against a real local Ray instance: candidates are Ray tasks that run the
-same sandboxed child on their node and send files back; the driver scores them. A worker killed during a
-candidate makes Ray's task fail and the candidate runs again; a SIGKILLed `fit` leaves no Ray task and no
-sandbox process, and `resume` finishes the round."""
+"""`automodel fit --executor ray` against a real local Ray instance (started by `fit`, 2 CPUs here):
+candidates are Ray tasks that run the same sandboxed child on their node and send files back; the driver
+scores them. A worker killed during a candidate makes Ray's task fail and the candidate runs again; a
+SIGKILLed `fit` leaves no Ray task and no sandbox process, and `resume` finishes the round."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from needs import missing
-from test_parallel_fit import journal, processes_mentioning, training_span
+from test_parallel_fit import journal, processes_mentioning
 
 REPO = Path(__file__).resolve().parents[1]
 FIT = [sys.executable, "-m", "automodel.cli"]
@@ -34,9 +34,11 @@ def fmnist40(materialize):
     return materialize("fashion-mnist", "imagefolder", 40)
 
 
-def fit_args(data: Path, ws: Path, name: str) -> list[str]:
-    return ["fit", str(data), "--agent", "expert", "--parallel", "2", "--executor", "ray", "--iters", "5",
-            "--time-per-iter", "8", "--workspace", str(ws), "--name", name, "--device", "cpu"]
+def fit_args(data: Path, ws: Path, name: str, iters: int = 5, seconds: int = 8) -> list[str]:
+    # A short final refit (--final-share 0.25) keeps the test's time on the rounds.
+    return ["fit", str(data), "--agent", "expert", "--parallel", "2", "--executor", "ray", "--iters", str(iters),
+            "--time-per-iter", str(seconds), "--final-share", "0.25", "--workspace", str(ws), "--name", name,
+            "--device", "cpu"]
 
 
 def ray_tasks() -> list[int]:
@@ -57,24 +59,38 @@ def training_on_node(node_dir: Path) -> list[Path]:
     return [e for e in node_dir.glob("iter-*/iter/events.jsonl") if "train_first_batch" in e.read_text()]
 
 
-def test_fit_on_a_local_ray_instance_runs_rounds_as_tasks_and_scores_on_the_driver(cli, fmnist40, tmp_path):
-    ws = tmp_path / "ws"
-    res = cli(*fit_args(fmnist40, ws, "r"), env={"AUTOMODEL_NODE_DIR": str(tmp_path / "node")})
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "executor: Ray" in res.stderr and "a local instance" in res.stderr
+def test_fit_on_a_local_ray_instance_runs_rounds_as_tasks_and_a_killed_worker_reruns_its_candidate(
+        cli, fmnist40, tmp_path):
+    # One run shows both: the round's candidates as Ray tasks scored here, and a worker SIGKILLed while its
+    # candidate trains (Ray reports the task lost; the candidate runs once more and the run completes).
+    ws, node = tmp_path / "ws", tmp_path / "node"
+    proc = subprocess.Popen(FIT + fit_args(fmnist40, ws, "r"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=REPO, env={**os.environ, "AUTOMODEL_NODE_DIR": str(node)})
+    deadline = time.time() + 300
+    killed = None
+    while time.time() < deadline and killed is None:
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        # Both candidates of the first round train at once, each in a Ray task: kill one of the workers.
+        if (ws / "r" / "iter_003").is_dir() and len(training_on_node(node)) == 2 and len(ray_tasks()) == 2:
+            killed = ray_tasks()[0]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    assert killed is not None, "the first round never had two candidates training in Ray tasks"
+    _, err = proc.communicate(timeout=600)
+    stderr = err.decode()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "executor: Ray" in stderr and "a local instance" in stderr and "lost its Ray worker" in stderr
     run = ws / "r"
     info = json.loads((run / "run.json").read_text())
     assert info["config"]["executor"] == "ray" and info["config"]["parallel"] == 2
     records = [r for r in journal(run) if r["final"]]
     assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5] and all(r["status"] == "ok" for r in records)
-    for r in records:
-        metrics = json.loads((run / f"iter_{r['iteration']:03d}" / "metrics.json").read_text())
-        assert metrics["config"]["executor"] == "ray" and metrics["config"]["node"]
-        assert (run / f"iter_{r['iteration']:03d}" / "probs_val.npy").is_file()
-    assert all(r["slot"].endswith(" on " + json.loads((run / f"iter_{r['iteration']:03d}" / "metrics.json")
-                                                      .read_text())["config"]["node"]) for r in records[:-1])
-    (a0, a1), (b0, b1) = training_span(run / "iter_002"), training_span(run / "iter_003")
-    assert min(a1, b1) - max(a0, b0) > 4.0
+    metrics = {r["iteration"]: json.loads((run / f"iter_{r['iteration']:03d}" / "metrics.json").read_text())
+               for r in records}
+    assert all(m["config"]["executor"] == "ray" and m["config"]["node"] for m in metrics.values())
+    assert all(r["slot"].endswith(" on " + metrics[r["iteration"]]["config"]["node"]) for r in records[:-1])
+    assert len([n for n, m in metrics.items() if m["config"].get("lost_workers")]) == 1, \
+        "exactly the candidate whose worker was killed ran twice"
     # Scored here from the returned predictions: the same figure the files give.
     from scores import run_accuracy
 
@@ -86,36 +102,11 @@ def test_fit_on_a_local_ray_instance_runs_rounds_as_tasks_and_scores_on_the_driv
     assert ray_tasks() == []
 
 
-def test_a_killed_ray_worker_makes_its_candidate_run_again(fmnist40, tmp_path):
-    ws, node = tmp_path / "ws", tmp_path / "node"
-    proc = subprocess.Popen(FIT + fit_args(fmnist40, ws, "w"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            cwd=REPO, env={**os.environ, "AUTOMODEL_NODE_DIR": str(node)})
-    deadline = time.time() + 300
-    killed = None
-    while time.time() < deadline and killed is None:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        if (ws / "w" / "iter_002").is_dir() and training_on_node(node) and ray_tasks():
-            killed = ray_tasks()[0]
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.2)
-    assert killed is not None, "no candidate ever trained in a Ray task"
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err.decode()[-3000:]
-    run = ws / "w"
-    records = [r for r in journal(run) if r["final"]]
-    assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5] and all(r["status"] == "ok" for r in records)
-    lost = [r["iteration"] for r in records
-            if json.loads((run / f"iter_{r['iteration']:03d}" / "metrics.json").read_text())["config"]
-            .get("lost_workers")]
-    assert len(lost) == 1, "exactly the candidate whose worker was killed ran twice"
-    assert "lost its Ray worker" in err.decode()
-
-
 def test_sigkill_of_fit_on_ray_leaves_no_task_or_sandbox_and_resume_finishes(cli, fmnist40, tmp_path):
     ws, node = tmp_path / "ws", tmp_path / "node"
     env = {**os.environ, "AUTOMODEL_NODE_DIR": str(node)}
-    proc = subprocess.Popen(FIT + fit_args(fmnist40, ws, "k"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            cwd=REPO, env=env)
+    proc = subprocess.Popen(FIT + fit_args(fmnist40, ws, "k", iters=4, seconds=5), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=REPO, env=env)
     run = ws / "k"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -138,7 +129,7 @@ def test_sigkill_of_fit_on_ray_leaves_no_task_or_sandbox_and_resume_finishes(cli
     assert res.returncode == 0, res.stderr[-3000:]
     assert (run / "journal.jsonl").read_text().startswith(before)
     records = [r for r in journal(run) if r["final"]]
-    assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5] and records[-1]["kind"] == "refit"
+    assert [r["iteration"] for r in records] == [1, 2, 3, 4] and records[-1]["kind"] == "refit"
     assert ray_tasks() == []
 
 

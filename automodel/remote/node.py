@@ -57,13 +57,16 @@ def stage(data: StagedData, root: Path):
 
     dest = root / "data" / data.fingerprint
     if not dest.is_dir():
-        tmp = Path(tempfile.mkdtemp(prefix=".stage-", dir=root))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".stage-", dir=dest.parent))
         for name, content in data.files.items():
             (tmp / name).write_bytes(content)
         try:
             os.rename(tmp, dest)
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # another task staged it first
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not dest.is_dir():  # not another task that staged it first: a real failure
+                raise
     empty = np.zeros(0, dtype=np.int64)
     return DataBundle(dest, data.info, empty, empty, data.sets, data.counts, data.fingerprint, None)
 
