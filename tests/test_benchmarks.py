@@ -352,3 +352,9 @@ def test_parallel_report_gives_k2_over_k1_pair_by_pair():
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[2:8] == ["60", "96", "1.60", "0.8000", "0.8400", "1.05"]
     assert cells[12] == "5 / 8"
+    # With a Ray arm: what Ray adds per run is its overhead less the local pool's.
+    row["k2"]["overhead_s"] = 9.5
+    row["k2_ray"] = {**row["k2"], "overhead_s": 12.0, "runs_per_hour": 90.0}
+    text = parallel.report({"budget": 300.0, "rows": [row]}, details)
+    ray_line = text.split("Ray adds s")[1].splitlines()[2]
+    assert [c.strip() for c in ray_line.strip("|").split("|")][2:7] == ["9.5", "12.0", "+2.5", "96", "90"]
