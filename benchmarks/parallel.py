@@ -97,8 +97,8 @@ def report(result: dict, details: dict) -> str:
     def cell(v, fmt="{:.4f}"):
         return "-" if v is None else fmt.format(v)
 
-    def ratio(a, b):
-        return cell(b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else None, "{:.2f}")
+    def ratio(a, b, fmt="{:.2f}"):
+        return cell(b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else None, fmt)
 
     rows = []
     for r in result["rows"]:
@@ -107,7 +107,7 @@ def report(result: dict, details: dict) -> str:
                      cell(one.get("runs_per_hour"), "{:.0f}"), cell(two.get("runs_per_hour"), "{:.0f}"),
                      ratio(one.get("runs_per_hour"), two.get("runs_per_hour")),
                      cell(one.get("test_accuracy")), cell(two.get("test_accuracy")),
-                     ratio(one.get("test_accuracy"), two.get("test_accuracy")),
+                     ratio(one.get("test_accuracy"), two.get("test_accuracy"), "{:.3f}"),
                      cell(one.get("run_images_per_s"), "{:.0f}"), cell(two.get("run_images_per_s"), "{:.0f}"),
                      cell(one.get("run_cpu_utilisation"), "{:.2f}"), cell(two.get("run_cpu_utilisation"), "{:.2f}"),
                      f"{one.get('exploration_runs', '-')} / {two.get('exploration_runs', '-')}",

@@ -350,7 +350,7 @@ def test_parallel_report_gives_k2_over_k1_pair_by_pair():
     line = next(x for x in parallel.report({"budget": 300.0, "rows": [row]}, details).splitlines()
                 if x.startswith("| fashion-mnist"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[2:8] == ["60", "96", "1.60", "0.8000", "0.8400", "1.05"]
+    assert cells[2:8] == ["60", "96", "1.60", "0.8000", "0.8400", "1.050"]
     assert cells[12] == "5 / 8"
     # With a Ray arm: what Ray adds per run is its overhead less the local pool's.
     row["k2"]["overhead_s"] = 9.5

@@ -23,8 +23,10 @@ def register(sub) -> None:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--iters", type=positive_int, help="new total number of iterations (default: the run's own)")
     p.add_argument("--dataset", type=Path, help="the dataset's new location if it moved (its files must be unchanged)")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where the rest of the run's pipelines run (default: where they ran; see fit --help)")
     p.add_argument("--ray-address", metavar="ADDR",
-                   help="a run made with --executor ray: the cluster to continue on, if it is not the one it used")
+                   help="with --executor ray: the cluster to continue on, if it is not the one the run used")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -41,11 +43,17 @@ def run(args) -> int:
     cfg = FitConfig(**{"search": "greedy", **info["config"]})  # runs made before the budget search were greedy
     if args.iters:
         cfg = dataclasses.replace(cfg, iters=args.iters)  # saved by drive() once the dataset checks out
+    if args.executor:  # the plan does not depend on it, so candidates stay comparable
+        cfg = dataclasses.replace(cfg, executor=args.executor, ray_address=None)
     if args.ray_address:
         if cfg.executor != "ray":
             raise UsageError(f"{run_dir.path} runs its pipelines on this machine (--executor {cfg.executor}); "
-                             "--ray-address applies to runs made with --executor ray.")
+                             "add --executor ray to continue on a Ray cluster.")
         cfg = dataclasses.replace(cfg, ray_address=args.ray_address)
+    if cfg.executor == "ray":
+        from automodel.remote.ray_executor import import_ray
+
+        import_ray()  # not installed here: say how to install it
     brain_cfg = BrainConfig(**info["brain"])
     progress = Progress(quiet=args.quiet)
     removed = run_dir.remove_incomplete()

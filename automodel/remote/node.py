@@ -71,11 +71,16 @@ def stage(data: StagedData, root: Path):
     return DataBundle(dest, data.info, empty, empty, data.sets, data.counts, data.fingerprint, None)
 
 
-def run_candidate(data: StagedData, pipeline: dict[str, str], config) -> dict[str, Any]:
-    """Run one pipeline (its three modules' source) with `config` (a RunConfig) on this node; returns
-    {"node", "pid", "result" (its IterationResult as JSON, unscored), "files" {name: bytes}}."""
+def run_candidate(data: StagedData, pipeline: dict[str, str], config, share: float = 1.0) -> dict[str, Any]:
+    """Run one pipeline (its three modules' source) with `config` (a RunConfig) on this node, with `share`
+    of the node's memory (a slot's); returns {"node", "pid", "result" (its IterationResult as JSON,
+    unscored), "files" {name: bytes}}."""
     from automodel.core import IterationResult
     from automodel.sandbox.iteration import run_iteration
+    from automodel.sandbox.limits import ram_bytes
+
+    if share < 1.0:  # the node's RAM is known only here: 75% of it (the sandbox's default) split by the slots
+        config = replace(config, memory_limit=int(ram_bytes() * 0.75 * share))
 
     root = node_root()
     root.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,7 @@ class RayExecutor:
             options: dict[str, Any] = {"num_cpus": threads, "max_retries": 0, "retry_exceptions": False}
             if gpu_share:
                 options["num_gpus"] = gpu_share
-            ref = self._task.options(**options).remote(data, pipeline, config)
+            ref = self._task.options(**options).remote(data, pipeline, config, min(1.0, threads / self.node_cores()))
             with self._lock:
                 self._running.add(ref)
             try:
