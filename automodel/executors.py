@@ -48,7 +48,8 @@ def make_runner(cfg, hardware: Hardware, run_config, bundle_for: Callable[[bool]
         config = dataclasses.replace(run_config, time_limit=time_limit)
         if remote is not None:
             share = gpu_share(len(slots), gpus) if slot is not None and slots else gpu_share(1, gpus)
-            return remote.run(iter_dir, bundle_for(refit), config, slot.threads if slot else cores, share)
+            threads = slot.threads if slot else cores
+            return remote.run(iter_dir, bundle_for(refit), config, threads, share, min(1.0, threads / cores))
         if slot is not None:
             config = dataclasses.replace(config, threads=slot.threads, memory_limit=slot.memory, gpu=slot.gpu)
         return run_iteration(iter_dir, bundle_for(refit), config)

@@ -73,8 +73,8 @@ def stage(data: StagedData, root: Path):
 
 def run_candidate(data: StagedData, pipeline: dict[str, str], config, share: float = 1.0) -> dict[str, Any]:
     """Run one pipeline (its three modules' source) with `config` (a RunConfig) on this node, with `share`
-    of the node's memory (a slot's); returns {"node", "pid", "result" (its IterationResult as JSON,
-    unscored), "files" {name: bytes}}."""
+    of the node's memory (a slot's); returns {"node", "result" (its IterationResult as JSON, unscored),
+    "files" {name: bytes}}."""
     from automodel.core import IterationResult
     from automodel.sandbox.iteration import run_iteration
     from automodel.sandbox.limits import ram_bytes
@@ -103,6 +103,6 @@ def run_candidate(data: StagedData, pipeline: dict[str, str], config, share: flo
                 files[path.name] = path.read_bytes()
         node = socket.gethostname()
         res = replace(res, config={**res.config, "node": node})
-        return {"node": node, "pid": os.getpid(), "result": res.to_json(), "files": files}
+        return {"node": node, "result": res.to_json(), "files": files}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from automodel.core import MODULES, ErrorInfo, IterationResult, SandboxInfo
 from automodel.errors import UsageError
-from automodel.files import atomic_write_json, clear_for_write
+from automodel.files import atomic_write_json
 from automodel.remote.node import pack_bundle, run_candidate
 from automodel.sandbox.supervisor import ChildCancelled
 
@@ -83,10 +83,11 @@ class RayExecutor:
                 f"{len(nodes)} node(s), {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs")
 
     # ---- runs
-    def run(self, iter_dir: Path, bundle, config, threads: int, gpu_share: float) -> IterationResult:
-        """Run the pipeline in iter_dir as a task with `threads` CPUs (and `gpu_share` of a GPU), write its
-        files into iter_dir and score it here."""
-        from automodel.sandbox.iteration import RUN_FILES, score_iteration
+    def run(self, iter_dir: Path, bundle, config, threads: int, gpu_share: float,
+            memory_share: float = 1.0) -> IterationResult:
+        """Run the pipeline in iter_dir as a task with `threads` CPUs (and `gpu_share` of a GPU, and
+        `memory_share` of its node's memory), write its files into iter_dir and score it here."""
+        from automodel.sandbox.iteration import clear_run_files, score_iteration
 
         data = self._staged(bundle)
         pipeline = {m: (iter_dir / f"{m}.py").read_text(encoding="utf-8") for m in MODULES}
@@ -96,7 +97,7 @@ class RayExecutor:
             options: dict[str, Any] = {"num_cpus": threads, "max_retries": 0, "retry_exceptions": False}
             if gpu_share:
                 options["num_gpus"] = gpu_share
-            ref = self._task.options(**options).remote(data, pipeline, config, min(1.0, threads / self.node_cores()))
+            ref = self._task.options(**options).remote(data, pipeline, config, memory_share)
             with self._lock:
                 self._running.add(ref)
             try:
@@ -117,9 +118,7 @@ class RayExecutor:
             finally:
                 with self._lock:
                     self._running.discard(ref)
-        for name in (*RUN_FILES, *(p.name for p in iter_dir.glob("probs_*.npy"))):
-            clear_for_write(iter_dir / name)
-            (iter_dir / name).unlink(missing_ok=True)
+        clear_run_files(iter_dir)
         for name, content in out["files"].items():
             if "/" in name or name.startswith(".") or name in (f"{m}.py" for m in MODULES):
                 continue  # only plain file names, and never the pipeline this process wrote

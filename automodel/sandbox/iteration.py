@@ -81,6 +81,15 @@ class TrainingClock:
         return self.stage, self.end
 
 
+def clear_run_files(iter_dir: Path) -> None:
+    """Remove what an earlier run left in iter_dir (a repair reruns in the same folder)."""
+    for name in RUN_FILES:
+        clear_for_write(iter_dir / name)
+        (iter_dir / name).unlink(missing_ok=True)
+    for path in iter_dir.glob("probs_*.npy"):
+        path.unlink(missing_ok=True)
+
+
 def _fresh(folder: Path) -> Path:
     remove_tree(folder)
     folder.mkdir()
@@ -177,11 +186,7 @@ def run_iteration(iter_dir: Path, bundle: DataBundle, config: RunConfig = RunCon
     """
     iter_dir = Path(iter_dir).resolve()  # the children run elsewhere: they get absolute paths only
     t_start = time.time()
-    for name in RUN_FILES:
-        clear_for_write(iter_dir / name)
-        (iter_dir / name).unlink(missing_ok=True)
-    for path in iter_dir.glob("probs_*.npy"):
-        path.unlink(missing_ok=True)
+    clear_run_files(iter_dir)
     level = choose_level(config.sandbox)
     run = _Run(EventLog(iter_dir / WORK / "events.jsonl"))
 

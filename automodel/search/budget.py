@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from automodel.agents.base import BrainExhausted
 from automodel.core import Decision, JournalRecord
 from automodel.errors import AutomodelError
-from automodel.files import atomic_write_json
 from automodel.search.final import FinalPhase
 from automodel.search.history import build_history
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement, SearchPlan, make_plan
 from automodel.search.pool import Job
-from automodel.search.workspace import PENDING_KEY, RUN_FILE
+from automodel.search.workspace import PENDING_KEY
 
 if TYPE_CHECKING:
     from automodel.search.loop import Loop
@@ -100,9 +99,7 @@ class BudgetSearch:
             return
         self.run.update_info(**{PENDING_KEY: [job.to_json() for job in jobs]})
         self.loop.run_at_once(jobs, calls)
-        info = self.run.info
-        info.pop(PENDING_KEY, None)
-        atomic_write_json(self.run.path / RUN_FILE, info)
+        self.run.drop_info(PENDING_KEY)
 
     def _finish_pending(self) -> None:
         """After a stop in the middle of a round run at once: commit what its candidates produced and run the
@@ -117,9 +114,7 @@ class BudgetSearch:
                                     f"{', '.join(str(j.iteration) for j in jobs)}")
             self._run(jobs)
         else:
-            info = self.run.info
-            info.pop(PENDING_KEY, None)
-            atomic_write_json(self.run.path / RUN_FILE, info)
+            self.run.drop_info(PENDING_KEY)
 
     def _round(self, t0: float) -> bool:
         """Propose K distinct candidates off the current best and run them: each as soon as it is proposed,

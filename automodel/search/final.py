@@ -26,7 +26,7 @@ from automodel.errors import HarnessError
 from automodel.files import atomic_write_json, remove_tree
 from automodel.search.ensemble import MAX_STEPS, VARIANCE_SHARE, select, variance_share
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, SearchPlan
-from automodel.search.workspace import BEST_FILES, FINAL, FINAL_FILE, RUN_FILE, RunDir, read_final
+from automodel.search.workspace import BEST_FILES, FINAL, FINAL_FILE, RunDir, read_final
 
 if TYPE_CHECKING:
     from automodel.search.loop import Loop
@@ -48,9 +48,7 @@ class FinalPhase:
     def reopen(self) -> None:
         """Forget the final model (its refit records stay in the journal, as history)."""
         remove_tree(self.run.path / FINAL)
-        info = self.run.info
-        info.pop(CHOICE_KEY, None)
-        atomic_write_json(self.run.path / RUN_FILE, info)
+        self.run.drop_info(CHOICE_KEY)
 
     def make(self) -> None:
         remove_tree(self.run.path / ".final.tmp")

@@ -48,9 +48,6 @@ class WorkerSlot:
         return (f"slot {self.index + 1}/{self.count} ({self.threads} thread{'s' if self.threads > 1 else ''}"
                 f"{gpu}) on {self.node or socket.gethostname()}")
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def make_slots(parallel: int, cores: int | None = None, gpus: int = 0, executor: str = "local") -> list[WorkerSlot]:
     """K equal shares of this machine: threads and memory split K ways, GPUs dealt round-robin (several

@@ -94,6 +94,12 @@ class RunDir:
         info.update(changes)
         atomic_write_json(self.path / RUN_FILE, info)
 
+    def drop_info(self, key: str) -> None:
+        """Remove `key` from run.json (nothing happens when it is not there)."""
+        info = self.info
+        if info.pop(key, None) is not None:
+            atomic_write_json(self.path / RUN_FILE, info)
+
     # ---- journal
     def journal(self) -> list[JournalRecord]:
         """Every record, failed attempts that were repaired included, in order."""
