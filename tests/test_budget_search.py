@@ -82,6 +82,34 @@ def test_rounds_of_k_candidates_compare_at_rung_0_and_the_best_is_refit_on_train
     assert out["best"]["iteration"] == 4  # best/ stays the best explored iteration
 
 
+def test_with_a_time_budget_a_round_that_keeps_nothing_ends_exploration_and_the_refit_gets_the_time(tmp_path):
+    def run(sub: str, outcomes: list, **cfg):
+        loop = budget_loop(tmp_path / sub, ScriptedBrain([edit(x) for x in "abcdef"]), FakeExecutor(outcomes),
+                           **{"iters": 12, **cfg})
+        loop.fit()
+        return loop, finals(loop)
+
+    # Round 1 keeps nothing (0.48, 0.49 against 0.5): with --time-budget the search stops exploring and the
+    # refit gets what the remaining rounds would have used.
+    loop, records = run("wall", [0.5, 0.48, 0.49, 0.8], time_budget=600.0)
+    assert [r.kind for r in records] == ["candidate"] * 3 + ["refit"]
+    plan = loop.run.info["search_plan"]
+    assert plan["stop_when_stale"] and records[-1].parent == 1
+    assert records[-1].fidelity > plan["final"] + 100
+    assert "round 1 kept none of its candidates" in loop.progress.stream.getvalue()
+    # A round that keeps a candidate does not end it: round 2 runs, keeps nothing, and ends exploration.
+    _, records = run("kept", [0.5, 0.6, 0.49, 0.55, 0.58, 0.8], time_budget=600.0)
+    assert [r.round for r in records[:-1]] == [0, 1, 1, 2, 2] and records[-1].parent == 2
+    # A candidate still contended when run again is no verdict: the round after it runs.
+    starved = {"val": 0.45, "compute": {"images_per_second": 300.0, "cpu_utilisation": 0.3, "steal_share": 0.0}}
+    fair = {"val": 0.5, "compute": {"images_per_second": 1000.0, "cpu_utilisation": 0.95, "steal_share": 0.0}}
+    _, records = run("contended", [fair, starved, starved, 0.48, 0.46, 0.49, 0.8], time_budget=600.0)
+    assert records[1].contended and max(r.round or 0 for r in records) == 2
+    # With --iters x --time-per-iter the final run keeps to its planned time, so exploration goes on.
+    _, records = run("iters", [0.5, 0.48, 0.49, 0.47, 0.46, 0.8], iters=6)
+    assert [r.kind for r in records] == ["candidate"] * 5 + ["refit"]
+
+
 def test_promoted_runs_are_compared_only_with_each_other(tmp_path):
     brain = ScriptedBrain([edit(x) for x in "abcd"])
     # rung 0: 0.5, then a b | c d (d fails); rung 1: the top 3 at 3x the time, then the refit.

@@ -40,7 +40,11 @@ def plan_for(loop: "Loop") -> tuple[SearchPlan, bool]:
     if saved != plan.to_json():
         loop.run.update_info(**{PLAN_KEY: plan.to_json()})
         loop.progress.note("automodel: search plan: " + "; ".join(plan.reasons))
-    return plan, saved is not None and saved != plan.to_json()
+    # Only the numbers count: a newer automodel that words its reasons differently or plans something more
+    # (a field an older run.json lacks) does not reopen a finished run.
+    changed = saved is not None and any(saved.get(key, value) != value for key, value in plan.to_json().items()
+                                        if key != "reasons")
+    return plan, changed
 
 
 class BudgetSearch:
@@ -83,6 +87,10 @@ class BudgetSearch:
             if best is None and not self._editable():
                 self._run([Job(n, None, None, t0, place)])
                 continue
+            if self.plan.stop_when_stale and (stale := stale_round(self.run.iterations())) is not None:
+                self.loop.progress.note(f"automodel: round {stale} kept none of its candidates: exploration ends "
+                                        "here and the final refit gets the time left")
+                return
             if not self._round(t0):
                 return
 
@@ -239,10 +247,21 @@ class BudgetSearch:
         return self.loop._spent() + cost <= until
 
 
+def stale_round(records: list[JournalRecord]) -> int | None:
+    """The last exploration round, when it kept none of its candidates although they were judged fairly (at
+    least one scored, none contended); None otherwise. Read from the journal, so `resume` decides the same."""
+    last = max((r.round for r in records if r.kind == "candidate" and r.round), default=None)
+    if last is None:
+        return None
+    runs = [r for r in records if r.kind == "candidate" and r.round == last]
+    fair = any(r.scored for r in runs) and not any(r.contended for r in runs)
+    return last if fair and not any(r.accepted for r in runs) else None
+
+
 def top_candidates(records: list[JournalRecord], rung: int, count: int) -> list[JournalRecord]:
     """The best `count` scored, uncontended runs of one rung, best validation first (earlier wins ties)."""
     scored = [r for r in records if r.rung == rung and r.scored and not r.contended]
     return sorted(scored, key=lambda r: (-(r.val_accuracy or 0.0), r.iteration))[:count]
 
 
-__all__ = ["BudgetSearch", "plan_for", "top_candidates"]
+__all__ = ["BudgetSearch", "plan_for", "stale_round", "top_candidates"]

@@ -35,6 +35,9 @@ class SearchPlan:
     explore_until: float         # elapsed seconds after which no exploration run starts
     rung0_until: float           # elapsed seconds after which no rung-0 run starts
     reasons: tuple[str, ...]
+    # Exploration ends after a round that kept none of its candidates, and the final refit gets the time
+    # left (only with --time-budget: with --iters x --time-per-iter the final keeps to its planned time).
+    stop_when_stale: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,9 +94,14 @@ def make_plan(
         rungs, rung0_until = (t0,), explore
         reasons.append(f"rung 0: {t0:.0f} s per candidate; no promotion rung (two runs of {ETA}x that length "
                        f"do not fit in the {explore:.0f} s of exploration)")
+    stop_when_stale = time_budget is not None and final > 0
+    if stop_when_stale:
+        reasons.append("exploration ends early after a round that keeps none of its candidates, and the final "
+                       "refit gets the time left: when edits at a low fidelity stop paying, a longer final run "
+                       "still does")
     return SearchPlan(total=round(total, 1), final=round(final, 1), rungs=tuple(round(t, 1) for t in rungs),
                       candidates=k, promote=promote, explore_until=round(explore, 1),
-                      rung0_until=round(rung0_until, 1), reasons=tuple(reasons))
+                      rung0_until=round(rung0_until, 1), reasons=tuple(reasons), stop_when_stale=stop_when_stale)
 
 
 @dataclass(frozen=True)
