@@ -11,16 +11,17 @@ if the second reply fails too, BrainError tells the loop to record the failure.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from automodel.agents.llm import prompts
 from automodel.agents.llm.client import ChatClient
 from automodel.agents.llm.config import LLMConfig
-from automodel.agents.llm.decision import ReplyFormatError, Round, parse_decision, parse_round
+from automodel.agents.llm.decision import ReplyFormatError, parse_decision, parse_round
 from automodel.core import Brief, Decision
 from automodel.errors import BrainError
 
 log = logging.getLogger("automodel.llm")
+T = TypeVar("T")
 
 
 def prompt_view(history: dict[str, Any]) -> dict[str, Any]:
@@ -42,26 +43,44 @@ def analyst_messages(
     )
 
 
+def _ask(
+    chat: ChatClient, messages: list[dict[str, str]], retries: int,
+    parse: Callable[[str], tuple[T | None, str, int]], retry: Callable[[str], str],
+) -> tuple[T | None, str, int]:
+    """Ask the Analyst; a reply whose parse names a problem is sent back with it (`retry(problem)` is the
+    follow-up message), up to `retries` times. `parse(text)` gives (value or None, problem or "", size).
+    Returns the value of the largest size seen, the last problem, and the number of replies."""
+    best: tuple[T | None, int] = (None, -1)
+    problem, replies = "", 0
+    while True:
+        reply = chat.complete("analyst", messages)
+        replies += 1
+        value, problem, size = parse(reply.text)
+        if value is not None and not problem:
+            return value, "", replies
+        if value is not None and size > best[1]:
+            best = (value, size)
+        if replies > retries:
+            return best[0], problem, replies
+        log.warning("LLM analyst reply not fully usable (%s); asking again", problem)
+        messages = [*messages, {"role": "assistant", "content": reply.text},
+                    {"role": "user", "content": retry(problem)}]
+
+
 def decide(chat: ChatClient, config: LLMConfig, history: dict[str, Any], brief: Brief | None) -> Decision:
-    messages = analyst_messages(history, brief, config)
-    reply = chat.complete("analyst", messages)
-    errors = []
-    for attempt in range(config.json_retries + 1):
+    def parse(text: str) -> tuple[Decision | None, str, int]:
         try:
-            return parse_decision(reply.text)
+            return parse_decision(text), "", 1
         except ReplyFormatError as err:
-            errors.append(str(err))
-            if attempt == config.json_retries:
-                break
-            log.warning("LLM analyst reply unusable (%s); asking again", err)
-            messages = messages + [
-                {"role": "assistant", "content": reply.text},
-                {"role": "user", "content": prompts.render("retry_json.j2", error=str(err))},
-            ]
-            reply = chat.complete("analyst", messages)
+            return None, str(err), 0
+
+    decision, problem, replies = _ask(chat, analyst_messages(history, brief, config), config.json_retries, parse,
+                                      lambda error: prompts.render("retry_json.j2", error=error))
+    if decision is not None:
+        return decision
     raise BrainError(
-        f"The Performance Analyst (LLM) gave no usable decision in {len(errors)} replies "
-        f"(last problem: {errors[-1]}). The replies are saved with the iteration (llm/*analyst.reply.md). "
+        f"The Performance Analyst (LLM) gave no usable decision in {replies} replies "
+        f"(last problem: {problem}). The replies are saved with the iteration (llm/*analyst.reply.md). "
         "The iteration is recorded as failed; a model that follows instructions more closely avoids this."
     )
 
@@ -73,33 +92,21 @@ def decide_round(
 
     Items that are malformed, repeat each other or repeat a tried change are sent back once, like
     malformed JSON, asking for the whole list again; after that the usable items are the round."""
-    messages = analyst_messages(history, brief, config, count)
-    reply = chat.complete("analyst", messages)
-    best: Round | None = None
-    error = ""
-    for attempt in range(config.json_retries + 1):
+    def parse(text: str) -> tuple[list[Decision] | None, str, int]:
         try:
-            got = parse_round(reply.text, count, tried)
-            if best is None or len(got.decisions) > len(best.decisions):
-                best = got
-            if not got.problems:
-                return got.decisions
-            error = "; ".join(got.problems)
+            got = parse_round(text, count, tried)
         except ReplyFormatError as err:
-            error = str(err)
-        if attempt == config.json_retries:
-            break
-        log.warning("LLM analyst round reply not fully usable (%s); asking again", error)
-        messages = messages + [
-            {"role": "assistant", "content": reply.text},
-            {"role": "user", "content": prompts.render("retry_round.j2", error=error, count=count)},
-        ]
-        reply = chat.complete("analyst", messages)
-    if best is not None:
-        log.warning("LLM analyst round: %d of %d changes usable (%s)", len(best.decisions), count, error)
-        return best.decisions
+            return None, str(err), 0
+        return got.decisions, "; ".join(got.problems), len(got.decisions)
+
+    decisions, problem, replies = _ask(chat, analyst_messages(history, brief, config, count), config.json_retries,
+                                       parse, lambda error: prompts.render("retry_round.j2", error=error, count=count))
+    if decisions is not None:
+        if problem:
+            log.warning("LLM analyst round: %d of %d changes usable (%s)", len(decisions), count, problem)
+        return decisions
     raise BrainError(
-        f"The Performance Analyst (LLM) gave no usable list of changes in {config.json_retries + 1} replies "
-        f"(last problem: {error}). The replies are saved with the iteration (llm/*analyst.reply.md). "
+        f"The Performance Analyst (LLM) gave no usable list of changes in {replies} replies "
+        f"(last problem: {problem}). The replies are saved with the iteration (llm/*analyst.reply.md). "
         "The round is recorded as failed; a model that follows instructions more closely avoids this."
     )
