@@ -46,7 +46,7 @@ def fmnist(materialize):
 def finished(fmnist, tmp_path_factory):
     ws = tmp_path_factory.mktemp("ws")
     # The published protocol (--search greedy): every iteration one edit at the full --time-per-iter.
-    proc = cli("fit", fmnist, "--agent", "expert", "--search", "greedy", "--iters", 4, "--time-per-iter", 20,
+    proc = cli("fit", fmnist, "--agent", "expert", "--search", "greedy", "--iters", 4, "--time-per-iter", 12,
                "--workspace", ws, "--name", "r1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return ws / "r1", proc

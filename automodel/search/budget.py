@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from automodel.search.loop import Loop
 
 PLAN_KEY = "search_plan"  # in run.json
+NO_ANSWER = object()      # the brain gave no usable answer (BudgetSearch._ask)
 
 
 def plan_for(loop: "Loop") -> tuple[SearchPlan, bool]:
@@ -133,22 +134,14 @@ class BudgetSearch:
         history = build_history(self.run, self.loop.facts, self.loop._budget())
         if not self._fits(t0, self.plan.rung0_until):
             return True
-        try:
-            # A brain that proposes the whole round at once (the LLM, in one reply) is asked once here.
-            batch = self.loop.brain.analyst_round(history, self.plan.candidates)
-        except BrainExhausted as err:
-            self.loop.brain.take_calls()
-            self.loop.progress.note(str(err))
-            return False
-        except AutomodelError as err:
-            if not self._fatal(err):
-                n = self.run.next_iteration()
-                self.loop._record_brain_failure(n, history.parent_iteration, err, self.loop.brain.take_calls())
-            return True
+        self._brain_done = False
+        # A brain that proposes the whole round at once (the LLM, in one reply) is asked once here.
+        batch = self._ask(history, lambda: self.loop.brain.analyst_round(history, self.plan.candidates))
+        if batch is NO_ANSWER:
+            return not self._brain_done
         at_once = self.loop.pool is not None
         chosen: list[tuple[Decision, list]] = []  # with --parallel: the round's decisions, run once all are in
         ran = 0
-        self._brain_done = False
         for decision in self._proposals(history, batch, t0, reserved=lambda: len(chosen)):
             calls = self.loop.brain.take_calls()  # the round's one reply comes with its first candidate
             if at_once:
@@ -175,17 +168,10 @@ class BudgetSearch:
             if not self._fits(t0, self.plan.rung0_until, reserved=reserved()):
                 return
             seen = dataclasses.replace(history, tried_on_best=[*history.tried_on_best, *pending])
-            try:
-                decision = self.loop.brain.analyst(seen) if batch is None else batch[index]
-            except BrainExhausted as err:
-                self.loop.brain.take_calls()
-                self.loop.progress.note(str(err))
-                self._brain_done = True
-                return
-            except AutomodelError as err:
-                if not self._fatal(err):
-                    self.loop._record_brain_failure(self.run.next_iteration(), history.parent_iteration, err,
-                                                    self.loop.brain.take_calls())
+            decision = self._ask(seen, lambda: self.loop.brain.analyst(seen)) if batch is None else batch[index]
+            if decision is NO_ANSWER:
+                if self._brain_done:
+                    return
                 continue
             if decision.key() in seen.tried_keys():
                 self.loop._record_brain_failure(self.run.next_iteration(), history.parent_iteration, AutomodelError(
@@ -197,12 +183,23 @@ class BudgetSearch:
                             "detail": {"target": decision.target, "instruction": decision.instruction}})
             yield decision
 
-    def _fatal(self, err: Exception) -> bool:
+    def _ask(self, history: Any, call: Callable[[], Any]) -> Any:
+        """The brain's answer, or NO_ANSWER: when it has nothing left to propose (_brain_done is set), or when
+        it failed (recorded as an iteration of its own; a failure of automodel's own side stops the run)."""
         from automodel.search.loop import FATAL
 
-        if isinstance(err, FATAL):
-            raise err
-        return False
+        try:
+            return call()
+        except BrainExhausted as err:
+            self.loop.brain.take_calls()
+            self.loop.progress.note(str(err))
+            self._brain_done = True
+        except FATAL:
+            raise
+        except AutomodelError as err:
+            self.loop._record_brain_failure(self.run.next_iteration(), history.parent_iteration, err,
+                                            self.loop.brain.take_calls())
+        return NO_ANSWER
 
     def _editable(self) -> bool:
         """Whether some attempt left code an engineer could repair (the greedy loop's rescue path)."""
