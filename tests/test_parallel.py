@@ -90,9 +90,20 @@ def harness_error() -> IterationResult:
                            sandbox=SandboxInfo("none", ()))
 
 
+class FailsOnceThreeRuns(FakeExecutor):
+    """Iteration 2's harness error comes once iteration 3 has started: a run that had not yet taken its slot
+    when the round was cancelled would never start (on a busy machine its thread can start late)."""
+
+    def __call__(self, iter_dir: Path, time_limit: float, refit: bool = False, slot=None):
+        deadline = time.monotonic() + 30
+        while Path(iter_dir).name == "iter_002" and 3 not in self.slots and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return super().__call__(iter_dir, time_limit, refit, slot)
+
+
 def test_a_failure_of_automodels_own_side_in_one_candidate_stops_the_round_and_resume_finishes_it(tmp_path):
     brain = ScriptedBrain([edit(x) for x in "ab"])
-    loop = parallel_loop(tmp_path, brain, FakeExecutor({1: 0.5, 2: harness_error(), 3: 0.6}, delay={3: 0.3}),
+    loop = parallel_loop(tmp_path, brain, FailsOnceThreeRuns({1: 0.5, 2: harness_error(), 3: 0.6}, delay={3: 0.3}),
                          iters=4)
     with pytest.raises(HarnessError, match="the sandbox broke"):
         loop.fit()
