@@ -77,10 +77,10 @@ def run_candidate(data: StagedData, pipeline: dict[str, str], config, share: flo
     "files" {name: bytes}}."""
     from automodel.core import IterationResult
     from automodel.sandbox.iteration import run_iteration
-    from automodel.sandbox.limits import ram_bytes
+    from automodel.sandbox.limits import memory_share
 
-    if share < 1.0:  # the node's RAM is known only here: 75% of it (the sandbox's default) split by the slots
-        config = replace(config, memory_limit=int(ram_bytes() * 0.75 * share))
+    if share < 1.0:  # the node's RAM is known only here: the slot's share of what the sandbox allows
+        config = replace(config, memory_limit=memory_share(share))
 
     root = node_root()
     root.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,12 @@ def ram_bytes() -> int:
         return 8 * 2**30
 
 
+def memory_share(share: float = 1.0) -> int:
+    """Bytes for a child given `share` of what children may use: 75% of this machine's RAM (the rest is
+    left to automodel itself and the system)."""
+    return int(ram_bytes() * 0.75 * share)
+
+
 @dataclass(frozen=True)
 class Slot:
     """One child's share of the machine. The defaults give one child the whole machine."""
@@ -50,7 +56,7 @@ class Slot:
     max_files: int = 50_000           # entries in the work folder
 
     def memory_bytes(self) -> int:
-        return self.memory or int(ram_bytes() * 0.75)
+        return self.memory or memory_share()
 
     def cores(self) -> int:
         return self.threads or os.cpu_count() or 1

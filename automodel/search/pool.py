@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from automodel.core import Decision, IterationResult, JournalRecord, Usage
 from automodel.files import read_json
-from automodel.sandbox.limits import ram_bytes
+from automodel.sandbox.limits import memory_share
 from automodel.sandbox.supervisor import ChildCancelled, allow_children, cancel_children
 from automodel.search.plan import Placement
 from automodel.search.workspace import PRODUCED
@@ -54,7 +54,7 @@ def make_slots(parallel: int, cores: int | None = None, gpus: int = 0, executor:
     slots share a GPU when K exceeds the GPUs)."""
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // parallel)
-    memory = int(ram_bytes() * 0.75 / parallel) if parallel > 1 else None
+    memory = memory_share(1 / parallel) if parallel > 1 else None
     node = socket.gethostname()
     return [WorkerSlot(i, parallel, threads, memory, str(i % gpus) if gpus else None, executor, node)
             for i in range(parallel)]
