@@ -156,6 +156,9 @@ def test_sigkill_mid_iteration_then_resume(fmnist, tmp_path):
             "3",
             "--time-per-iter",
             "6",
+            # A shorter final refit (10 s, not 23 s): the kill lands in iteration 2 either way.
+            "--final-share",
+            "0.4",
             "--workspace",
             str(ws),
             "--name",

@@ -45,7 +45,7 @@ def test_fit_predict_export_from_a_relative_workspace(level, fm30, tmp_path):
     """The README's first command, shortened, at each level, run where `workspace/` is relative."""
     need_level(level)
     env = {"AUTOMODEL_SANDBOX": level}
-    fit = automodel("fit", fm30, "--iters", 2, "--time-per-iter", 8, "--agent", "expert", "--device", "cpu",
+    fit = automodel("fit", fm30, "--iters", 2, "--time-per-iter", 5, "--agent", "expert", "--device", "cpu",
                     cwd=tmp_path, env=env)
     assert fit.returncode == 0, fit.stderr[-3000:]
     assert "Failed iterations: 0%." in fit.stdout

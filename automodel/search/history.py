@@ -88,10 +88,10 @@ def _compute(run: RunDir, record: JournalRecord) -> dict[str, Any]:
     return figures
 
 
-def _tried(run: RunDir, record: JournalRecord) -> dict[str, Any]:
+def _tried(run: RunDir, record: JournalRecord, change: str | None) -> dict[str, Any]:
     # "key" identifies the edit for the loop (never proposed twice); "change" is what the Analyst reads
     # first, with the instruction that asked for it one level down.
-    return {"key": record.decision_key, "change": change_of(run, record), "status": record.status,
+    return {"key": record.decision_key, "change": change, "status": record.status,
             "val_accuracy": record.val_accuracy, **_compute(run, record),
             "detail": {"target": record.target, "instruction": _short(record.instruction)}}
 
@@ -100,6 +100,13 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
     records = run.iterations()
     by_iter = {r.iteration: r for r in records}
     best = run.best_record()
+    changes: dict[int, str | None] = {}
+
+    def change(r: JournalRecord) -> str | None:
+        # A record can be both recent and tried: its two modules are read and parsed once.
+        if r.iteration not in changes:
+            changes[r.iteration] = change_of(run, r)
+        return changes[r.iteration]
 
     best_view = None
     if best is not None:
@@ -136,7 +143,7 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
                 "iteration": r.iteration,
                 "parent": r.parent,
                 "kind": r.kind,
-                "change": change_of(run, r),
+                "change": change(r),
                 "target": r.target,
                 "instruction": _short(r.instruction),
                 "status": r.status,
@@ -164,17 +171,18 @@ def build_history(run: RunDir, dataset: dict[str, Any], budget: dict[str, Any]) 
     if best is not None:
         # A run contended twice was not judged (automodel.search.contention): it may be proposed again.
         # Promotions and refits rerun a pipeline unchanged: no edit was tried.
-        tried = [_tried(run, r) for r in records
+        tried = [_tried(run, r, change(r)) for r in records
                  if r.parent == parent and not r.contended and r.kind not in ("promotion", "refit")]
     else:
         # Nothing has trained yet: each edit builds on the last failure, so every
         # edit made so far counts as tried (a rescue move is never sent twice).
-        tried = [_tried(run, r) for r in records if r.decision_key]
+        tried = [_tried(run, r, change(r)) for r in records if r.decision_key]
     # Edits rejected on the earlier best pipelines this one grew from. The best
     # differs from them by a few accepted edits only, so an edit that did not
     # help there rarely helps here: worth retrying only when nothing fresher is left.
     ancestors = set(lineage(by_iter, parent)[1:]) if best is not None else set()
-    rejected_earlier = [_tried(run, r) for r in records if r.parent in ancestors and not r.accepted and r.decision_key]
+    rejected_earlier = [_tried(run, r, change(r)) for r in records
+                        if r.parent in ancestors and not r.accepted and r.decision_key]
     return History(
         dataset=dataset,
         budget=budget,
