@@ -11,9 +11,10 @@ machine; `AUTOMODEL_SANDBOX=bwrap|unshare|none` or `level=` forces one):
    the child's own work folder read-write and nothing
    else: not the dataset folder, not the run directory (which holds labels),
    not the home directory.
-2. ``unshare``: ``unshare -Urn --pid --fork --kill-child --mount-proc``: no
-   network and its own pid namespace, but NO filesystem isolation (the code
-   can read and write whatever this user can, the dataset's labels included).
+2. ``unshare``: ``unshare -Urn --pid --fork --kill-child --mount-proc``, with a
+   shell as the namespace's init: no network and its own pid namespace, but NO
+   filesystem isolation (the code can read and write whatever this user can,
+   the dataset's labels included).
 3. ``none``: a new session/process group only: NO network and NO filesystem
    isolation.
 
@@ -233,7 +234,12 @@ def build_command(level: str, request: Request) -> list[str]:
             cmd += ["--setenv", key, value]
         return cmd + ["--"] + argv
     if level == "unshare":
-        return ["unshare", "-Urn", "--pid", "--fork", "--kill-child", "--mount-proc", "--"] + argv
+        # The first process of a new pid namespace is its init, and the kernel drops any signal that
+        # init has no handler for, even a SIGKILL it sends itself: generated code that kills itself would
+        # run on. A shell as init keeps the child an ordinary process, as bwrap's own init does; the
+        # shell exits with the child's status (128+N for signal N, which signal_name reads).
+        return ["unshare", "-Urn", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
+                "/bin/sh", "-c", '"$@"; exit $?', "sh"] + argv
     return argv
 
 
