@@ -72,6 +72,9 @@ class Brief:
     # Measured before the first pipeline (automodel.sandbox.throughput): training images per second of a
     # reference CNN at a few widths, on this machine, at the data's resolution; None where not measured.
     throughput: dict[str, Any] | None = None
+    # Training seconds the chosen pipeline gets at the end, retrained on train+val (the budget search's final
+    # refit); 0 when there is none. Without it a model tunes candidates for the short screening runs only.
+    final_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

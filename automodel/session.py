@@ -24,7 +24,7 @@ from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.search.acceptance import noise_note
 from automodel.search.final import REFIT_DATA
 from automodel.search.loop import FitConfig, Loop, summarize_run
-from automodel.search.plan import make_plan
+from automodel.search.plan import SearchPlan, make_plan
 from automodel.search.progress import Progress
 from automodel.search.tree import final_line
 from automodel.search.workspace import RunDir, reopen
@@ -131,6 +131,7 @@ def drive(
         description=ds.description,
         hardware=dataclasses.replace(hardware, cpu_cores=one.threads) if one else hardware,
         time_per_iter=first_run_seconds(cfg),
+        final_seconds=final_run_seconds(cfg),
         pretrained_cache=list(weights.names),
         throughput=_throughput(run, bundle, dataclasses.replace(run_config, threads=one.threads) if one
                                else run_config, level, max(images.image_size), progress),
@@ -185,8 +186,16 @@ def first_run_seconds(cfg: FitConfig) -> float:
     """Training seconds of the first pipeline's run, which the Architect sizes the network for."""
     if cfg.search != "budget":
         return cfg.time_per_iter
-    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates,
-                     cfg.parallel).rungs[0]
+    return _plan(cfg).rungs[0]
+
+
+def final_run_seconds(cfg: FitConfig) -> float:
+    """Training seconds planned for the final refit on train+val (0: none, as in the greedy search)."""
+    return _plan(cfg).final if cfg.search == "budget" else 0.0
+
+
+def _plan(cfg: FitConfig) -> SearchPlan:
+    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel)
 
 
 def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Progress) -> dict | None:

@@ -164,6 +164,20 @@ def test_the_architect_sizes_from_the_measured_throughput_and_knows_batched_augm
     assert "build_batch_transforms" in system and "torch.where" in system
 
 
+def test_the_architect_knows_the_final_refit_only_when_the_search_has_one():
+    import dataclasses
+
+    with ReplayServer([{"reply_file": str(SCRIPTS / "good_pipeline.md")}] * 2) as server:
+        brain = brain_for(server)
+        brain.architect(dataclasses.replace(fake_brief(), final_seconds=345.4))
+        brain.architect(fake_brief())  # the greedy search: no final refit
+        with_refit, without = (r["messages"][1]["content"] for r in server.requests)
+    assert ("retrained once, for at least 345 seconds on all labelled images (training plus validation)"
+            in with_refit)
+    assert "Time budget: 45 seconds of training per iteration" in with_refit
+    assert "are a screen" not in without and "retrained once" not in without and "Time budget: 45 seconds" in without
+
+
 def test_prose_around_the_code_is_stripped():
     chatty = (
         "Great question! Let me think about the dataset first.\n\nFor the data side:\n```python\n" + GOOD.data + "```\n"

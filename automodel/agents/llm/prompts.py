@@ -138,6 +138,7 @@ def brief_context(brief: Brief | None, profile_chars: int) -> dict[str, Any]:
             "hardware": hardware,
             "device": hw.device,
             "time_per_iter": int(round(brief.time_per_iter)),
+            "final_seconds": int(round(brief.final_seconds)),
             "pretrained_cache": list(brief.pretrained_cache),
             "throughput": throughput_text(brief.throughput, brief.info.get("num_train"), brief.time_per_iter),
         }
