@@ -125,7 +125,7 @@ class ScriptedBrain:
         self.calls["summarize"] += 1
         return {"methods": "scripted"}
 
-    def scale(self, pipeline, seconds, num_train):
+    def scale(self, pipeline, seconds, num_train, images_per_second=None):
         return None
 
     def take_calls(self):

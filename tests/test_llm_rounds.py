@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from loopkit import FakeExecutor, finals, make_loop
+from loopkit import NUM_VAL, FakeExecutor, finals, make_loop
 
 from automodel.agents.llm import make_llm_brain
 from automodel.agents.llm.decision import ReplyFormatError, parse_round
@@ -91,3 +91,55 @@ def test_each_round_is_one_analyst_reply_of_k_changes_and_a_flawed_list_is_asked
     # The round's call is saved with its first candidate.
     saved = sorted(p.name for p in (loop.run.iter_dir(4) / "llm").iterdir())
     assert any("analyst" in name for name in saved)
+
+
+def resize_run(tmp_path, refit_outcomes: list, images_per_second: float | None):
+    """A budget search of one round (no model change) whose final refit the LLM may resize; the candidates
+    trained at `images_per_second` (None: not measured)."""
+    script = llm_script([json.dumps([SMOOTH, CROP])])
+    compute = {"images_per_second": images_per_second, "epochs": 3.0} if images_per_second else {}
+    with ReplayServer(script) as server:
+        brain = make_llm_brain(model="gpt-4o-mini", base_url=server.base_url, env={}, backoff_base=0.05)
+        execute = FakeExecutor([{"val": v, "compute": compute} for v in (0.5, 0.6, 0.55)] + refit_outcomes)
+        loop = make_loop(tmp_path, brain, execute, search="budget", time_per_iter=20.0, candidates=2, iters=4)
+        loop.fit()
+        resize = [r for r in server.requests if "ROLE: model_engineer" in r["messages"][0]["content"]]
+    return loop, execute, resize
+
+
+def test_the_llm_widens_the_chosen_network_for_a_long_final_refit(tmp_path):
+    loop, execute, resize = resize_run(tmp_path, [0.7], images_per_second=2000.0)
+    refit = finals(loop)[-1]
+    assert refit.kind == "refit" and refit.ok and refit.parent == 2
+    # One request, with the arithmetic that motivates it: 2000 images/s for the refit's seconds on train+val.
+    (asked,) = resize
+    user = asked["messages"][1]["content"]
+    seconds, labelled = execute.calls[-1][1], 100 + NUM_VAL
+    assert (f"retrains this pipeline once, for {round(seconds)} seconds on all {labelled} labelled images" in user
+            and f"about {round(2000 * seconds / labelled)} passes" in user and "about 30 passes" in user)
+    # The refit trained the resized model.py; data.py and train.py are the chosen pipeline's.
+    wider = (SCRIPTS / "model_wider.md").read_text()
+    refit_dir, chosen = loop.run.iter_dir(refit.iteration), loop.run.pipeline(2)
+    assert (refit_dir / "model.py").read_text().strip() in wider and chosen.model.strip() not in wider
+    assert (refit_dir / "train.py").read_text() == chosen.train
+    assert "the Model Engineer resized model.py" in refit.reason and refit.tokens > 0
+    assert any("scale_model_engineer" in p.name for p in (refit_dir / "llm").iterdir())
+
+
+def test_a_resized_network_that_fails_is_refit_as_it_was(tmp_path):
+    from loopkit import failed
+
+    loop, execute, resize = resize_run(tmp_path, [failed("model", message="mat1 and mat2 shapes"), 0.7],
+                                       images_per_second=2000.0)
+    refit = finals(loop)[-1]
+    assert len(resize) == 1 and execute.refits[-2:] == [True, True]
+    assert refit.ok and "that pipeline failed (mat1 and mat2 shapes)" in refit.reason
+    assert loop.run.pipeline(refit.iteration) == loop.run.pipeline(2)
+    assert execute.calls[-1][1] <= execute.calls[-2][1]  # the second try gets only the time left
+
+
+def test_no_resize_is_asked_without_a_measured_speed(tmp_path):
+    loop, execute, resize = resize_run(tmp_path, [0.7], images_per_second=None)
+    refit = finals(loop)[-1]
+    assert resize == [] and refit.ok and "resized" not in refit.reason
+    assert loop.run.pipeline(refit.iteration) == loop.run.pipeline(2)

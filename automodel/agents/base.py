@@ -39,9 +39,11 @@ class Brain(Protocol):
     def summarize(self, pipeline: Pipeline, result: dict[str, Any]) -> dict[str, Any]:
         """Short structured summary of a pipeline's methods and hyperparameters and its result."""
 
-    def scale(self, pipeline: Pipeline, seconds: float, num_train: int) -> tuple[Pipeline, str] | None:
+    def scale(self, pipeline: Pipeline, seconds: float, num_train: int,
+              images_per_second: float | None = None) -> tuple[Pipeline, str] | None:
         """The pipeline resized for a longer final run (`seconds` of training on `num_train` images) and a
-        note saying what changed, or None to refit it as it is."""
+        note saying what changed, or None to refit it as it is. `images_per_second` is what the pipeline
+        trained at in exploration (None when unknown)."""
 
     def take_calls(self) -> list[CallRecord]:
         """LLM calls made since the last take (prompts, replies, tokens); [] for the expert."""

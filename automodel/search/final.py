@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from automodel.core import Decision, ErrorInfo, JournalRecord, Usage
+from automodel.core import CallRecord, Decision, ErrorInfo, JournalRecord, Pipeline, Usage
 from automodel.errors import HarnessError
 from automodel.files import atomic_write_json, remove_tree
+from automodel.search.calls import save_calls
 from automodel.search.ensemble import MAX_STEPS, VARIANCE_SHARE, select, variance_share
 from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, SearchPlan
 from automodel.search.workspace import BEST_FILES, FINAL, FINAL_FILE, RunDir, read_final
@@ -145,29 +146,45 @@ class FinalPhase:
         loop, run = self.loop, self.run
         n = run.next_iteration()
         started = time.monotonic()
-        d = run.fresh_iter_dir(n)
-        pipeline, note = run.pipeline(member), None
+        chosen, note = run.pipeline(member), None
         num_val = len(loop.val_labels) if loop.val_labels is not None else 0
-        scaled = loop.brain.scale(pipeline, seconds, int(loop.facts.get("num_train", 0)) + num_val)
-        if scaled is not None:
-            pipeline, note = scaled
+        scaled = loop.brain.scale(chosen, seconds, int(loop.facts.get("num_train", 0)) + num_val,
+                                  run.compute(member).get("images_per_second"))
+        calls = loop.brain.take_calls()  # an LLM's resize request, saved with the refit
+        pipeline, note = scaled if scaled is not None else (chosen, None)
         decision = Decision("search", f"retrain iteration {member} on train+val for {seconds:.0f} s",
                             "final model" + (f"; {note}" if note else ""))
         loop.progress.start(n, loop.cfg.iters, "Final refit", decision.instruction, decision.reason)
-        loop._write_pipeline(d, pipeline)
+        d, usage = self._stage_refit(n, pipeline, calls)
         res = loop.execute(d, seconds, refit=True)
+        if res.status not in ("ok", "harness_error") and pipeline is not chosen:
+            # The resized module never ran before; the chosen pipeline did: refit that, in the time left.
+            failed = res.error.message if res.error else res.status
+            loop.progress.note(f"automodel: the resized pipeline failed ({failed[:200]}); refitting iteration "
+                               f"{member} as it was")
+            decision = replace(decision, reason=f"final model; {note}, but that pipeline failed ({failed[:200]}), "
+                               "so the chosen one was refit as it was")
+            d, _ = self._stage_refit(n, chosen, calls)
+            res = loop.execute(d, max(MIN_TRAIN_SECONDS, seconds - (time.monotonic() - started)), refit=True)
         if res.status == "harness_error":
             err = res.error or ErrorInfo("sandbox", None, "HarnessError", "unknown")
             raise HarnessError(f"The final refit could not run because automodel's own side failed: {err.message}")
         # The validation images were training images here: their score is not a held-out one, so it is not kept.
         res = replace(res, val_accuracy=None)
         atomic_write_json(d / "metrics.json", res.to_json())
-        record = replace(loop._record(n, member, decision, res, started, 0, Usage(), final=True),
+        record = replace(loop._record(n, member, decision, res, started, 0, usage, final=True),
                          decision_key=None, kind="refit", fidelity=seconds)
         run.append(record)
         loop.on_iteration(n)
         loop.progress.finish(record, run.best_record(), loop._elapsed())
         return record
+
+    def _stage_refit(self, n: int, pipeline: Pipeline, calls: list[CallRecord]) -> tuple[Path, Usage]:
+        """A fresh folder for refit iteration n holding `pipeline` and the brain's calls for it."""
+        d = self.run.fresh_iter_dir(n)
+        usage = save_calls(calls, d, "scale")
+        self.loop._write_pipeline(d, pipeline)
+        return d, usage
 
     # ---- final/
     def _write_refit(self, choice: dict[str, Any], refits: list[JournalRecord]) -> None:

@@ -39,7 +39,9 @@ class ExpertBrain:
     def summarize(self, pipeline: Pipeline, result: dict[str, Any]) -> dict[str, Any]:
         return summarizer.summarize(pipeline, result)
 
-    def scale(self, pipeline: Pipeline, seconds: float, num_train: int) -> tuple[Pipeline, str] | None:
+    def scale(self, pipeline: Pipeline, seconds: float, num_train: int,
+              images_per_second: float | None = None) -> tuple[Pipeline, str] | None:
+        # The expert sizes from its own throughput probe (the same rule as its Architect), not from one run.
         return scale_for(pipeline, self.facts, seconds, num_train) if self.facts is not None else None
 
     def take_calls(self) -> list[CallRecord]:

@@ -14,19 +14,11 @@ import dataclasses
 
 from automodel.agents.expert.recipes import CPU_WIDTHS, ModelRecipe, pick_width
 from automodel.agents.expert.task import TaskFacts
+from automodel.agents.final_size import final_epochs
 from automodel.core import Pipeline
 from automodel.hparams import HParamError, read_hparams, set_hparams
 
 SMALL_CNNS = ("convnet", "resnet")
-
-
-def final_epochs(num_train: int) -> int:
-    """Passes over the data the final run should still make: a large set needs fewer passes than a small one
-    to be fit, so its time is better spent on a wider network. Measured on the CIFAR-10 subset (8,000
-    training images, 400 s, side by side): WIDTH 32 at 37 epochs 0.796 test, WIDTH 48 at 18 epochs 0.781;
-    a 469 s refit at WIDTH 48 (18 epochs) scored 0.801 where refits at WIDTH 32 (28-36 epochs) scored
-    0.803-0.808."""
-    return 30 if num_train < 2000 else 25 if num_train < 20000 else 15
 
 
 def scale_for(pipeline: Pipeline, facts: TaskFacts, seconds: float, num_train: int) -> tuple[Pipeline, str] | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from automodel.agents.final_size import final_epochs
+from automodel.agents.llm import prompts
 from automodel.agents.llm.analyst import decide, decide_round
 from automodel.agents.llm.architect import write_pipeline, write_pipeline_sequential
 from automodel.agents.llm.client import ChatClient
@@ -20,6 +22,11 @@ from automodel.agents.llm.config import LLMConfig, resolve_config
 from automodel.agents.llm.engineer import rewrite_module
 from automodel.agents.llm.summarizer import Summarizer
 from automodel.core import Brief, CallRecord, Decision, History, Pipeline, Usage
+from automodel.errors import BrainError
+
+# The final run is resized only when it would make this many times the passes it needs (final_epochs):
+# below that, a wider network buys little and the unchecked rewrite is not worth its risk.
+RESIZE_ABOVE = 1.5
 
 
 class LLMBrain:
@@ -56,10 +63,30 @@ class LLMBrain:
     def summarize(self, pipeline: Pipeline, result: dict[str, Any]) -> dict[str, Any]:
         return self._summarizer.summarize(pipeline, result)
 
-    def scale(self, pipeline: Pipeline, seconds: float, num_train: int) -> tuple[Pipeline, str] | None:
-        # The LLM's pipelines follow no fixed hyperparameter block, so a change made without a run to check it
-        # could break the final model: refit the chosen pipeline as it is.
-        return None
+    def scale(self, pipeline: Pipeline, seconds: float, num_train: int,
+              images_per_second: float | None = None) -> tuple[Pipeline, str] | None:
+        # Candidates were screened in short runs, so the network was sized for them: the Model Engineer is
+        # asked once to widen it for the long final run, as the expert does by rule (expert/scaling.py). Only
+        # when the run would make far more passes than it needs; the new module has not run yet, so
+        # search/final.py refits the pipeline as it was when the resized one fails.
+        if not images_per_second or num_train <= 0:
+            return None
+        epochs, aim = images_per_second * seconds / num_train, final_epochs(num_train)
+        if epochs < RESIZE_ABOVE * aim:
+            return None
+        instruction = prompts.render("refit_resize.j2", seconds=round(seconds), num_train=num_train,
+                                     images_per_second=round(images_per_second), epochs=round(epochs), aim=aim)
+        decision = Decision("model", instruction.strip(), f"final model: ~{epochs:.0f} passes at the screening "
+                            f"speed, ~{aim} needed")
+        try:
+            source = self.engineer("model", pipeline, decision)
+        except BrainError:
+            return None  # no usable reply: the pipeline as it ran is a sound final model
+        if source.strip() == pipeline.model.strip():
+            return None
+        return pipeline.with_module("model", source), (
+            f"the Model Engineer resized model.py: unchanged it would make ~{epochs:.0f} passes over the "
+            f"{num_train} images in {seconds:.0f} s, ~{aim} are enough")
 
     def take_calls(self) -> list[CallRecord]:
         calls, self.chat.calls = self.chat.calls, []
