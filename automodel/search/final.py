@@ -146,7 +146,7 @@ class FinalPhase:
         loop, run = self.loop, self.run
         n = run.next_iteration()
         started = time.monotonic()
-        chosen, note = run.pipeline(member), None
+        chosen = run.pipeline(member)
         num_val = len(loop.val_labels) if loop.val_labels is not None else 0
         scaled = loop.brain.scale(chosen, seconds, int(loop.facts.get("num_train", 0)) + num_val,
                                   run.compute(member).get("images_per_second"))
