@@ -253,9 +253,11 @@ def final_message(run: RunDir, outcome: dict[str, Any]) -> str:
     best = outcome.get("best")
     lines = [f"Run finished: {run.path}"]
     if best:
+        val = best["val_accuracy"]  # None for a one-shot run, which trained on the validation images
         lines.append(
-            f"Best: iteration {best['iteration']} with validation accuracy {best['val_accuracy']:.4f}"
-            " and test accuracy "
+            f"Best: iteration {best['iteration']} with validation accuracy "
+            + (f"{val:.4f}" if val is not None else "- (trained on train+val)")
+            + " and test accuracy "
             + (f"{best['test_accuracy']:.4f}." if best["test_accuracy"] is not None else "None.")
         )
         lines.append(f"Its pipeline and weights are in {run.path / 'best'}.")

@@ -304,6 +304,48 @@ def test_resume_with_more_iterations_searches_on_and_makes_the_final_model_again
     assert records[-1].parent == best.iteration and out["final"]["test_accuracy"] == pytest.approx(0.89)
 
 
+# ------------------------------------------------------------------ --iters 1: one run on train+val
+
+
+def test_with_one_iteration_and_a_test_split_the_plan_is_one_run_on_train_and_val():
+    plan = make_plan(iters=1, time_per_iter=60.0, time_budget=None, final_share=0.6, candidates=None, has_test=True)
+    assert plan.one_shot and plan.rungs == (60.0,) and plan.final == 0
+    assert "train+val" in plan.reasons[0]
+    # Without a test split nothing else could measure it: the validation split stays held out.
+    held = make_plan(iters=1, time_per_iter=60.0, time_budget=None, final_share=0.6, candidates=None, has_test=False)
+    assert not held.one_shot
+    assert not make_plan(iters=2, time_per_iter=60.0, time_budget=None, final_share=0.6, candidates=None,
+                         has_test=True).one_shot
+
+
+def test_one_iteration_trains_the_first_pipeline_on_train_and_val_and_makes_it_the_final_model(tmp_path):
+    brain = ScriptedBrain()
+    execute = FakeExecutor([0.8])
+    out = budget_loop(tmp_path, brain, execute, iters=1, time_per_iter=60.0).fit()
+    assert execute.refits == [True] and execute.calls[0][1] == 60.0
+    (record,) = finals(budget_loop(tmp_path, brain, execute, iters=1))
+    # Its validation images were trained on: no validation score is kept, the test split measures it.
+    assert record.kind == "refit" and record.parent is None and record.accepted
+    assert record.val_accuracy is None and record.test_accuracy == pytest.approx(0.79)
+    assert json.loads((tmp_path / "ws" / "run" / "iter_001" / "metrics.json").read_text())["val_accuracy"] is None
+    assert out["final"]["kind"] == "refit" and out["final"]["members"] == [1] == out["final"]["refits"]
+    assert out["final"]["test_accuracy"] == pytest.approx(0.79) and brain.calls["analyst"] == 0
+    assert read_final(tmp_path / "ws" / "run")["members"][0]["dir"] == "."
+
+
+def test_resuming_a_one_shot_run_with_more_iterations_runs_its_pipeline_held_out_then_searches(tmp_path):
+    budget_loop(tmp_path, ScriptedBrain(), FakeExecutor([0.8]), iters=1).fit()
+    execute = FakeExecutor([0.6, 0.7, 0.65, 0.9])
+    out = budget_loop(tmp_path, ScriptedBrain([edit(x) for x in "abc"]), execute, iters=5).fit()
+    records = finals(budget_loop(tmp_path, ScriptedBrain(), execute, iters=5))
+    # Iteration 2 is the one-shot pipeline again, scored on held-out validation images: the baseline of rung 0.
+    assert records[1].kind == "candidate" and records[1].parent is None and records[1].val_accuracy == 0.6
+    assert (tmp_path / "ws" / "run" / "iter_002" / "data.py").read_text() == \
+        (tmp_path / "ws" / "run" / "iter_001" / "data.py").read_text()
+    assert execute.refits == [False, False, False, True]
+    assert out["final"]["members"] == [3] and out["final"]["refits"] == [5]
+
+
 # ------------------------------------------------------------------ waiting for the brain
 
 

@@ -82,7 +82,9 @@ def register(sub) -> None:
     )
     p.add_argument("dataset", type=Path, help="image folder: train/<class>/..., <class>/..., or images + labels.csv")
     p.add_argument(
-        "--iters", type=positive_int, default=20, help="iterations in all, the first pipeline included (default 20)"
+        "--iters", type=positive_int, default=20,
+        help="iterations in all, the first pipeline included (default 20); with 1 and a dataset that has a test "
+        "split, the budget search trains that one pipeline on train+val, since nothing is chosen",
     )
     p.add_argument(
         "--time-per-iter", type=seconds, default=60.0, metavar="S", help="training seconds per iteration (default 60)"

@@ -36,7 +36,8 @@ def plan_for(loop: "Loop") -> tuple[SearchPlan, bool]:
     """The run's plan, and whether it changed: made once and kept in run.json, so a resumed run follows
     the same plan (made again when the budget options changed, e.g. `resume --iters`)."""
     cfg = loop.cfg
-    plan = make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel)
+    plan = make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel,
+                     has_test=loop.test_labels is not None and len(loop.test_labels) > 0)
     saved = loop.run.info.get(PLAN_KEY)
     if saved != plan.to_json():
         loop.run.update_info(**{PLAN_KEY: plan.to_json()})
@@ -66,6 +67,12 @@ class BudgetSearch:
             self.loop.progress.note(f"automodel: the final model of {self.run.path} is already made; start a new "
                                     "run with `automodel fit` to search again.")
             return
+        if self.plan.one_shot:
+            if not self.run.iterations():
+                t = self.plan.rungs[0]
+                self._run([Job(1, None, None, t, Placement("refit", None, t))])
+            self.final.make_one_shot()
+            return
         if not self.final.started():  # once the final phase began, its time is spent on it alone
             self._finish_pending()
             self._explore()
@@ -77,11 +84,15 @@ class BudgetSearch:
     def _explore(self) -> None:
         t0 = self.plan.rungs[0]
         place = Placement("candidate", 0, t0, 0)
-        if not self.run.iterations():
+        records = self.run.iterations()
+        if all(r.kind == "refit" for r in records):
             # The first pipeline always runs (the feasibility check refused budgets too short for it),
-            # shortened when the budget is tight.
+            # shortened when the budget is tight. After a one-shot run (`resume --iters N` of an --iters 1
+            # run) it is that run's pipeline, run again with the validation images held out.
+            one_shot = next((r.iteration for r in records if r.parent is None and r.ok), None)
             left = self.plan.explore_until - self.loop._spent() - OVERHEAD_GUESS
-            self._run([Job(1, None, None, max(MIN_TRAIN_SECONDS, min(t0, left)), place)])
+            self._run([Job(self.run.next_iteration(), None, None, max(MIN_TRAIN_SECONDS, min(t0, left)), place,
+                           given_from=one_shot)])
         while self._fits(t0, self.plan.rung0_until):
             best = self.loop.rung_best(0)
             n = self.run.next_iteration()

@@ -72,6 +72,17 @@ class FinalPhase:
             return
         self._write_refit(choice, [refits[m] for m in choice["members"]])
 
+    def make_one_shot(self) -> None:
+        """final/ for a one-shot run (plan.one_shot): its one pipeline, already trained on train+val."""
+        if self.done():
+            return
+        run = next((r for r in self.run.iterations() if r.kind == "refit" and r.parent is None and r.ok), None)
+        if run is None:
+            return  # it failed: there is no model to make final
+        choice = {"kind": "refit", "weights": [1], "seconds": run.fidelity,
+                  "reason": "--iters 1: the first pipeline, trained once on every labelled image"}
+        self._write_refit(choice, [run])
+
     # ---- the choice
     def _choose(self) -> dict[str, Any] | None:
         from automodel.search.budget import top_candidates
@@ -200,7 +211,8 @@ class FinalPhase:
             "kind": choice["kind"],
             "val_accuracy": None,  # validation images were trained on
             "test_accuracy": test,
-            "members": [{"iteration": r.parent, "refit": r.iteration, "weight": w, "dir": name}
+            # A one-shot run has no parent: it is both the pipeline and its refit.
+            "members": [{"iteration": r.parent or r.iteration, "refit": r.iteration, "weight": w, "dir": name}
                         for (name, r), w in zip(layout.items(), weights)],
             "seconds": round(sum(r.seconds for r in refits), 1),
             "training_seconds": choice["seconds"],

@@ -252,10 +252,12 @@ class Loop:
             usage += save_calls(self.brain.take_calls(), d, stage)
 
         repairs, contended_before, attempts = 0, False, []
+        refit = place is not None and place.kind == "refit"  # a one-shot run (plan.one_shot): on train+val
         while True:
             self._write_pipeline(d, pipeline)
             with self._slot(n) as slot:
-                res = self.execute(d, time_limit, **({"slot": slot} if slot is not None else {}))
+                res = self.execute(d, time_limit, **({"refit": True} if refit else {}),
+                                   **({"slot": slot} if slot is not None else {}))
             if res.status == "harness_error":
                 # Not the pipeline's fault: no repair, no record, no Analyst; resume redoes this iteration.
                 err = res.error or ErrorInfo("sandbox", None, "HarnessError", "unknown")
@@ -297,6 +299,10 @@ class Loop:
             )
             pipeline = pipeline.with_module(owner, repaired)
             repairs += 1
+        if refit and res.val_accuracy is not None:
+            # Trained on the validation images: their score is not a held-out one, so it is not kept.
+            res = replace(res, val_accuracy=None)
+            atomic_write_json(d / "metrics.json", res.to_json())
         where = replace(slot, node=res.config.get("node") or slot.node).label() if slot is not None else None
         self._finish(n, parent, decision, d, started, res, pipeline, repairs, usage, place, attempts, where)
 
@@ -393,7 +399,9 @@ class Loop:
             evidence = paired_evidence(
                 d / "probs_val.npy", self.run.iter_dir(best.iteration) / "probs_val.npy", self.val_labels
             )
-        accepted = scored and not contended and (
+        # A one-shot run (plan.one_shot) is the run's only model: kept, though its validation images were trained on.
+        one_shot = place is not None and place.kind == "refit" and res.ok
+        accepted = one_shot or scored and not contended and (
             best is None
             or is_improvement(res.val_accuracy, best.val_accuracy, self.cfg.min_delta, evidence, self.cfg.min_z)
         )
@@ -580,7 +588,8 @@ def summarize_run(run: RunDir) -> dict[str, Any]:
         if best
         else None,
         "val_images": val_images or None,
-        "val_std_error": standard_error(best.val_accuracy, val_images) if best else None,
+        "val_std_error": standard_error(best.val_accuracy, val_images) if best and best.val_accuracy is not None
+        else None,
         "final": final_view(run.path),
         "failed_share": round(len(failed) / len(records), 3) if records else None,
         "tokens": tokens,

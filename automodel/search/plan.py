@@ -38,6 +38,9 @@ class SearchPlan:
     # Exploration ends after a round that kept none of its candidates, and the final refit gets the time
     # left (only with --time-budget: with --iters x --time-per-iter the final keeps to its planned time).
     stop_when_stale: bool = False
+    # --iters 1 with a test split: nothing to choose between, so the one run trains on train+val and is the
+    # final model (a "refit" of the Architect's pipeline; the test split measures it).
+    one_shot: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -47,9 +50,18 @@ class SearchPlan:
 
 def make_plan(
     iters: int, time_per_iter: float, time_budget: float | None, final_share: float, candidates: int | None,
-    parallel: int = 1,
+    parallel: int = 1, has_test: bool = False,
 ) -> SearchPlan:
-    """The plan for a run given its budget options (see `automodel fit --help`)."""
+    """The plan for a run given its budget options (see `automodel fit --help`); `has_test`: the dataset has a
+    test split, which alone can measure a model trained on every labelled image."""
+    if iters == 1 and has_test:
+        seconds = float(time_per_iter if time_budget is None else max(MIN_TRAIN_SECONDS, time_budget - OVERHEAD_GUESS))
+        return SearchPlan(
+            total=round(seconds + OVERHEAD_GUESS, 1), final=0.0, rungs=(round(seconds, 1),), candidates=1, promote=0,
+            explore_until=round(seconds + OVERHEAD_GUESS, 1), rung0_until=0.0, one_shot=True,
+            reasons=(f"one run: --iters 1 leaves nothing to choose between, so no image is held out for choosing: "
+                     f"the Architect's pipeline trains once on train+val for {seconds:.0f} s and is the final model, "
+                     "measured on the test split (--search greedy keeps the validation split held out)",))
     reasons = []
     if time_budget is not None:
         total = float(time_budget)

@@ -53,7 +53,8 @@ def final_line(final: dict[str, Any]) -> str:
     test = final.get("test_accuracy")
     score = f"test accuracy {test:.4f}" if test is not None else "no test score (the dataset has no test split)"
     members = final.get("members") or []
-    what = {"refit": f"iteration {members[0]} retrained on train+val" if members else "a refit",
+    trained = "trained" if members and members == final.get("refits") else "retrained"  # a one-shot run
+    what = {"refit": f"iteration {members[0]} {trained} on train+val" if members else "a refit",
             "ensemble": f"an ensemble of iterations {members}, each retrained on train+val",
             "iteration": f"iteration {members[0]} as it was" if members else "the best iteration"}[final["kind"]]
     return f"Final model: {what}, {score} ({final.get('reason')})"
