@@ -86,6 +86,9 @@ def test_each_round_is_one_analyst_reply_of_k_changes_and_a_flawed_list_is_asked
     # One request per round, plus the one retry of round 2 that named what was wrong.
     assert len(asked) == 3
     assert "a JSON list of 2 objects" in asked[0]["messages"][0]["content"]
+    # The run lengths it is given are the search's own, without --time-per-iter beside them to contradict them.
+    user = asked[0]["messages"][1]["content"]
+    assert '"candidate_seconds"' in user and '"final_refit_seconds"' in user and '"time_per_iter"' not in user
     retry = asked[2]["messages"][-1]["content"]
     assert "item 2" in retry and "item 3 repeats item 1" in retry and "a JSON list of 2 objects" in retry
     # The round's call is saved with its first candidate.

@@ -528,7 +528,9 @@ class Loop:
         return {
             "iterations_done": done,
             "iterations_total": self.cfg.iters,
-            "time_per_iter": self.cfg.time_per_iter,
+            # The budget search gives its own run lengths (candidate_seconds, final_refit_seconds); --time-per-iter
+            # beside them only caps them, and read as a run length it contradicted them (said the LLM).
+            **({} if self.search_facts else {"time_per_iter": self.cfg.time_per_iter}),
             "elapsed_seconds": round(self._elapsed(), 1),
             "time_budget": self.cfg.time_budget,
             **self.search_facts,
