@@ -24,7 +24,7 @@ def reference_net(torch, channels: int, classes: int, width: int, stages: int):
     layers, cin = conv_bn(channels, width), width
     for i in range(stages):
         cout = width * 2 ** (i + 1)
-        layers += [nn.MaxPool2d(2, ceil_mode=True), *conv_bn(cin, cout), *conv_bn(cout, cout)]
+        layers += [nn.MaxPool2d(2), *conv_bn(cin, cout), *conv_bn(cout, cout)]
         cin = cout
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes))
 
