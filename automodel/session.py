@@ -130,7 +130,7 @@ def drive(
         info=info,
         description=ds.description,
         hardware=dataclasses.replace(hardware, cpu_cores=one.threads) if one else hardware,
-        time_per_iter=first_run_seconds(cfg),
+        time_per_iter=first_run_seconds(cfg, has_test=bool(split.test)),
         final_seconds=final_run_seconds(cfg),
         pretrained_cache=list(weights.names),
         throughput=_throughput(run, bundle, dataclasses.replace(run_config, threads=one.threads) if one
@@ -182,11 +182,11 @@ def drive(
     return outcome
 
 
-def first_run_seconds(cfg: FitConfig) -> float:
+def first_run_seconds(cfg: FitConfig, has_test: bool = False) -> float:
     """Training seconds of the first pipeline's run, which the Architect sizes the network for."""
     if cfg.search != "budget":
         return cfg.time_per_iter
-    return _plan(cfg).rungs[0]
+    return _plan(cfg, has_test).rungs[0]
 
 
 def final_run_seconds(cfg: FitConfig) -> float:
@@ -194,8 +194,9 @@ def final_run_seconds(cfg: FitConfig) -> float:
     return _plan(cfg).final if cfg.search == "budget" else 0.0
 
 
-def _plan(cfg: FitConfig) -> SearchPlan:
-    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel)
+def _plan(cfg: FitConfig, has_test: bool = False) -> SearchPlan:
+    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel,
+                     has_test=has_test)
 
 
 def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Progress) -> dict | None:
