@@ -24,7 +24,7 @@ from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.search.acceptance import noise_note
 from automodel.search.final import REFIT_DATA
 from automodel.search.loop import FitConfig, Loop, summarize_run
-from automodel.search.plan import SearchPlan, make_plan
+from automodel.search.plan import config_plan
 from automodel.search.progress import Progress
 from automodel.search.tree import final_line
 from automodel.search.workspace import RunDir, reopen
@@ -125,13 +125,14 @@ def drive(
     slots = runner.slots
     # With --parallel the Architect sizes a network for one slot, from a probe run in one slot.
     one = slots[0] if slots else None
+    first_seconds, final_seconds = run_seconds(cfg, has_test=bool(split.test))
     brief = Brief(
         profile=run.info["dataset"]["profile"],
         info=info,
         description=ds.description,
         hardware=dataclasses.replace(hardware, cpu_cores=one.threads) if one else hardware,
-        time_per_iter=first_run_seconds(cfg, has_test=bool(split.test)),
-        final_seconds=final_run_seconds(cfg),
+        time_per_iter=first_seconds,
+        final_seconds=final_seconds,
         pretrained_cache=list(weights.names),
         throughput=_throughput(run, bundle, dataclasses.replace(run_config, threads=one.threads) if one
                                else run_config, level, max(images.image_size), progress),
@@ -182,21 +183,13 @@ def drive(
     return outcome
 
 
-def first_run_seconds(cfg: FitConfig, has_test: bool = False) -> float:
-    """Training seconds of the first pipeline's run, which the Architect sizes the network for."""
+def run_seconds(cfg: FitConfig, has_test: bool) -> tuple[float, float]:
+    """Training seconds of the first pipeline's run (the Architect sizes the network for it) and of the final
+    refit on train+val (0: none, as in the greedy search)."""
     if cfg.search != "budget":
-        return cfg.time_per_iter
-    return _plan(cfg, has_test).rungs[0]
-
-
-def final_run_seconds(cfg: FitConfig) -> float:
-    """Training seconds planned for the final refit on train+val (0: none, as in the greedy search)."""
-    return _plan(cfg).final if cfg.search == "budget" else 0.0
-
-
-def _plan(cfg: FitConfig, has_test: bool = False) -> SearchPlan:
-    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel,
-                     has_test=has_test)
+        return cfg.time_per_iter, 0.0
+    plan = config_plan(cfg, has_test)
+    return plan.rungs[0], plan.final
 
 
 def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Progress) -> dict | None:

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from automodel.agents.base import BrainExhausted
 from automodel.core import Decision, JournalRecord
 from automodel.errors import AutomodelError
-from automodel.search.final import FinalPhase
+from automodel.search.final import FinalPhase, one_shot_run
 from automodel.search.history import build_history
-from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement, SearchPlan, make_plan
+from automodel.search.plan import MIN_TRAIN_SECONDS, OVERHEAD_GUESS, Placement, SearchPlan, config_plan
 from automodel.search.pool import Job
 from automodel.search.workspace import PENDING_KEY
 
@@ -36,8 +36,7 @@ def plan_for(loop: "Loop") -> tuple[SearchPlan, bool]:
     """The run's plan, and whether it changed: made once and kept in run.json, so a resumed run follows
     the same plan (made again when the budget options changed, e.g. `resume --iters`)."""
     cfg = loop.cfg
-    plan = make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel,
-                     has_test=loop.test_labels is not None and len(loop.test_labels) > 0)
+    plan = config_plan(cfg, has_test=loop.test_labels is not None and len(loop.test_labels) > 0)
     saved = loop.run.info.get(PLAN_KEY)
     if saved != plan.to_json():
         loop.run.update_info(**{PLAN_KEY: plan.to_json()})
@@ -89,10 +88,10 @@ class BudgetSearch:
             # The first pipeline always runs (the feasibility check refused budgets too short for it),
             # shortened when the budget is tight. After a one-shot run (`resume --iters N` of an --iters 1
             # run) it is that run's pipeline, run again with the validation images held out.
-            one_shot = next((r.iteration for r in records if r.parent is None and r.ok), None)
+            one_shot = one_shot_run(records)
             left = self.plan.explore_until - self.loop._spent() - OVERHEAD_GUESS
             self._run([Job(self.run.next_iteration(), None, None, max(MIN_TRAIN_SECONDS, min(t0, left)), place,
-                           given_from=one_shot)])
+                           given_from=one_shot.iteration if one_shot else None)])
         while self._fits(t0, self.plan.rung0_until):
             best = self.loop.rung_best(0)
             n = self.run.next_iteration()

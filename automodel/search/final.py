@@ -76,7 +76,7 @@ class FinalPhase:
         """final/ for a one-shot run (plan.one_shot): its one pipeline, already trained on train+val."""
         if self.done():
             return
-        run = next((r for r in self.run.iterations() if r.kind == "refit" and r.parent is None and r.ok), None)
+        run = one_shot_run(self.run.iterations())
         if run is None:
             return  # it failed: there is no model to make final
         choice = {"kind": "refit", "weights": [1], "seconds": run.fidelity,
@@ -258,6 +258,11 @@ class FinalPhase:
         test = spec["test_accuracy"]
         self.loop.progress.note(f"automodel: final model ({spec['kind']}): test accuracy "
                                 f"{'-' if test is None else f'{test:.4f}'}; {spec['reason']}")
+
+
+def one_shot_run(records: list[JournalRecord]) -> JournalRecord | None:
+    """The one run of a one-shot plan (the first pipeline, trained on train+val), when it trained."""
+    return next((r for r in records if r.kind == "refit" and r.parent is None and r.ok), None)
 
 
 def top_scored(run: RunDir) -> JournalRecord | None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from automodel.search.loop import FitConfig
 
 # Per-iteration seconds spent outside training (sandbox start, preflight,
 # prediction); used only to decide whether another iteration fits the budget.
@@ -114,6 +117,12 @@ def make_plan(
     return SearchPlan(total=round(total, 1), final=round(final, 1), rungs=tuple(round(t, 1) for t in rungs),
                       candidates=k, promote=promote, explore_until=round(explore, 1),
                       rung0_until=round(rung0_until, 1), reasons=tuple(reasons), stop_when_stale=stop_when_stale)
+
+
+def config_plan(cfg: "FitConfig", has_test: bool) -> SearchPlan:
+    """The plan of a run's options: the one the budget search follows and the Architect's brief describes."""
+    return make_plan(cfg.iters, cfg.time_per_iter, cfg.time_budget, cfg.final_share, cfg.candidates, cfg.parallel,
+                     has_test=has_test)
 
 
 @dataclass(frozen=True)
