@@ -12,9 +12,12 @@ optimizer step, on 2 threads, in this process:
   the fastest a loop can feed this network.
 
 They alternate (A B A B ...) for `--rounds` rounds of `--seconds` each, and the
-table gives images/s of each and the ratio per pair.
+table gives images/s of each and the ratio per pair. `--precision bf16` runs
+both steps under bfloat16 autocast, as the expert's train.py does where the
+throughput probe measured it faster: the network is then cheaper, so the data
+path weighs more.
 
-    python benchmarks/data_path.py --rounds 3 --seconds 10
+    python benchmarks/data_path.py --rounds 3 --seconds 10 --precision bf16
 """
 
 from __future__ import annotations
@@ -59,22 +62,24 @@ def pipeline_modules(info, folder: Path):
     return mods
 
 
-def step_fn(model, opt):
+def step_fn(model, opt, bf16: bool):
     def step(x, y):
-        loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.1)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return step
 
 
-def harness(mods, info, images, labels, seconds: float, batch: int) -> float:
+def harness(mods, info, images, labels, seconds: float, batch: int, bf16: bool) -> float:
     import child_data
 
     transforms = child_data.Transforms(*mods["data"].build_batch_transforms(info), batched=True)
     data = child_data.TrainData(torch, images, labels, transforms, None, info, 0, torch.device("cpu"))
     model = mods["model"].build_model(info).to(memory_format=torch.channels_last).train()
-    step = step_fn(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True))
+    step = step_fn(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True), bf16)
     seen, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for x, y in data.loader(batch):
@@ -85,12 +90,12 @@ def harness(mods, info, images, labels, seconds: float, batch: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def plain(mods, info, images, labels, seconds: float, batch: int) -> float:
+def plain(mods, info, images, labels, seconds: float, batch: int, bf16: bool) -> float:
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     mean = torch.tensor(info.mean).view(1, -1, 1, 1) * 255
     std = torch.tensor(info.std).view(1, -1, 1, 1) * 255
     model = mods["model"].build_model(info).to(memory_format=torch.channels_last).train()
-    step = step_fn(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True))
+    step = step_fn(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True), bf16)
     seen, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         order = torch.randperm(len(y_all))
@@ -109,6 +114,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: both steps under bfloat16 autocast (on a CPU with bf16 matrix units)")
     ap.add_argument("--out", default=str(RESULTS / "data_path.md"))
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -123,8 +130,9 @@ def main() -> int:
     mods = pipeline_modules(info, REPO / "benchmarks" / "runs" / "data_path")
     rows, ratios = [], []
     for r in range(args.rounds):
-        a = harness(mods, info, images, labels, args.seconds, args.batch)
-        b = plain(mods, info, images, labels, args.seconds, args.batch)
+        bf16 = args.precision == "bf16"
+        a = harness(mods, info, images, labels, args.seconds, args.batch, bf16)
+        b = plain(mods, info, images, labels, args.seconds, args.batch, bf16)
         ratios.append(a / b)
         rows.append([r + 1, f"{a:.0f}", f"{b:.0f}", f"{a / b:.2f}"])
         print(rows[-1], flush=True)
@@ -134,9 +142,9 @@ def main() -> int:
     width = read_hparams((REPO / "benchmarks" / "runs" / "data_path" / "model.py").read_text()).get("WIDTH")
     text = "\n\n".join([
         "# The harness's data path against a plain PyTorch loop",
-        f"The expert's first CIFAR-10 network (WIDTH {width}), batch {args.batch}, 2 threads, {args.seconds:.0f} s per "
-        "run, alternating harness / plain. The harness applies data.py's batched augmentation (random translation, "
-        "flip) on top of what the plain loop does.",
+        f"The expert's first CIFAR-10 network (WIDTH {width}), batch {args.batch}, 2 threads, {args.precision}, "
+        f"{args.seconds:.0f} s per run, alternating harness / plain. The harness applies data.py's batched "
+        "augmentation (random translation, flip) on top of what the plain loop does.",
         markdown_table(["round", "harness img/s", "plain img/s", "ratio"], rows),
         f"Median ratio harness / plain: {statistics.median(ratios):.2f}.",
         machine_markdown(details),

@@ -80,7 +80,8 @@ train.py
                        the average (helps noisy, short runs a little).
   CHANNELS_LAST        NHWC layout, 1.3-1.8x faster on CPU: keep it True.
   GRAD_CLIP            max gradient norm, 0 = off (1.0-5.0 when unstable).
-  AMP                  bf16 autocast on CUDA (ignored on CPU).
+  AMP                  bf16 autocast: on CUDA, and on a CPU where the
+                       throughput probe measured it faster (precision bf16).
   LOG_EVERY            steps between logged curve points.
 """
 

@@ -160,5 +160,6 @@ def throughput_text(figures: dict[str, Any] | None, num_train: Any, seconds: flo
         parts.append(text)
     size = figures.get("input_size")
     at = f", at {size} px" if size else ""
+    bf16 = " in bfloat16 (autocast measured faster than float32 here)" if figures.get("precision") == "bf16" else ""
     return (f"a reference CNN (a stem of WIDTH channels, then {figures.get('stages', 3)} conv-BN stages doubling "
-            f"it, batch {figures.get('batch_size', '?')}{at}) trains " + "; ".join(parts))
+            f"it, batch {figures.get('batch_size', '?')}{at}) trains{bf16} " + "; ".join(parts))
