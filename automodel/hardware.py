@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from automodel.core import Hardware
 from automodel.errors import UsageError
@@ -80,3 +81,11 @@ def training_rate(side: int, hw: Hardware) -> float:
     if hw.device == "cuda":
         return GPU_IMAGES_PER_S * pixels
     return CPU_IMAGES_PER_CORE_S * pixels * max(1, hw.cpu_cores) * CPU_PARALLEL_EFFICIENCY
+
+
+def bf16_speedup(measured: dict[str, Any] | None) -> float | None:
+    """bf16 autocast's speed over float32 at the throughput probe's first width, when it timed both."""
+    bf16 = (measured or {}).get("bf16_images_per_second") or {}
+    width, rate = next(iter(bf16.items()), (None, None))
+    fp32 = ((measured or {}).get("images_per_second") or {}).get(width)
+    return float(rate) / float(fp32) if rate and fp32 else None

@@ -18,7 +18,7 @@ from automodel.agents.registry import BrainConfig, describe, make_brain
 from automodel.core import Brief
 from automodel.errors import AutomodelError
 from automodel.executors import make_runner
-from automodel.hardware import detect
+from automodel.hardware import bf16_speedup, detect
 from automodel.outputs import report, tb
 from automodel.sandbox.probe import choose_level, warn_if_weak
 from automodel.search.acceptance import noise_note
@@ -125,10 +125,11 @@ def drive(
     slots = runner.slots
     # With --parallel the Architect sizes a network for one slot, from a probe run in one slot.
     one = slots[0] if slots else None
-    first_seconds, final_seconds = run_seconds(cfg, has_test=bool(split.test))
+    first_seconds, final_seconds, one_shot = run_seconds(cfg, has_test=bool(split.test))
     brief = Brief(
         profile=run.info["dataset"]["profile"],
-        info=info,
+        # A one-shot run trains on train+val: size its network for the images it will see.
+        info={**info, "num_train": len(split.train) + len(split.val)} if one_shot else info,
         description=ds.description,
         hardware=dataclasses.replace(hardware, cpu_cores=one.threads) if one else hardware,
         time_per_iter=first_seconds,
@@ -183,13 +184,14 @@ def drive(
     return outcome
 
 
-def run_seconds(cfg: FitConfig, has_test: bool) -> tuple[float, float]:
-    """Training seconds of the first pipeline's run (the Architect sizes the network for it) and of the final
-    refit on train+val (0: none, as in the greedy search)."""
+def run_seconds(cfg: FitConfig, has_test: bool) -> tuple[float, float, bool]:
+    """Training seconds of the first pipeline's run (the Architect sizes the network for it), of the final
+    refit on train+val (0: none, as in the greedy search), and whether that first run is itself on train+val
+    (a one-shot plan)."""
     if cfg.search != "budget":
-        return cfg.time_per_iter, 0.0
+        return cfg.time_per_iter, 0.0, False
     plan = config_plan(cfg, has_test)
-    return plan.rungs[0], plan.final
+    return plan.rungs[0], plan.final, plan.one_shot
 
 
 def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Progress) -> dict | None:
@@ -203,9 +205,11 @@ def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Pr
     run.update_info(throughput=figures)
     if figures:
         rates = ", ".join(f"{float(v):,.0f} at WIDTH {k}" for k, v in figures["images_per_second"].items())
-        bf16 = " in bfloat16 (measured faster than float32 here)" if figures.get("precision") == "bf16" else ""
-        progress.note(f"automodel: this machine trains {rates} images/s{bf16} ({figures['input_size']} px, batch "
-                      f"{figures['batch_size']}, {figures['threads']} threads; measured in {figures['seconds']} s)")
+        speedup = bf16_speedup(figures) if figures.get("precision") == "bf16" else None
+        bf16 = f"; {speedup:.1f}x faster in bfloat16 autocast" if speedup else ""
+        progress.note(f"automodel: this machine trains {rates} images/s ({figures['input_size']} px, batch "
+                      f"{figures['batch_size']}, {figures['threads']} threads{bf16}; measured in "
+                      f"{figures['seconds']} s)")
     else:
         progress.note("automodel: the throughput probe failed; the Architect sizes the first pipeline from its table")
     return figures

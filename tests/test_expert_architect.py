@@ -379,13 +379,47 @@ def test_training_loop_follows_the_harness(name, tasks, tmp_path):
 
 
 def test_gpu_photo_pipeline_is_the_same_code_and_runs_on_a_cpu(tasks, tmp_path):
-    """What a GPU gets (timm resnet26d, bf16 autocast) runs a few steps here too (autocast only on CUDA)."""
+    """What a GPU gets (timm resnet26d, bf16 autocast) runs a few steps here too."""
     hym = tasks("hymenoptera")
     pipeline = write_pipeline(hym.brief(hardware=H200))
     assert read_hparams(pipeline.model)["ARCH"] == "resnet26d" and read_hparams(pipeline.train)["AMP"] is True
     pipeline = edited(edited(pipeline, "train", BATCH_SIZE=4), "data", INPUT_SIZE=48)
     model, trained, ctx, curves = _harness_train(pipeline, hym, tmp_path, steps=2)
     assert trained is model and '"train/loss"' in curves
+
+
+def _probe(precision: str) -> dict:
+    """The throughput probe's figures: float32 rates per width, and bf16 at WIDTH 16 (faster or slower)."""
+    return {"images_per_second": {"16": 2000.0, "32": 900.0}, "precision": precision,
+            "bf16_images_per_second": {"16": 3400.0 if precision == "bf16" else 1100.0}, "input_size": 32,
+            "stages": 3, "batch_size": 128}
+
+
+def test_bf16_autocast_on_a_cpu_only_where_the_probe_measured_it_faster(tasks, tmp_path, monkeypatch):
+    cifar = tasks("cifar10")
+    briefs = {p: dataclasses.replace(cifar.brief(), throughput=_probe(p)) for p in ("bf16", "fp32")}
+    assert read_hparams(write_pipeline(cifar.brief()).train)["AMP"] is False  # no measurement: float32
+    assert read_hparams(write_pipeline(briefs["fp32"]).train)["AMP"] is False
+    pipeline = write_pipeline(briefs["bf16"])
+    assert read_hparams(pipeline.train)["AMP"] is True
+    assert "bfloat16 autocast on this CPU (1.7x float32's speed, measured)" in pipeline.train
+    # The width is sized at float32 speed either way: bf16's gain buys epochs.
+    assert read_hparams(pipeline.model)["WIDTH"] == read_hparams(write_pipeline(briefs["fp32"]).model)["WIDTH"]
+    for photo in (tasks("hymenoptera").brief(), tasks("hymenoptera").brief(cache=["resnet18.a1_in1k"])):
+        assert read_hparams(write_pipeline(dataclasses.replace(photo, throughput=_probe("bf16"))).train)["AMP"]
+
+    # The rendered train.py really autocasts on the CPU when AMP is on.
+    used = []
+
+    class RecordingAutocast(torch.autocast):
+        def __init__(self, device_type, dtype=None, enabled=True, **kw):
+            used.append((device_type, dtype, enabled))
+            super().__init__(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(torch, "autocast", RecordingAutocast)
+    model, trained, ctx, curves = _harness_train(edited(pipeline, "train", BATCH_SIZE=16), cifar, tmp_path, steps=3)
+    assert used and set(used) == {("cpu", torch.bfloat16, True)}
+    assert '"train/loss"' in curves and trained is model
 
 
 # ---------------------------------------------------------------- end to end

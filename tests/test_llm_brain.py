@@ -162,6 +162,15 @@ def test_the_architect_sizes_from_the_measured_throughput_and_knows_batched_augm
             "128, at 28 px) trains 2,900 training images/s at WIDTH 16 (about 815.6 epochs of the 160 training "
             "images in 45 s); 610 training images/s at WIDTH 48 (about 171.6 epochs") in user
     assert "build_batch_transforms" in system and "torch.where" in system
+    assert "bfloat16" not in user.split("Measured speed")[1].split("\n")[0]  # this probe measured float32
+
+    with ReplayServer([{"reply_file": str(SCRIPTS / "good_pipeline.md")}]) as server:
+        fast = {**probe, "precision": "bf16", "bf16_images_per_second": {"16": 4930.0}}
+        brain_for(server).architect(dataclasses.replace(fake_brief(), throughput=fast))
+        system, user = [m["content"] for m in server.requests[0]["messages"]]
+    assert ("(about 171.6 epochs of the 160 training images in 45 s). In bfloat16 autocast it trained 1.7x faster "
+            "than these float32 figures at WIDTH 16: this CPU has bf16 matrix units, so use autocast") in user
+    assert 'torch.autocast(device_type="cpu", dtype=torch.bfloat16)' in system
 
 
 def test_the_architect_knows_the_final_refit_only_when_the_search_has_one():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from automodel.agents.expert.task import KNOWN_BACKBONES, TaskFacts
-from automodel.hardware import CPU_IMAGES_PER_CORE_S, CPU_PARALLEL_EFFICIENCY
+from automodel.hardware import CPU_IMAGES_PER_CORE_S, CPU_PARALLEL_EFFICIENCY, bf16_speedup
 
 # ---------------------------------------------------------------- recipe parts
 
@@ -166,11 +166,10 @@ def _autocast(facts: TaskFacts) -> bool:
 def _precision_note(facts: TaskFacts) -> tuple[str, ...]:
     if facts.device == "cuda" or not _autocast(facts):
         return ()
-    measured = facts.throughput or {}
-    fp32 = next(iter((measured.get("float32_images_per_second") or {}).values()), None)
-    bf16 = next(iter((measured.get("bf16_images_per_second") or {}).values()), None)
-    ratio = f" ({float(bf16) / float(fp32):.1f}x float32's speed, measured)" if fp32 and bf16 else ""
-    return (f"bfloat16 autocast on this CPU{ratio}: more epochs in the same time.",)
+    ratio = bf16_speedup(facts.throughput)
+    measured = f" ({ratio:.1f}x float32's speed, measured)" if ratio else ""
+    return (f"bfloat16 autocast on this CPU{measured}: more epochs in the same time (the width is sized at "
+            "float32 speed).",)
 
 
 # ---------------------------------------------------------------- recipes

@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from automodel.core import MODULES, Brief
+from automodel.hardware import bf16_speedup
 from automodel.resources import interface_text, template_environment
 
 OMITTED = "… ({n} earlier items omitted)"
@@ -160,6 +161,10 @@ def throughput_text(figures: dict[str, Any] | None, num_train: Any, seconds: flo
         parts.append(text)
     size = figures.get("input_size")
     at = f", at {size} px" if size else ""
-    bf16 = " in bfloat16 (autocast measured faster than float32 here)" if figures.get("precision") == "bf16" else ""
-    return (f"a reference CNN (a stem of WIDTH channels, then {figures.get('stages', 3)} conv-BN stages doubling "
-            f"it, batch {figures.get('batch_size', '?')}{at}) trains{bf16} " + "; ".join(parts))
+    text = (f"a reference CNN (a stem of WIDTH channels, then {figures.get('stages', 3)} conv-BN stages doubling "
+             f"it, batch {figures.get('batch_size', '?')}{at}) trains " + "; ".join(parts))
+    speedup = bf16_speedup(figures)
+    if speedup and figures.get("precision") == "bf16":
+        text += (f". In bfloat16 autocast it trained {speedup:.1f}x faster than these float32 figures at WIDTH "
+                 f"{next(iter(figures['bf16_images_per_second']))}: this CPU has bf16 matrix units, so use autocast")
+    return text
