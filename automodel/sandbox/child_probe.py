@@ -11,10 +11,10 @@ It also times bfloat16 autocast at the first width: CPUs with bf16 matrix
 units (AMX, AVX512-BF16) train a small CNN 1.6-2x faster in bf16, others
 several times slower, and only a measurement tells them apart. When bf16 wins
 by BF16_MARGIN the figures say "precision": "bf16" and the Architect turns
-autocast on. The widths stay sized from the float32 rates, and bf16's gain buys
-extra epochs: how much bf16 gains depends on channel counts and batch size more
-than two points tell (on Fashion-MNIST a bf16 power law through WIDTH 16 and 32
-promised 3,190 images/s at WIDTH 24 and the run got 2,390, measured).
+autocast on. The other widths are timed in float32 only: a bf16 power law
+through two points misjudges the widths between them (on Fashion-MNIST one
+through WIDTH 16 and 32 promised 3,190 images/s at WIDTH 24 and the run got
+2,390), so the Architect scales the float32 law by a discounted gain instead.
 """
 
 from __future__ import annotations

@@ -57,6 +57,10 @@ model.py
   STAGES               resolution-halving stages (3 for <= 40 px, 4 above).
   DEPTH                blocks per stage after its pool+conv (1-3).
   ACTIVATION           "relu" | "gelu" (small CNNs).
+  POOL                 global pooling before the classifier, small CNNs: "max"
+                       (CIFAR-10, 1700 steps, 2 seeds: 0.7785 against 0.7761
+                       for "avg"; hymenoptera, 3 seeds: 0.7277 against
+                       0.7168) | "avg".
   DROPOUT              before the classifier (0.1-0.3 when over-fitting).
   DROP_PATH            stochastic depth, timm models only.
   TTA_HFLIP            eval logits averaged with the mirrored image (+0.8%
