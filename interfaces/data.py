@@ -69,7 +69,10 @@ def build_transforms(info) -> Tuple[Callable[[np.ndarray], torch.Tensor], Callab
 
     `info` has: num_classes (int), class_names (list[str]), channels (1|3),
     image_size ((H, W) of the decoded arrays), mean and std (per-channel floats
-    in [0, 1] measured on the training split), num_train (int), device (str).
+    in [0, 1] measured on the training split), num_train (int), device (str),
+    background (per-channel pixel values 0-255 when the images' borders share
+    one plain colour, e.g. [0] for digits on black, else None: pad
+    translations with it instead of reflecting the edge).
     """
     raise NotImplementedError
 

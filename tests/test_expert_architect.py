@@ -145,6 +145,13 @@ def test_each_module_opens_with_one_commented_block_of_constants(name, tasks):
         assert all(len(comments.get(n, "")) > 8 for n in block), [n for n in block if n not in comments]
 
 
+def test_a_plain_background_is_the_colour_translations_pad_with(tasks):
+    assert tasks("mnist").info["background"] == [0]
+    assert tasks("cifar10").info["background"] is None and tasks("hymenoptera").info["background"] is None
+    assert read_hparams(write_pipeline(tasks("mnist").brief()).data)["PAD_FILL"] == (0,)
+    assert read_hparams(write_pipeline(tasks("cifar10").brief()).data)["PAD_FILL"] is None
+
+
 @pytest.mark.parametrize("name", list(DATASETS))
 def test_flips_follow_what_the_labels_mean(name, tasks):
     expect_hflip = DATASETS[name][1]
@@ -278,6 +285,14 @@ def test_data_knobs_change_the_transforms(tasks, tmp_path):
     assert any(torch.equal(o, ref.flip(2)) for o in outs) and any(torch.equal(o, ref) for o in outs)
     outs, ref = draws(edited(quiet, "data", CROP_PADDING=4), "crop")
     assert any(not torch.equal(o, ref) for o in outs)
+    # PAD_FILL: translated images bring in that colour, not a reflection of the edge.
+    white = torch.full((16, 3, 32, 32), 255, dtype=torch.uint8)
+    for fill, border in (((10, 20, 30), {10.0, 20.0, 30.0}), (None, {255.0})):
+        train_tf, _ = load_modules(edited(quiet, "data", CROP_PADDING=4, PAD_FILL=fill), tmp_path / f"fill{fill}"
+                                   )["data"].build_batch_transforms(info)
+        pixels = train_tf(white) * torch.tensor(info.std).view(1, 3, 1, 1) * 255 + \
+            torch.tensor(info.mean).view(1, 3, 1, 1) * 255  # back to 0-255
+        assert {round(v) for v in pixels.flatten().tolist()} == border | {255.0}, fill
     outs, ref = draws(edited(quiet, "data", CUTOUT=12), "cutout")
     assert all((o == 0).all(dim=0).sum() >= 36 for o in outs)  # at least a 6x6 corner of the square
     outs, ref = draws(edited(quiet, "data", INPUT_SIZE=24, RANDOM_RESIZED_CROP=True), "rrc")

@@ -32,6 +32,7 @@ class TaskFacts:
     pretrained: str | None           # cached timm weights to use, if any
     reasons: tuple[str, ...] = field(default_factory=tuple)  # how the flags above were decided
     throughput: dict[str, Any] | None = None  # measured training images/s of the reference CNN (Brief.throughput)
+    background: tuple[int, ...] | None = None  # pixel value of a plain background per channel (DataInfo)
 
     @property
     def is_photo(self) -> bool:
@@ -164,4 +165,5 @@ def read_task(brief: Brief) -> TaskFacts:
         pretrained=_pick_pretrained(list(brief.pretrained_cache), brief.hardware.device),
         reasons=tuple(reasons),
         throughput=brief.throughput or None,
+        background=tuple(int(v) for v in info["background"]) if info.get("background") else None,
     )
