@@ -15,6 +15,8 @@ autocast on. The other widths are timed in float32 only: a bf16 power law
 through two points misjudges the widths between them (on Fashion-MNIST one
 through WIDTH 16 and 32 promised 3,190 images/s at WIDTH 24 and the run got
 2,390), so the Architect scales the float32 law by a discounted gain instead.
+
+Stand-alone like child.py (no automodel imports), mounted beside it in the sandbox.
 """
 
 from __future__ import annotations

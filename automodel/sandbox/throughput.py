@@ -1,7 +1,8 @@
 """Measure how fast this machine trains, before the first pipeline is written.
 
     figures = measure_throughput(bundle, RunConfig(device="cpu", threads=2), level="bwrap")
-    # {"images_per_second": {"16": 2900.0, "48": 610.0}, "input_size": 32, "stages": 3, "batch_size": 128, ...}
+    # {"images_per_second": {"16": 2900.0, "32": 1000.0}, "precision": "bf16", "bf16_images_per_second":
+    #  {"16": 4900.0}, "input_size": 32, "stages": 3, "batch_size": 128, ...}   (float32 rates; bf16 at WIDTH 16)
 
 A sandboxed child (child_probe.py: trusted harness code only, no generated
 code) trains a reference CNN on the real training images for about a second
