@@ -84,8 +84,11 @@ def training_rate(side: int, hw: Hardware) -> float:
 
 
 def bf16_speedup(measured: dict[str, Any] | None) -> float | None:
-    """bf16 autocast's speed over float32 at the throughput probe's first width, when it timed both."""
-    bf16 = (measured or {}).get("bf16_images_per_second") or {}
+    """bf16 autocast's speed over float32 at the throughput probe's first width, when the probe chose bf16
+    (precision "bf16"); None otherwise."""
+    if (measured or {}).get("precision") != "bf16":
+        return None
+    bf16 = measured.get("bf16_images_per_second") or {}
     width, rate = next(iter(bf16.items()), (None, None))
-    fp32 = ((measured or {}).get("images_per_second") or {}).get(width)
+    fp32 = (measured.get("images_per_second") or {}).get(width)
     return float(rate) / float(fp32) if rate and fp32 else None

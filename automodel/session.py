@@ -205,7 +205,7 @@ def _throughput(run: RunDir, bundle, config, level: str, side: int, progress: Pr
     run.update_info(throughput=figures)
     if figures:
         rates = ", ".join(f"{float(v):,.0f} at WIDTH {k}" for k, v in figures["images_per_second"].items())
-        speedup = bf16_speedup(figures) if figures.get("precision") == "bf16" else None
+        speedup = bf16_speedup(figures)
         bf16 = f"; {speedup:.1f}x faster in bfloat16 autocast" if speedup else ""
         progress.note(f"automodel: this machine trains {rates} images/s ({figures['input_size']} px, batch "
                       f"{figures['batch_size']}, {figures['threads']} threads{bf16}; measured in "

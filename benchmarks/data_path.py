@@ -129,8 +129,8 @@ def main() -> int:
                            pretrained_available=False)
     mods = pipeline_modules(info, REPO / "benchmarks" / "runs" / "data_path")
     rows, ratios = [], []
+    bf16 = args.precision == "bf16"
     for r in range(args.rounds):
-        bf16 = args.precision == "bf16"
         a = harness(mods, info, images, labels, args.seconds, args.batch, bf16)
         b = plain(mods, info, images, labels, args.seconds, args.batch, bf16)
         ratios.append(a / b)

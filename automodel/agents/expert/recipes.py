@@ -115,8 +115,9 @@ def small_cnn_rate(
         k = math.log(r0 / r1) / math.log(w1 / w0)
         rate = r0 * (w0 / width) ** k * (int(measured.get("input_size") or input_size) / input_size) ** 2
         rate /= (stages / int(measured.get("stages") or stages)) * (1.0 + 0.2 * (convs_per_stage - 2))
-        if measured.get("precision") == "bf16":  # the recipe autocasts: count the part of bf16's gain runs keep
-            rate *= max(1.0, BF16_KEPT * (bf16_speedup(measured) or 1.0))
+        gain = bf16_speedup(measured)
+        if gain:  # the recipe autocasts: count the part of bf16's gain runs keep
+            rate *= max(1.0, BF16_KEPT * gain)
         return rate
     per_core = CPU_IMAGES_PER_CORE_S * (32 / width) ** WIDTH_EXPONENT * (32 / input_size) ** 2
     per_core /= (stages / 3) * (1.0 + 0.2 * (convs_per_stage - 2))  # each conv after a stage's first adds ~20%

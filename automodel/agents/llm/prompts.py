@@ -164,7 +164,7 @@ def throughput_text(figures: dict[str, Any] | None, num_train: Any, seconds: flo
     text = (f"a reference CNN (a stem of WIDTH channels, then {figures.get('stages', 3)} conv-BN stages doubling "
              f"it, batch {figures.get('batch_size', '?')}{at}) trains " + "; ".join(parts))
     speedup = bf16_speedup(figures)
-    if speedup and figures.get("precision") == "bf16":
+    if speedup:
         text += (f". In bfloat16 autocast it trained {speedup:.1f}x faster than these float32 figures at WIDTH "
                  f"{next(iter(figures['bf16_images_per_second']))}: this CPU has bf16 matrix units, so use autocast")
     return text
