@@ -164,6 +164,29 @@ def test_few_epochs_with_a_falling_loss_is_time_limited_not_overfit():
     assert diagnose(seen, 0.1)[0] == "timelimited"
 
 
+def test_cutmix_is_dropped_when_the_run_cannot_fit_the_labels():
+    """The photo recipe starts with CutMix; a run that under-fits or runs out of time can drop it."""
+    def with_cutmix(val, train, epochs):
+        h = history(val, train)
+        summary = dict(h.best["summary"], data={"hparams": read_hparams(DATA + "CUTMIX_ALPHA = 1.0  # on\n")})
+        best = dict(h.best, summary=summary, compute={"epochs": epochs})
+        return History.from_json({**h.to_json(), "best": best})
+
+    for h in (with_cutmix(0.643, 0.684, 4.0), with_cutmix(0.70, 0.72, 40.0)):
+        moves = []
+        for _ in range(8):
+            d = decide(h)
+            moves.append((d.edit["move"], d.edit["set"]))
+            h.tried_on_best.append({"key": d.key()})
+        assert ("less_cutmix", {"CUTMIX_ALPHA": 0.0}) in moves
+    # Without CutMix there is nothing to drop.
+    h = history(0.70, 0.72)
+    for _ in range(8):
+        d = decide(h)
+        assert d.edit["move"] != "less_cutmix"
+        h.tried_on_best.append({"key": d.key()})
+
+
 def test_a_time_limited_run_gets_cheaper_faster_steps_not_regularisation():
     h = history(0.643, 0.684)
     best = dict(h.best, compute={"epochs": 4.0})

@@ -196,6 +196,17 @@ def test_small_images_get_the_small_cnn_and_photos_a_lower_resolution(tasks):
     assert photo.data.input_size < facts.side  # from scratch on a CPU: below the decoded 128 px
 
 
+def test_a_few_hundred_photos_start_with_cutmix(tasks):
+    _, photo = plan(tasks("hymenoptera").brief())
+    assert (photo.data.cutmix_alpha, photo.data.mix_prob, photo.data.mixup_alpha) == (1.0, 1.0, 0.0)
+    hp = read_hparams(write_pipeline(tasks("hymenoptera").brief()).data)
+    assert hp["CUTMIX_ALPHA"] == 1.0 and hp["MIX_PROB"] == 1.0
+    # Thousands of photos, or small images, start without it.
+    _, many = plan(tasks("hymenoptera").brief(info={"num_train": 5000}))
+    _, fm = plan(tasks("fashion-mnist").brief())
+    assert many.data.cutmix_alpha == 0.0 and fm.data.cutmix_alpha == 0.0
+
+
 # ---------------------------------------------------------------- judgement
 
 

@@ -214,6 +214,8 @@ MOVES: dict[str, list[Move]] = {
         ),
         Move("data", "less_cutout", _set("CUTOUT", 0, lambda v, f: bool(v)), _text("Under-fitting: drop Cutout")),
         Move("data", "less_mixup", _set("MIXUP_ALPHA", 0.0, lambda v, f: bool(v)), _text("Under-fitting: drop MixUp")),
+        Move("data", "less_cutmix", _set("CUTMIX_ALPHA", 0.0, lambda v, f: bool(v)),
+             _text("Under-fitting: drop CutMix")),
         Move(
             "train",
             "smaller_batch",
@@ -227,10 +229,12 @@ MOVES: dict[str, list[Move]] = {
     ],
     # Few epochs with a loss still falling: the run ran out of time before it could fit the data, so the
     # gap to validation says little. Make each epoch cheaper and each step count for more; regularisers
-    # (MixUp, Cutout, EMA) only slow it further. The final refit re-widens the network for its longer run.
+    # (MixUp, CutMix, Cutout, EMA) only slow it further. The final refit re-widens the network for its longer run.
     "timelimited": [
         Move("data", "less_mixup", _set("MIXUP_ALPHA", 0.0, lambda v, f: bool(v)),
              _text("Time-limited: drop MixUp so each step fits the labels")),
+        Move("data", "less_cutmix", _set("CUTMIX_ALPHA", 0.0, lambda v, f: bool(v)),
+             _text("Time-limited: drop CutMix so each step fits the labels")),
         Move("data", "less_cutout", _set("CUTOUT", 0, lambda v, f: bool(v)),
              _text("Time-limited: drop Cutout so each step fits the labels")),
         Move("train", "higher_lr", _scale("LR", 1.5, 1e-5, 2.0),

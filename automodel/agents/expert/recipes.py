@@ -98,6 +98,9 @@ WIDTH_EXPONENT = 1.65
 # images/s against 3,190 from the whole gain; hymenoptera's residual net at WIDTH 32, batch 16: 157 against 202).
 BF16_KEPT = 0.75
 CPU_WIDTHS = (16, 24, 32, 48, 64)
+# Photo sets under this many training images start with CutMix (they over-fit a net trained from scratch).
+SMALL_PHOTO_SET = 2000
+CUTMIX_ALPHA = 1.0
 
 
 def small_cnn_rate(
@@ -274,7 +277,12 @@ def _photo_from_scratch(facts: TaskFacts) -> Recipe:
     model = ModelRecipe(arch="resnet", stages=4, depth=depth, pool="max", tta_hflip=facts.flips_allowed)
     width = pick_width(facts, model, input_size, batch_size, min_epochs=30)
     model = dataclasses.replace(model, width=width)
-    data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, **_flip_fields(facts))
+    # A few hundred photos over-fit this net well within its 30+ epochs: CutMix every batch. Hymenoptera
+    # (245 photos, 60 s, mean of 6 seeds): 0.773 test against 0.732 without; on half the batches 0.758,
+    # colour jitter 0.3 instead 0.746, EMA 0.99 0.732.
+    cutmix = CUTMIX_ALPHA if facts.num_train < SMALL_PHOTO_SET else 0.0
+    data = DataRecipe(input_size=input_size, random_resized_crop=True, scale_min=0.35, cutmix_alpha=cutmix,
+                      **_flip_fields(facts))
     train = TrainRecipe(
         batch_size=batch_size,
         optimizer="sgd",
@@ -293,6 +301,8 @@ def _photo_from_scratch(facts: TaskFacts) -> Recipe:
         data_notes=(
             f"Photos decoded at {facts.side} px are trained at {input_size} px from scratch "
             "(no cached pretrained weights): random resized crops.",
+            *([f"Only {facts.num_train} training photos: CutMix on every batch against over-fitting."]
+              if cutmix else []),
             *facts.reasons,
         ),
         model_notes=(
