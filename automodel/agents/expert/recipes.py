@@ -98,7 +98,8 @@ WIDTH_EXPONENT = 1.65
 # images/s against 3,190 from the whole gain; hymenoptera's residual net at WIDTH 32, batch 16: 157 against 202).
 BF16_KEPT = 0.75
 CPU_WIDTHS = (16, 24, 32, 48, 64)
-# Photo sets under this many training images start with CutMix (they over-fit a net trained from scratch).
+# Photo sets under this many training images are small: batch 32 for the number of steps, and CutMix from
+# the first pipeline (they over-fit a net trained from scratch).
 SMALL_PHOTO_SET = 2000
 CUTMIX_ALPHA = 1.0
 
@@ -273,7 +274,7 @@ def _photo_from_scratch(facts: TaskFacts) -> Recipe:
     input_size = 64 if facts.time_per_iter * facts.cpu_cores < 600 else 96
     input_size = min(input_size, facts.side)
     depth = 1
-    batch_size = min(32 if facts.num_train < 2000 else 64, _batch_size(facts.num_train, facts.device))
+    batch_size = min(32 if facts.num_train < SMALL_PHOTO_SET else 64, _batch_size(facts.num_train, facts.device))
     # A few hundred photos over-fit this net within its 30+ epochs: CutMix every batch. Hymenoptera (245
     # photos, 60 s, WIDTH 24, 45 epochs, mean of 6 seeds): 0.773 test against 0.732 without; on half the
     # batches 0.758, colour jitter 0.3 instead 0.746, EMA 0.99 0.732. CutMix needs the epochs: at WIDTH 32
