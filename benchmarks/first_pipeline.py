@@ -51,6 +51,10 @@ SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "tools" / "reference_cnn.py"
 RESULTS = REPO / "benchmarks" / "results"
 DATASETS = ("cifar10", "fashion-mnist", "mnist", "hymenoptera")
+# Sets where one run's noise is as large as the gap measured, so each gets several seeds: hymenoptera's 153 test
+# images (a standard error of ~3.5 points) and MNIST near 99.4%, where fit and the script have been within 0.1
+# point and one run's standard error on 10,000 test images is ~0.08 point.
+NOISY = ("hymenoptera", "mnist")
 
 
 def steal_counters() -> tuple[int, int]:
@@ -158,7 +162,7 @@ def compare(args) -> dict:
     rows = []
     for name in args.datasets:
         data = materialize(name, work / "data")
-        seeds = range(args.seeds if name != "hymenoptera" else max(args.seeds, args.hymenoptera_seeds))
+        seeds = range(max(args.seeds, args.noisy_seeds) if name in NOISY else args.seeds)
         for seed in seeds:
             fit = run_fit(data, work, args.seconds, seed)
             ref = run_reference(data, fit["wall_s"], seed) if "error" not in fit else {"error": "fit failed"}
@@ -257,9 +261,8 @@ def main() -> int:
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--seconds", type=float, default=60.0, help="fit's --time-per-iter (default 60)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per dataset (default 1)")
-    ap.add_argument(
-        "--hymenoptera-seeds", type=int, default=3, help="seeds for hymenoptera (153 test images; default 3)"
-    )
+    ap.add_argument("--noisy-seeds", type=int, default=3,
+                    help=f"seeds for {' and '.join(NOISY)}, where one run's noise is as large as the gap (default 3)")
     ap.add_argument("--work", default=str(REPO / "benchmarks" / "runs" / "first_pipeline"))
     ap.add_argument("--out", default=str(RESULTS / "first_pipeline"))
     ap.add_argument("--data-path", action="store_true", help="only the data-path table (see benchmarks/data_path.py)")

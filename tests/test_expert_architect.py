@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from automodel.agents.expert.architect import plan, recipe_constants, write_pipeline
+from automodel.agents.expert.recipes import SYMBOL_ROTATE_DEG
 from automodel.core import Brief, Hardware, Pipeline
 from automodel.hparams import hparam_comments, read_hparams, set_hparams
 from automodel.sandbox import contracts
@@ -160,8 +161,8 @@ def test_flips_follow_what_the_labels_mean(name, tasks):
     assert data["HFLIP"] is expect_hflip
     assert read_hparams(pipeline.model)["TTA_HFLIP"] is expect_hflip
     assert data["VFLIP"] is False
-    if not expect_hflip:
-        assert data["ROTATE_DEG"] == 0
+    # Digits cannot be flipped: small rotations are their augmentation instead. Nothing else is rotated.
+    assert data["ROTATE_DEG"] == (0 if expect_hflip else SYMBOL_ROTATE_DEG) and SYMBOL_ROTATE_DEG <= 15
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
@@ -251,6 +252,28 @@ def test_description_and_class_names_decide_flips(tasks):
     assert top["HFLIP"] is True and top["VFLIP"] is True
 
 
+def test_symbols_get_small_rotations_and_directions_none(tasks):
+    """Digits, letters and text keep their labels under a small rotation, angles and directions do not."""
+    fm = tasks("fashion-mnist")
+
+    def rotation(**kw):
+        return read_hparams(write_pipeline(fm.brief(**kw)).data)["ROTATE_DEG"]
+
+    assert rotation(description="Scans of handwritten letters from forms") == SYMBOL_ROTATE_DEG
+    assert rotation(info={"class_names": list("ABCDEFGHIJ")}) == SYMBOL_ROTATE_DEG
+    assert rotation(description="", info={"class_names": [str(i) for i in range(10)]}) == SYMBOL_ROTATE_DEG
+    assert rotation(description="Fashion-MNIST: photos of clothes") == 0
+    assert rotation(description="Road sign pictograms") == 0
+    assert rotation(description="Is the arrow pointing up or down?") == 0
+    assert rotation(info={"class_names": ["left", "right"], "num_classes": 2}) == 0
+    assert rotation(info={"class_names": [f"orientation_{i:02d}" for i in range(10)]}) == 0
+    # Numbered classes that index an angle are not digits.
+    assert rotation(description="Shapes; the label is the rotation step", info={"class_names": list("0123456789")}) == 0
+    hp = read_hparams(write_pipeline(tasks("mnist").brief()).data)
+    assert hp["ROTATE_DEG"] == SYMBOL_ROTATE_DEG and hp["HFLIP"] is False
+    assert "rotations of up to 10 degrees" in write_pipeline(tasks("mnist").brief()).data
+
+
 def test_hardware_and_budget_scale_the_recipe(tasks):
     cifar = tasks("cifar10")
     subset = {"num_train": 1600}  # as many training images as the 200-per-class CIFAR-10 subset
@@ -328,6 +351,8 @@ def test_data_knobs_change_the_transforms(tasks, tmp_path):
     outs, ref = draws(edited(quiet, "data", INPUT_SIZE=24, RANDOM_RESIZED_CROP=True), "rrc")
     assert ref.shape == (3, 24, 24) and all(o.shape == (3, 24, 24) for o in outs)
     assert len({o.sum().item() for o in outs}) > 1
+    outs, ref = draws(edited(quiet, "data", ROTATE_DEG=10), "rotate")
+    assert all(o.shape == ref.shape for o in outs) and any(not torch.allclose(o, ref) for o in outs)
     outs, ref = draws(edited(quiet, "data", COLOR_JITTER=0.4), "jitter")
     assert any(not torch.allclose(o, ref) for o in outs)
 

@@ -102,6 +102,10 @@ CPU_WIDTHS = (16, 24, 32, 48, 64)
 # the first pipeline (they over-fit a net trained from scratch).
 SMALL_PHOTO_SET = 2000
 CUTMIX_ALPHA = 1.0
+# Digits, letters and text cannot be flipped; small random rotations are their augmentation instead. MNIST (6,309
+# train, 60 s, WIDTH 16, ~40 epochs, in the runner): 0.9944 test against 0.9938 without on seeds 1-4, no seed
+# worse (0.9942 over seeds 1-6); 15 degrees 0.9941 (5 seeds), 10 with batch 64 0.9937.
+SYMBOL_ROTATE_DEG = 10
 
 
 def small_cnn_rate(
@@ -214,7 +218,7 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
     # On a plain background (digits, clothing on black) translations pad with its colour: Fashion-MNIST 0.9110
     # against 0.9066 with reflected edges (50 s in one process, 2 seeds each, measured).
     data = DataRecipe(input_size=input_size, crop_padding=max(1, input_size // 8), pad_fill=facts.background,
-                      **_flip_fields(facts))
+                      rotate_deg=SYMBOL_ROTATE_DEG if facts.symbols else 0, **_flip_fields(facts))
     train = TrainRecipe(
         batch_size=batch_size,
         optimizer="sgd",
@@ -233,6 +237,8 @@ def _small_image_recipe(facts: TaskFacts) -> Recipe:
         data_notes=(
             f"{facts.side} px images are used at {input_size} px; random crops with {data.crop_padding} px padding.",
             *facts.reasons,
+            *([f"Digits, letters or text: random rotations of up to {data.rotate_deg:g} degrees, which keep their "
+               "labels where flips do not."] if data.rotate_deg else []),
             "Cutout, MixUp/CutMix and colour jitter start off: the first pipeline is lightly regularised.",
         ),
         model_notes=(

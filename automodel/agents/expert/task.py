@@ -29,6 +29,7 @@ class TaskFacts:
     time_per_iter: float             # training seconds per iteration
     orientation_sensitive: bool      # flips/rotations would change the label
     top_down: bool                   # no canonical "up": vertical flips are safe
+    symbols: bool                    # digits, letters or text: small rotations keep labels that flips change
     pretrained: str | None           # cached timm weights to use, if any
     reasons: tuple[str, ...] = field(default_factory=tuple)  # how the flags above were decided
     throughput: dict[str, Any] | None = None  # measured training images/s of the reference CNN (Brief.throughput)
@@ -54,6 +55,14 @@ _ORIENTATION_WORDS = re.compile(
     r"texts?|ocr|kanji|hanzi|captchas?|orientations?|rotated|rotations?|arrows?|"
     r"signs?|signage|mnist|emnist|kmnist|svhn|license plates?|number plates?)\b",
     re.IGNORECASE)
+# Of those, the words that name symbols: a slanted hand or a tilted scan keeps their label.
+_SYMBOL_WORDS = re.compile(
+    r"\b(digits?|numerals?|characters?|letters?|alphabets?|handwrit\w*|hand-writ\w*|glyphs?|fonts?|texts?|ocr|"
+    r"kanji|hanzi|captchas?|mnist|emnist|kmnist|svhn|license plates?|number plates?)\b",
+    re.IGNORECASE)
+# Words meaning the label is an angle or a direction: any rotation could change it.
+_TURN_WORDS = re.compile(r"\b(orientations?|rotat\w*|angles?|arrows?|directions?|upright|upside|tilt\w*|pointing|"
+                         r"signs?|signage)\b", re.IGNORECASE)
 _NOT_DIGITS = re.compile(r"fashion[-_ ]?mnist", re.IGNORECASE)
 # Words meaning the images are seen from above or have no canonical orientation.
 _TOP_DOWN_WORDS = re.compile(
@@ -135,6 +144,21 @@ def backbone_to_fetch(profile: dict[str, Any], device: str) -> str | None:
     return _GPU_PREFERENCE[0] if device == "cuda" else KNOWN_BACKBONES[0][0]
 
 
+def _symbols(description: str, class_names: tuple[str, ...], small_images: bool) -> bool:
+    """Whether the labels are symbols (digits, letters, text) rather than directions or angles: small random
+    rotations then keep them, where flips do not."""
+    names = [re.sub(r"[\s\-]+", "_", n.strip().lower()) for n in class_names]
+    words = " ".join(names).replace("_", " ")
+    text = _NOT_DIGITS.sub(" ", description or "")
+    if _TURN_WORDS.search(words) or _TURN_WORDS.search(text):
+        return False
+    if any(part in _DIRECTION_CLASSES for n in names for part in n.split("_")):
+        return False
+    letters = bool(names) and all(len(n) == 1 and n.isalpha() for n in names)
+    numbers = small_images and bool(names) and all(n.isdigit() or n in _NUMBER_WORDS for n in names)
+    return letters or numbers or bool(_SYMBOL_WORDS.search(words) or _SYMBOL_WORDS.search(text))
+
+
 def read_task(brief: Brief) -> TaskFacts:
     info, profile = brief.info, brief.profile or {}
     h, w = (int(v) for v in info.get("image_size") or profile.get("working", {}).get("image_size") or (32, 32))
@@ -162,6 +186,7 @@ def read_task(brief: Brief) -> TaskFacts:
         time_per_iter=float(brief.time_per_iter),
         orientation_sensitive=sensitive,
         top_down=top_down,
+        symbols=sensitive and _symbols(brief.description, class_names, small_images),
         pretrained=_pick_pretrained(list(brief.pretrained_cache), brief.hardware.device),
         reasons=tuple(reasons),
         throughput=brief.throughput or None,
