@@ -210,11 +210,11 @@ def test_a_few_hundred_photos_start_with_cutmix(tasks):
 
 def test_with_cutmix_the_photo_width_buys_45_epochs(tasks):
     """CutMix needs epochs: at 27 of them hymenoptera scored 0.58. With a probe measured on a 2-core CPU
-    (AVX512-BF16), 245 photos and 60 s, the 30-epoch rule picks WIDTH 32; with CutMix the width is 24."""
+    (AMX), 245 photos and 60 s, the 30-epoch rule picks WIDTH 32; with CutMix the width is 24."""
     from automodel.agents.expert.recipes import pick_width, small_cnn_rate
 
-    probe = {"images_per_second": {"16": 244.8, "32": 97.0}, "precision": "bf16",
-             "bf16_images_per_second": {"16": 576.3}, "input_size": 64, "stages": 4, "batch_size": 128}
+    probe = {"images_per_second": {"16": 397.0, "32": 120.0}, "precision": "bf16",
+             "bf16_images_per_second": {"16": 794.0}, "input_size": 64, "stages": 4, "batch_size": 128}
     brief = dataclasses.replace(tasks("hymenoptera").brief(time_per_iter=60.0, info={"num_train": 245}),
                                 throughput=probe)
     facts, photo = plan(brief)
@@ -225,6 +225,26 @@ def test_with_cutmix_the_photo_width_buys_45_epochs(tasks):
                               photo.model.arch, probe) * 60.0 / 245
     assert epochs(24) >= 45 > epochs(32) >= 30
     assert pick_width(facts, photo.model, photo.data.input_size, photo.train.batch_size, min_epochs=30) == 32
+
+
+def test_a_probe_slowed_at_its_first_width_does_not_widen_the_net(tasks):
+    """Measured on hymenoptera (2-core CPU): a probe whose WIDTH 16 ran slow (225 images/s where others got
+    377-468) made WIDTH 32 look cheap; that run trained 31 epochs with CutMix and scored 0.699 against 0.778 at
+    WIDTH 24. Cost grows at least as WIDTH**WIDTH_EXPONENT, whatever such a probe says."""
+    from automodel.agents.expert.recipes import WIDTH_EXPONENT, small_cnn_rate
+
+    slowed = {"images_per_second": {"16": 224.6, "32": 115.7}, "precision": "bf16",
+              "bf16_images_per_second": {"16": 661.0}, "input_size": 64, "stages": 4, "batch_size": 128}
+    brief = dataclasses.replace(tasks("hymenoptera").brief(time_per_iter=60.0, info={"num_train": 245}),
+                                throughput=slowed)
+    _, photo = plan(brief)
+    assert photo.model.width == 24
+    at16, at32 = (small_cnn_rate(w, 64, 2, 4, 1, "resnet", slowed) for w in (16, 32))
+    assert at16 / at32 == pytest.approx(2 ** WIDTH_EXPONENT)
+    # A probe with a steeper measured law keeps it.
+    steep = {**slowed, "images_per_second": {"16": 467.7, "32": 110.9}}
+    at16, at32 = (small_cnn_rate(w, 64, 2, 4, 1, "resnet", steep) for w in (16, 32))
+    assert at16 / at32 == pytest.approx(467.7 / 110.9)
 
 
 # ---------------------------------------------------------------- judgement
@@ -462,9 +482,10 @@ def test_gpu_photo_pipeline_is_the_same_code_and_runs_on_a_cpu(tasks, tmp_path):
 
 
 def _probe(precision: str) -> dict:
-    """The throughput probe's figures: float32 rates per width, and bf16 at WIDTH 16 (faster or slower)."""
-    return {"images_per_second": {"16": 2000.0, "32": 900.0}, "precision": precision,
-            "bf16_images_per_second": {"16": 3400.0 if precision == "bf16" else 1100.0}, "input_size": 32,
+    """The throughput probe's figures: float32 rates per width, and bf16 at WIDTH 16 (faster or slower); the
+    float32 rates are CIFAR-10's on a 2-core CPU with AMX."""
+    return {"images_per_second": {"16": 1600.0, "32": 525.0}, "precision": precision,
+            "bf16_images_per_second": {"16": 3450.0 if precision == "bf16" else 1100.0}, "input_size": 32,
             "stages": 3, "batch_size": 128}
 
 
@@ -475,11 +496,11 @@ def test_bf16_autocast_on_a_cpu_only_where_the_probe_measured_it_faster(tasks, t
     assert read_hparams(write_pipeline(briefs["fp32"]).train)["AMP"] is False
     pipeline = write_pipeline(briefs["bf16"])
     assert read_hparams(pipeline.train)["AMP"] is True
-    assert "bfloat16 autocast on this CPU (1.7x float32's speed, measured): more epochs" in pipeline.train
-    # Sizing counts three quarters of bf16's measured gain: 3,400 images to see 25 times in 60 s fit at WIDTH 24
-    # with it (1,255 x 1.7 x 0.75 images/s), only at WIDTH 16 in float32.
+    assert "bfloat16 autocast on this CPU (2.2x float32's speed, measured): more epochs" in pipeline.train
+    # Sizing counts three quarters of bf16's measured gain: 2,800 images to see 25 times in 60 s fit at WIDTH 24
+    # with it (819 x 2.16 x 0.75 images/s), only at WIDTH 16 in float32.
     widths = {p: read_hparams(write_pipeline(dataclasses.replace(
-        briefs[p], time_per_iter=60.0, info={**briefs[p].info, "num_train": 3400})).model)["WIDTH"] for p in briefs}
+        briefs[p], time_per_iter=60.0, info={**briefs[p].info, "num_train": 2800})).model)["WIDTH"] for p in briefs}
     assert widths == {"bf16": 24, "fp32": 16}
     for photo in (tasks("hymenoptera").brief(), tasks("hymenoptera").brief(cache=["resnet18.a1_in1k"])):
         assert read_hparams(write_pipeline(dataclasses.replace(photo, throughput=_probe("bf16"))).train)["AMP"]

@@ -118,9 +118,14 @@ def small_cnn_rate(
     rates = {int(k): float(v) for k, v in ((measured or {}).get("images_per_second") or {}).items()}
     if len(rates) >= 2:
         # The probe's reference CNN is SmallNet with DEPTH 1 ("convnet"): fit rate = a * width**-k through its
-        # points, then scale by pixels, stages and the extra convolutions of this recipe.
+        # points, then scale by pixels, stages and the extra convolutions of this recipe. k is at least the
+        # table's WIDTH_EXPONENT: a lower one is a probe slowed at its first width, and overstates wide nets.
+        # Hymenoptera's probe on a 2-core CPU: k 1.7-2.2 in eight runs, 0.96 and 1.33 in two whose first width
+        # got 225 and 357 images/s against 377-468 in the others; those two chose WIDTH 32 for CutMix's 45
+        # epochs, trained 31 and scored 0.667 and 0.699 test where WIDTH 24 scored 0.778. Probes at 28-32 px
+        # measure k 1.5-1.65: the floor costs their WIDTH 32 estimate at most a tenth.
         (w0, r0), (w1, r1) = sorted(rates.items())[0], sorted(rates.items())[-1]
-        k = math.log(r0 / r1) / math.log(w1 / w0)
+        k = max(WIDTH_EXPONENT, math.log(r0 / r1) / math.log(w1 / w0))
         rate = r0 * (w0 / width) ** k * (int(measured.get("input_size") or input_size) / input_size) ** 2
         rate /= (stages / int(measured.get("stages") or stages)) * (1.0 + 0.2 * (convs_per_stage - 2))
         gain = bf16_speedup(measured)
