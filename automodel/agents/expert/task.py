@@ -49,17 +49,14 @@ def _photo_sized(side: int, original_side: int) -> bool:
     return side > 64 or original_side > 96
 
 
+# Words that name symbols (digits, letters, text): flips change their labels, a slanted hand or a tilted scan
+# does not.
+_SYMBOLS = (r"digits?|numerals?|characters?|letters?|alphabets?|handwrit\w*|hand-writ\w*|glyphs?|fonts?|texts?|ocr|"
+            r"kanji|hanzi|captchas?|mnist|emnist|kmnist|svhn|license plates?|number plates?")
+_SYMBOL_WORDS = re.compile(rf"\b({_SYMBOLS})\b", re.IGNORECASE)
 # Words in a description that mean a flip or rotation could change the label.
-_ORIENTATION_WORDS = re.compile(
-    r"\b(digits?|numerals?|characters?|letters?|alphabets?|handwrit\w*|hand-writ\w*|glyphs?|fonts?|"
-    r"texts?|ocr|kanji|hanzi|captchas?|orientations?|rotated|rotations?|arrows?|"
-    r"signs?|signage|mnist|emnist|kmnist|svhn|license plates?|number plates?)\b",
-    re.IGNORECASE)
-# Of those, the words that name symbols: a slanted hand or a tilted scan keeps their label.
-_SYMBOL_WORDS = re.compile(
-    r"\b(digits?|numerals?|characters?|letters?|alphabets?|handwrit\w*|hand-writ\w*|glyphs?|fonts?|texts?|ocr|"
-    r"kanji|hanzi|captchas?|mnist|emnist|kmnist|svhn|license plates?|number plates?)\b",
-    re.IGNORECASE)
+_ORIENTATION_WORDS = re.compile(rf"\b({_SYMBOLS}|orientations?|rotated|rotations?|arrows?|signs?|signage)\b",
+                                re.IGNORECASE)
 # Words meaning the label is an angle or a direction: any rotation could change it.
 _TURN_WORDS = re.compile(r"\b(orientations?|rotat\w*|angles?|arrows?|directions?|upright|upside|tilt\w*|pointing|"
                          r"signs?|signage)\b", re.IGNORECASE)
@@ -86,14 +83,26 @@ KNOWN_BACKBONES = (
 _GPU_PREFERENCE = ("convnext_nano", "resnet50", "resnet26d", "efficientnet_b0", "resnet18", "mobilenetv3_large_100")
 
 
+def _normalised(class_names: tuple[str, ...]) -> list[str]:
+    return [re.sub(r"[\s\-]+", "_", n.strip().lower()) for n in class_names]
+
+
+def _all_letters(names: list[str]) -> bool:
+    return bool(names) and all(len(n) == 1 and n.isalpha() for n in names)
+
+
+def _all_numbers(names: list[str]) -> bool:
+    return bool(names) and all(n.isdigit() or n in _NUMBER_WORDS for n in names)
+
+
 def _orientation(description: str, class_names: tuple[str, ...], small_images: bool) -> tuple[bool, str | None]:
     """Whether flips/rotations could change the label, and why."""
-    names = [re.sub(r"[\s\-]+", "_", n.strip().lower()) for n in class_names]
-    if names and all(len(n) == 1 and n.isalpha() for n in names):
+    names = _normalised(class_names)
+    if _all_letters(names):
         return True, "class names are single letters, so flips and rotations would change labels"
     # Numbered classes are digits (MNIST, SVHN) or indices (dSprites orientation) on small images;
     # on photos they are usually ids standing for names (Kaggle's 0..4 for leaf diseases).
-    if small_images and names and all(n.isdigit() or n in _NUMBER_WORDS for n in names):
+    if small_images and _all_numbers(names):
         return True, ("class names are numbers on small images (digits or indices), so flips and rotations could "
                       "change labels")
     direction = [n for n in names if any(part in _DIRECTION_CLASSES for part in n.split("_"))]
@@ -147,16 +156,15 @@ def backbone_to_fetch(profile: dict[str, Any], device: str) -> str | None:
 def _symbols(description: str, class_names: tuple[str, ...], small_images: bool) -> bool:
     """Whether the labels are symbols (digits, letters, text) rather than directions or angles: small random
     rotations then keep them, where flips do not."""
-    names = [re.sub(r"[\s\-]+", "_", n.strip().lower()) for n in class_names]
+    names = _normalised(class_names)
     words = " ".join(names).replace("_", " ")
     text = _NOT_DIGITS.sub(" ", description or "")
     if _TURN_WORDS.search(words) or _TURN_WORDS.search(text):
         return False
     if any(part in _DIRECTION_CLASSES for n in names for part in n.split("_")):
         return False
-    letters = bool(names) and all(len(n) == 1 and n.isalpha() for n in names)
-    numbers = small_images and bool(names) and all(n.isdigit() or n in _NUMBER_WORDS for n in names)
-    return letters or numbers or bool(_SYMBOL_WORDS.search(words) or _SYMBOL_WORDS.search(text))
+    return (_all_letters(names) or (small_images and _all_numbers(names))
+            or bool(_SYMBOL_WORDS.search(words) or _SYMBOL_WORDS.search(text)))
 
 
 def read_task(brief: Brief) -> TaskFacts:
