@@ -95,6 +95,11 @@ def _all_numbers(names: list[str]) -> bool:
     return bool(names) and all(n.isdigit() or n in _NUMBER_WORDS for n in names)
 
 
+def _direction_names(names: list[str]) -> list[str]:
+    """The class names that name a direction (left, upside_down, clockwise...)."""
+    return [n for n in names if any(part in _DIRECTION_CLASSES for part in n.split("_"))]
+
+
 def _orientation(description: str, class_names: tuple[str, ...], small_images: bool) -> tuple[bool, str | None]:
     """Whether flips/rotations could change the label, and why."""
     names = _normalised(class_names)
@@ -105,7 +110,7 @@ def _orientation(description: str, class_names: tuple[str, ...], small_images: b
     if small_images and _all_numbers(names):
         return True, ("class names are numbers on small images (digits or indices), so flips and rotations could "
                       "change labels")
-    direction = [n for n in names if any(part in _DIRECTION_CLASSES for part in n.split("_"))]
+    direction = _direction_names(names)
     if direction and len(direction) * 2 >= len(names):
         return True, f"class names name directions ({', '.join(direction[:4])}), so flips would swap labels"
     m = _ORIENTATION_WORDS.search(" ".join(names).replace("_", " ")) or re.search(
@@ -161,7 +166,7 @@ def _symbols(description: str, class_names: tuple[str, ...], small_images: bool)
     text = _NOT_DIGITS.sub(" ", description or "")
     if _TURN_WORDS.search(words) or _TURN_WORDS.search(text):
         return False
-    if any(part in _DIRECTION_CLASSES for n in names for part in n.split("_")):
+    if _direction_names(names):
         return False
     return (_all_letters(names) or (small_images and _all_numbers(names))
             or bool(_SYMBOL_WORDS.search(words) or _SYMBOL_WORDS.search(text)))
